@@ -1,0 +1,36 @@
+"""grdkit: dataset toolkit and benchmark suite for Group-wise Referring Expression Segmentation.
+
+Public API::
+
+    grdkit.load_dataset(path) -> GresDataset      # one split of the canonical format
+    grdkit.save_dataset(ds, path)                 # atomic, byte-deterministic
+    grdkit.build_dataset(name, refer_root, ...)   # G-RefC / G-RefC+ / G-RefCg builders
+"""
+
+__version__ = "0.1.0"
+
+from .dataset import (  # noqa: E402
+    Expression,
+    GresDataset,
+    Group,
+    Image,
+    Target,
+    load_dataset,
+    load_splits,
+    save_dataset,
+)
+from .errors import GrdkitError, InputError  # noqa: E402
+
+
+def __getattr__(name):  # lazy: keep `import grdkit` light
+    if name == "build_dataset":
+        from .build import build_dataset
+
+        return build_dataset
+    raise AttributeError(name)
+
+
+__all__ = [
+    "Expression", "GresDataset", "Group", "Image", "Target", "load_dataset", "load_splits",
+    "save_dataset", "GrdkitError", "InputError", "build_dataset", "__version__",
+]

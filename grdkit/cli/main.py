@@ -1,0 +1,54 @@
+"""``grdkit`` entry point: the command group and the exit-code contract.
+
+Exit codes: 0 success; 1 a check failed (e.g. validation errors, a metric gate); 2 bad input or bad
+usage, reported as one line on stderr with no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import GrdkitError
+from .build import build_cmd, stats_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="grdkit")
+def cli() -> None:
+    """grdkit: data, metrics and baselines for Group-wise Referring Expression Segmentation.
+
+    \b
+    Build G-RefC / G-RefC+ / G-RefCg from refer-format data:
+        grdkit build g-refcocog --refer-root data/refcocog --out out/g-refcocog
+    Print statistics of a built dataset:
+        grdkit stats out/g-refcocog
+    """
+
+
+cli.add_command(build_cmd)
+cli.add_command(stats_cmd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; map grdkit's input errors and usage errors to exit code 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="grdkit", standalone_mode=False)
+    except GrdkitError as e:
+        click.echo(f"grdkit: error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("grdkit: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

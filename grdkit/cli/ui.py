@@ -1,0 +1,43 @@
+"""Terminal helpers shared by commands: a progress bar and summary tables (rich)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator:
+    """Yield ``track(iterable, description, total)``; a rich progress bar on stderr."""
+    if not enabled:
+        yield lambda it, desc, total: it
+        return
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
+    with prog:
+        def track(it: Iterable, desc: str, total: int) -> Iterable:
+            return prog.track(it, total=total, description=desc)
+        yield track
+
+
+LABELS = {"expressions": "expr.", "positive_pairs": "positive", "negative_pairs": "negative",
+          "dropped_groups": "dropped"}
+
+
+def table(title: str, rows: list[dict], columns: list[str] | None = None) -> Table:
+    """A rich table of ``rows`` (dicts), numbers right-aligned, short headers (:data:`LABELS`)."""
+    columns = columns or (list(rows[0]) if rows else [])
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        numeric = bool(rows) and all(isinstance(r.get(c), (int, float)) for r in rows)
+        t.add_column(LABELS.get(c, c), justify="right" if numeric else "left")
+    for r in rows:
+        t.add_row(*(f"{r.get(c)}" for c in columns))
+    return t

@@ -1,0 +1,338 @@
+"""The canonical GRES dataset format: one JSON file per split, typed records, fast lookups.
+
+File layout (``<out>/<split>.json``; JSON Schema shipped as ``grdkit/schema/gres_dataset.schema.json``)::
+
+    {"info":        {"name": str, "split": str, "grdkit_version": str, "recipe": {...},
+                     "sources": {"<file name>": "<sha256>"}},
+     "images":      [{"id": int, "file_name": str, "height": int, "width": int, ...}],
+     "expressions": [{"id": int, "text": str, "group_id": int, ...}],
+     "groups":      [{"id": int, "expression_ids": [int], "image_ids": [int], ...}],
+     "targets":     [{"expression_id": int, "image_id": int, "positive": bool,
+                      "segmentation": {"size": [h, w], "counts": str},
+                      "ann_ids": [int], ...}]}
+
+Semantics: a *group* is a set of images plus the expressions asked about them. There is exactly one
+*target* per (expression of the group, image of the group) pair: a *positive* target holds the union
+of every referred object's mask (COCO compressed RLE, pixels of the image), a *negative* one the
+empty RLE. Negatives are explicit, never implied. Extra keys on any record are kept on a round trip.
+
+API: :func:`load_dataset`, :func:`save_dataset`, :class:`GresDataset` (lookups ``image``,
+``expression``, ``group``, ``target``, ``targets_of_group`` / ``_expression`` / ``_image``).
+Output is deterministic: the same dataset always serialises to the same bytes (one record per line,
+so files diff well and errors can name a line).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .atomic import atomic_write_text
+from .errors import InputError
+
+SECTIONS = ("info", "images", "expressions", "groups", "targets")
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image: COCO-style ``id``, ``file_name`` relative to an image root, size in pixels."""
+
+    id: int
+    file_name: str
+    height: int
+    width: int
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A referring expression (``text``) asked about every image of group ``group_id``."""
+
+    id: int
+    text: str
+    group_id: int
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group: the expressions asked and the images they are asked about (ids, in file order)."""
+
+    id: int
+    expression_ids: tuple[int, ...]
+    image_ids: tuple[int, ...]
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Ground truth of one (expression, image) pair.
+
+    ``segmentation`` is a COCO compressed RLE ``{"size": [h, w], "counts": str}``; empty for a
+    negative (no-target) pair. ``ann_ids`` lists the source annotations whose union it is.
+    """
+
+    expression_id: int
+    image_id: int
+    positive: bool
+    segmentation: dict
+    ann_ids: tuple[int, ...]
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+_FIELDS = {
+    "images": (("id", int), ("file_name", str), ("height", int), ("width", int)),
+    "expressions": (("id", int), ("text", str), ("group_id", int)),
+    "groups": (("id", int), ("expression_ids", list), ("image_ids", list)),
+    "targets": (("expression_id", int), ("image_id", int), ("positive", bool),
+                ("segmentation", dict), ("ann_ids", list)),
+}
+
+
+def _record_name(section: str, i: int, rec: Any) -> str:
+    if isinstance(rec, dict):
+        if section == "targets":
+            return (f"targets[{i}] (expression_id {rec.get('expression_id')!r}, "
+                    f"image_id {rec.get('image_id')!r})")
+        if "id" in rec:
+            return f"{section}[{i}] (id {rec['id']!r})"
+    return f"{section}[{i}]"
+
+
+def _check_record(path: Any, section: str, i: int, rec: Any) -> None:
+    if not isinstance(rec, dict):
+        raise InputError(path, f"is a {type(rec).__name__}, not an object",
+                         _record_name(section, i, rec))
+    for key, typ in _FIELDS[section]:
+        if key not in rec:
+            raise InputError(path, f"missing key {key!r}", _record_name(section, i, rec),
+                             "see the canonical format in the README")
+        v = rec[key]
+        ok = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
+        if not ok:
+            raise InputError(path, f"key {key!r} is {type(v).__name__}, expected {typ.__name__}",
+                             _record_name(section, i, rec))
+        if typ is list and not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            raise InputError(path, f"key {key!r} must be a list of integers",
+                             _record_name(section, i, rec))
+    if section == "targets":
+        seg = rec["segmentation"]
+        if not (isinstance(seg.get("size"), list) and len(seg["size"]) == 2
+                and isinstance(seg.get("counts"), str)):
+            raise InputError(path, "segmentation must be a compressed RLE "
+                             "{'size': [h, w], 'counts': str}", _record_name(section, i, rec))
+
+
+class GresDataset:
+    """One split of a canonical GRES dataset, with O(1) lookups.
+
+    Args:
+        info: the ``info`` object (name, split, grdkit_version, recipe, sources).
+        images, expressions, groups, targets: typed records, in file order.
+        path: where it was read from, used in error messages; optional.
+
+    Raises:
+        InputError: duplicate image / expression / group ids or duplicate (expression, image)
+            target pairs (lookups would be ambiguous).
+    """
+
+    def __init__(self, info: dict, images: list[Image], expressions: list[Expression],
+                 groups: list[Group], targets: list[Target], path: str | Path | None = None):
+        self.info = info
+        self.images = images
+        self.expressions = expressions
+        self.groups = groups
+        self.targets = targets
+        self.path = None if path is None else str(path)
+        self._images = self._unique("images", images)
+        self._expressions = self._unique("expressions", expressions)
+        self._groups = self._unique("groups", groups)
+        self._targets: dict[tuple[int, int], Target] = {}
+        for i, t in enumerate(targets):
+            key = (t.expression_id, t.image_id)
+            if key in self._targets:
+                raise InputError(self.path, "duplicate target pair",
+                                 f"targets[{i}] (expression_id {key[0]}, image_id {key[1]})",
+                                 "keep exactly one target per (expression, image) pair")
+            self._targets[key] = t
+        self._by_expr: dict[int, list[Target]] | None = None
+        self._by_image: dict[int, list[Target]] | None = None
+
+    def _unique(self, section: str, records: list) -> dict:
+        index = {}
+        for i, r in enumerate(records):
+            if r.id in index:
+                raise InputError(self.path, "duplicate id", f"{section}[{i}] (id {r.id})",
+                                 "ids must be unique within a section")
+            index[r.id] = r
+        return index
+
+    @property
+    def name(self) -> str:
+        return str(self.info.get("name", ""))
+
+    @property
+    def split(self) -> str:
+        return str(self.info.get("split", ""))
+
+    def image(self, image_id: int) -> Image:
+        """The image with this id; ``KeyError`` if absent."""
+        return self._images[image_id]
+
+    def expression(self, expression_id: int) -> Expression:
+        """The expression with this id; ``KeyError`` if absent."""
+        return self._expressions[expression_id]
+
+    def group(self, group_id: int) -> Group:
+        """The group with this id; ``KeyError`` if absent."""
+        return self._groups[group_id]
+
+    def target(self, expression_id: int, image_id: int) -> Target:
+        """The target of one (expression, image) pair; ``KeyError`` if absent."""
+        return self._targets[(expression_id, image_id)]
+
+    def has_target(self, expression_id: int, image_id: int) -> bool:
+        return (expression_id, image_id) in self._targets
+
+    def _build_secondary(self) -> None:
+        by_expr: dict[int, list[Target]] = {}
+        by_image: dict[int, list[Target]] = {}
+        for t in self.targets:
+            by_expr.setdefault(t.expression_id, []).append(t)
+            by_image.setdefault(t.image_id, []).append(t)
+        self._by_expr, self._by_image = by_expr, by_image
+
+    def targets_of_expression(self, expression_id: int) -> list[Target]:
+        """Targets of one expression, in file order (empty list if none)."""
+        if self._by_expr is None:
+            self._build_secondary()
+        return list(self._by_expr.get(expression_id, []))
+
+    def targets_of_image(self, image_id: int) -> list[Target]:
+        """Targets on one image, in file order (empty list if none)."""
+        if self._by_image is None:
+            self._build_secondary()
+        return list(self._by_image.get(image_id, []))
+
+    def targets_of_group(self, group_id: int) -> list[Target]:
+        """Targets of every (expression, image) pair of the group that exist, expression-major."""
+        g = self._groups[group_id]
+        return [self._targets[(e, i)] for e in g.expression_ids for i in g.image_ids
+                if (e, i) in self._targets]
+
+    def pairs(self) -> Iterator[tuple[int, int]]:
+        """Every (expression_id, image_id) pair that has a target, in file order."""
+        return iter(self._targets.keys())
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __repr__(self) -> str:
+        return (f"GresDataset(name={self.name!r}, split={self.split!r}, groups={len(self.groups)}, "
+                f"expressions={len(self.expressions)}, images={len(self.images)}, "
+                f"targets={len(self.targets)})")
+
+    # -- (de)serialisation ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, path: str | Path | None = None) -> "GresDataset":
+        """Build from the parsed JSON object; raises :class:`InputError` on a malformed record."""
+        if not isinstance(data, dict):
+            raise InputError(path, "top level is not a JSON object", hint="see the README format")
+        for s in SECTIONS:
+            if s not in data:
+                raise InputError(path, f"missing top-level key {s!r}")
+        if not isinstance(data["info"], dict):
+            raise InputError(path, "'info' is not an object")
+        for s in SECTIONS[1:]:
+            if not isinstance(data[s], list):
+                raise InputError(path, f"{s!r} is not a list")
+            for i, rec in enumerate(data[s]):
+                _check_record(path, s, i, rec)
+
+        def extra(rec: dict, section: str) -> dict:
+            known = {k for k, _ in _FIELDS[section]}
+            return {k: v for k, v in rec.items() if k not in known}
+
+        images = [Image(r["id"], r["file_name"], r["height"], r["width"], extra(r, "images"))
+                  for r in data["images"]]
+        expressions = [Expression(r["id"], r["text"], r["group_id"], extra(r, "expressions"))
+                       for r in data["expressions"]]
+        groups = [Group(r["id"], tuple(r["expression_ids"]), tuple(r["image_ids"]),
+                        extra(r, "groups")) for r in data["groups"]]
+        targets = [Target(r["expression_id"], r["image_id"], r["positive"],
+                          {"size": [int(x) for x in r["segmentation"]["size"]],
+                           "counts": r["segmentation"]["counts"]},
+                          tuple(r["ann_ids"]), extra(r, "targets")) for r in data["targets"]]
+        return cls(data["info"], images, expressions, groups, targets, path=path)
+
+    def to_dict(self) -> dict:
+        """The JSON-ready object (required keys first, then extra keys in their stored order)."""
+        return {
+            "info": self.info,
+            "images": [{"id": r.id, "file_name": r.file_name, "height": r.height,
+                        "width": r.width, **r.extra} for r in self.images],
+            "expressions": [{"id": r.id, "text": r.text, "group_id": r.group_id, **r.extra}
+                            for r in self.expressions],
+            "groups": [{"id": r.id, "expression_ids": list(r.expression_ids),
+                        "image_ids": list(r.image_ids), **r.extra} for r in self.groups],
+            "targets": [{"expression_id": r.expression_id, "image_id": r.image_id,
+                         "positive": r.positive, "segmentation": r.segmentation,
+                         "ann_ids": list(r.ann_ids), **r.extra} for r in self.targets],
+        }
+
+
+def dumps(ds: GresDataset) -> str:
+    """Serialise deterministically: one record per line, compact separators, UTF-8 text."""
+    d = ds.to_dict()
+
+    def enc(obj: Any) -> str:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+    lines = ["{", f'"info":{enc(d["info"])},']
+    for k, s in enumerate(SECTIONS[1:]):
+        recs = d[s]
+        lines.append(f'"{s}":[')
+        lines.extend(enc(r) + ("," if j < len(recs) - 1 else "") for j, r in enumerate(recs))
+        lines.append("]" + ("," if k < 3 else ""))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def save_dataset(ds: GresDataset, path: str | Path) -> None:
+    """Write one split to ``path`` atomically (temp file + rename), byte-deterministic."""
+    atomic_write_text(path, dumps(ds))
+
+
+def load_dataset(path: str | Path) -> GresDataset:
+    """Read one split file of the canonical format.
+
+    Raises:
+        InputError: the file is missing, is not JSON (the message gives line and column), or a
+            record misses a key or has a wrong type (the message names the record).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder; pass one split file such as val.json",
+                         hint=f"choose one of {sorted(p.name for p in path.glob('*.json'))}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"cannot be read: {e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}")
+    return GresDataset.from_dict(data, path=path)
+
+
+def load_splits(folder: str | Path) -> dict[str, GresDataset]:
+    """Read every ``<split>.json`` of a built dataset folder, keyed by split name (sorted)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+    if not files:
+        raise InputError(folder, "holds no <split>.json file", hint="run `grdkit build` first")
+    return {p.stem: load_dataset(p) for p in files}

@@ -1,0 +1,41 @@
+"""Errors raised on bad input.
+
+Every problem with a user's file is raised as :class:`InputError`, whose message names the file,
+the record (id, key or line) and how to fix it. The CLI turns it into one line on stderr and exit
+code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GrdkitError(Exception):
+    """Base class of every error grdkit raises on purpose."""
+
+
+class InputError(GrdkitError):
+    """An input file is missing, unreadable or holds an invalid record.
+
+    Args:
+        path: the offending file (or folder).
+        message: what is wrong.
+        record: the record concerned, e.g. ``"ref_id 40373"`` or ``"line 12"``; optional.
+        hint: how to fix it; optional.
+    """
+
+    def __init__(self, path: str | Path | None, message: str, record: str | None = None,
+                 hint: str | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.record = record
+        self.hint = hint
+        self.reason = message
+        parts = []
+        if self.path is not None:
+            parts.append(self.path)
+        if record:
+            parts.append(record)
+        text = ": ".join(parts + [message]) if parts else message
+        if hint:
+            text += f" (fix: {hint})"
+        super().__init__(text)

@@ -1,0 +1,289 @@
+"""Readers for the refer toolkit format (RefCOCO, RefCOCO+, RefCOCOg) and gRefCOCO.
+
+Input contract (a ``--refer-root`` folder, as the refer toolkit lays out one dataset)::
+
+    instances.json       COCO: {"images": [{id, file_name, height, width}],
+                                "annotations": [{id, image_id, category_id, iscrowd,
+                                                 segmentation: polygons | RLE}],
+                                "categories": [{id, name}]}
+    refs(unc).p | refs(umd).p | refs(google).p
+                         pickle of a list of refs {ref_id, image_id, ann_id: int, category_id,
+                                                   split, sentences: [{sent_id, sent, raw}]}
+    grefs(unc).json      gRefCOCO: the same refs as JSON, ann_id a list; [-1] means no target
+
+The original pickles were written by Python 2, so their strings arrive as ``bytes``; they are read
+with ``encoding="bytes"`` and every byte string is decoded as UTF-8 (an undecodable one is an
+error, not a guess). Pickles are read with an unpickler that refuses every global, so a pickle can
+only build plain lists, dicts, strings and numbers and cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+SPLIT_BYS = ("unc", "umd", "google")
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    """One sentence of a ref: refer's ``sent_id``, tokenised lower-case ``sent`` and ``raw`` text."""
+
+    sent_id: int
+    sent: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A referring-expression record. ``ann_ids`` is empty for a gRefCOCO no-target ref."""
+
+    ref_id: int
+    image_id: int
+    ann_ids: tuple[int, ...]
+    category_id: int | None
+    split: str
+    sentences: tuple[Sentence, ...]
+
+    @property
+    def no_target(self) -> bool:
+        return not self.ann_ids
+
+
+@dataclass
+class ReferData:
+    """A loaded refer dataset: refs, COCO images and annotations by id, and source checksums."""
+
+    refs: list[Ref]
+    images: dict[int, dict]
+    annotations: dict[int, dict]
+    categories: dict[int, str]
+    refs_path: Path
+    instances_path: Path
+    sources: dict[str, str]  # file name -> sha256 hex digest
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Builds only built-in containers and scalars: every global lookup is refused."""
+
+    def find_class(self, module: str, name: str):  # noqa: D401
+        raise pickle.UnpicklingError(f"refers to {module}.{name}; a refs pickle holds only "
+                                     "lists, dicts, strings and numbers")
+
+
+def _decode_bytes(obj: Any, where: list[str]) -> Any:
+    """Recursively turn Python 2 byte strings (keys and values) into str (UTF-8, strict)."""
+    if isinstance(obj, bytes):
+        try:
+            return obj.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"byte string {obj[:40]!r} at {'/'.join(where) or 'top'} "
+                             "is not UTF-8") from None
+    if isinstance(obj, dict):
+        return {_decode_bytes(k, where): _decode_bytes(v, where + [str(k)]) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_decode_bytes(v, where + [str(i)]) for i, v in enumerate(obj)]
+    return obj
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    if not path.exists():
+        raise InputError(path, f"{what} not found",
+                         hint="pass --refer-root pointing at a refer-format folder")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot be read: {e}") from None
+
+
+def load_pickle(path: str | Path) -> Any:
+    """Load a Python 2 or Python 3 pickle of plain data safely; byte strings become str.
+
+    Raises:
+        InputError: missing file, not a pickle, truncated, or holding anything but plain data.
+    """
+    path = Path(path)
+    data = _read_bytes(path, "pickle")
+    return _loads_pickle(path, data)
+
+
+def _loads_pickle(path: Path, data: bytes) -> Any:
+    try:
+        obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except EOFError:
+        raise InputError(path, "pickle is truncated (unexpected end of file)",
+                         hint="download the file again") from None
+    except (pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError, MemoryError) as e:
+        raise InputError(path, f"is not a readable pickle of plain data: {e}",
+                         hint="pass the refer toolkit's refs(*).p file") from None
+    try:
+        return _decode_bytes(obj, [])
+    except ValueError as e:
+        raise InputError(path, str(e)) from None
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _parse_ref(path: Path, i: int, r: Any, grefs: bool) -> Ref:
+    rec = f"refs[{i}]"
+    if not isinstance(r, dict):
+        raise InputError(path, f"is a {type(r).__name__}, not a dict", rec)
+    if _int(r.get("ref_id")):
+        rec = f"ref_id {r['ref_id']}"
+    for key in ("ref_id", "image_id", "ann_id", "split", "sentences"):
+        if key not in r:
+            raise InputError(path, f"missing key {key!r}", rec)
+    if not _int(r["ref_id"]) or not _int(r["image_id"]):
+        raise InputError(path, "ref_id and image_id must be integers", rec)
+    ann = r["ann_id"]
+    if grefs or isinstance(ann, list):
+        if not isinstance(ann, list) or not ann or not all(_int(a) for a in ann):
+            raise InputError(path, f"ann_id {ann!r} must be a non-empty list of integers", rec)
+        if ann == [-1]:
+            ann_ids: tuple[int, ...] = ()
+        elif -1 in ann:
+            raise InputError(path, f"ann_id {ann!r} mixes -1 (no target) with annotations", rec)
+        else:
+            ann_ids = tuple(dict.fromkeys(ann))
+    elif _int(ann):
+        ann_ids = (ann,)
+    else:
+        raise InputError(path, f"ann_id {ann!r} is not an integer", rec)
+    if not isinstance(r["split"], str):
+        raise InputError(path, "split must be a string", rec)
+    sents = r["sentences"]
+    if not isinstance(sents, list) or not sents:
+        raise InputError(path, "sentences must be a non-empty list", rec)
+    out = []
+    for k, s in enumerate(sents):
+        if not isinstance(s, dict) or not isinstance(s.get("sent", s.get("raw")), str):
+            raise InputError(path, f"sentences[{k}] has no text ('sent' or 'raw')", rec)
+        text = s.get("sent", s.get("raw"))
+        raw = s.get("raw", text)
+        sid = s.get("sent_id")
+        if not _int(sid):
+            raise InputError(path, f"sentences[{k}] has no integer sent_id", rec)
+        out.append(Sentence(sid, text, raw if isinstance(raw, str) else text))
+    cat = r.get("category_id")
+    return Ref(r["ref_id"], r["image_id"], ann_ids, cat if _int(cat) else None, r["split"],
+               tuple(out))
+
+
+def parse_refs(path: str | Path, refs: Any, grefs: bool = False) -> list[Ref]:
+    """Turn the loaded list of refs into :class:`Ref` records, checking every field.
+
+    Raises:
+        InputError: naming the file and the ``ref_id`` (or index) of the first bad record.
+    """
+    path = Path(path)
+    if not isinstance(refs, list):
+        raise InputError(path, f"holds a {type(refs).__name__}, expected a list of refs")
+    return [_parse_ref(path, i, r, grefs) for i, r in enumerate(refs)]
+
+
+def load_refs(path: str | Path) -> list[Ref]:
+    """Read ``refs(*).p`` (Python 2 or 3 pickle) or gRefCOCO ``grefs(*).json``."""
+    path = Path(path)
+    data = _read_bytes(path, "refs file")
+    return _parse_loaded_refs(path, data)
+
+
+def _parse_loaded_refs(path: Path, data: bytes) -> list[Ref]:
+    if path.suffix == ".json":
+        try:
+            obj = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(path, f"invalid JSON: {e}") from None
+        return parse_refs(path, obj, grefs=True)
+    return parse_refs(path, _loads_pickle(path, data))
+
+
+def _parse_instances(path: Path, data: bytes) -> tuple[dict, dict, dict]:
+    try:
+        coco = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}",
+                         "pass the COCO instances.json of the refer dataset") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"is not UTF-8 text: {e}") from None
+    if not isinstance(coco, dict):
+        raise InputError(path, "top level is not a JSON object")
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            raise InputError(path, f"missing list {key!r}", hint="is this a COCO instances file?")
+    images: dict[int, dict] = {}
+    for i, im in enumerate(coco["images"]):
+        if not isinstance(im, dict) or not _int(im.get("id")):
+            raise InputError(path, "image without an integer id", f"images[{i}]")
+        for key in ("height", "width"):
+            if not _int(im.get(key)) or im[key] <= 0:
+                raise InputError(path, f"{key} is {im.get(key)!r}; must be a positive integer",
+                                 f"image id {im['id']}")
+        if not isinstance(im.get("file_name"), str):
+            raise InputError(path, "file_name missing", f"image id {im['id']}")
+        if im["id"] in images:
+            raise InputError(path, "duplicate image id", f"image id {im['id']}")
+        images[im["id"]] = im
+    anns: dict[int, dict] = {}
+    for i, a in enumerate(coco["annotations"]):
+        if not isinstance(a, dict) or not _int(a.get("id")):
+            raise InputError(path, "annotation without an integer id", f"annotations[{i}]")
+        for key in ("image_id", "category_id"):
+            if not _int(a.get(key)):
+                raise InputError(path, f"{key} missing or not an integer", f"annotation id {a['id']}")
+        if "segmentation" not in a:
+            raise InputError(path, "segmentation missing", f"annotation id {a['id']}")
+        if a["id"] in anns:
+            raise InputError(path, "duplicate annotation id", f"annotation id {a['id']}")
+        anns[a["id"]] = a
+    cats = {c["id"]: c.get("name", str(c["id"])) for c in coco.get("categories", [])
+            if isinstance(c, dict) and _int(c.get("id"))}
+    return images, anns, cats
+
+
+def load_instances(path: str | Path) -> tuple[dict, dict, dict]:
+    """Read a COCO ``instances.json``: (images by id, annotations by id, category names by id)."""
+    path = Path(path)
+    return _parse_instances(path, _read_bytes(path, "instances.json"))
+
+
+def refs_file(refer_root: str | Path, split_by: str) -> Path:
+    """Locate ``refs(<split_by>).p`` (or gRefCOCO's ``grefs(<split_by>).json``) in a refer folder."""
+    root = Path(refer_root)
+    if not root.is_dir():
+        raise InputError(root, "refer root folder not found", hint="pass an existing --refer-root")
+    for name in (f"refs({split_by}).p", f"grefs({split_by}).json"):
+        if (root / name).exists():
+            return root / name
+    present = sorted(p.name for p in root.glob("*refs(*)*"))
+    raise InputError(root / f"refs({split_by}).p", "refs file not found",
+                     hint=f"choose --split-by to match a file present: {present or 'none'}")
+
+
+def read_refer(refer_root: str | Path, split_by: str) -> ReferData:
+    """Read a refer-format folder: refs for ``split_by`` plus ``instances.json``, with checksums.
+
+    Raises:
+        InputError: a missing, truncated or malformed file, naming file and record.
+    """
+    root = Path(refer_root)
+    rpath = refs_file(root, split_by)
+    ipath = root / "instances.json"
+    rdata = _read_bytes(rpath, "refs file")
+    idata = _read_bytes(ipath, "instances.json")
+    sources = {rpath.name: hashlib.sha256(rdata).hexdigest(),
+               ipath.name: hashlib.sha256(idata).hexdigest()}
+    refs = _parse_loaded_refs(rpath, rdata)
+    del rdata
+    images, anns, cats = _parse_instances(ipath, idata)
+    return ReferData(refs, images, anns, cats, rpath, ipath, dict(sorted(sources.items())))

@@ -1,0 +1,235 @@
+"""Deterministic generator of refer-format data (``refs(*).p`` + ``instances.json``).
+
+It makes grdkit's bundled demo sample and the full-scale benchmark input. Everything is synthetic
+and drawn from ``numpy.random.default_rng(seed)``: the same arguments give the same files.
+
+What it imitates (RefCOCOg umd: 25,799 images, 49,822 refs, 95,010 sentences, ~200k instances):
+
+* COCO-like image sizes (640 on the long side; 480, 427, 640, 360, ... on the short side);
+* ``instances_per_image`` star-shaped (hence valid) polygons per image, 1-3 parts, plus ~1%
+  crowd instances stored as uncompressed RLE, as in COCO;
+* ``refs_per_image`` refs per image, each referring to one non-crowd instance, with 1-3 sentences;
+* a long tail of repeated sentences: with probability ``p_common`` a sentence is drawn from a
+  Zipf-weighted pool of ``common_pool`` short phrases ("the man on the left"), so a few thousand
+  sentences recur across images, as in the real data; all other sentences are near-unique;
+* splits assigned per image for ``umd`` (train/val/test), ``unc`` (train/val/testA/testB) and
+  ``google`` (train/val), written to ``refs(umd).p``, ``refs(unc).p`` and ``refs(google).p``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write_bytes, atomic_write_text
+
+CATEGORIES = [
+    "person", "bicycle", "car", "motorcycle", "bus", "train", "truck", "boat", "bench", "bird",
+    "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "umbrella",
+    "chair", "couch", "bed", "dining table", "laptop", "cup", "bowl", "pizza", "cake", "vase",
+]
+_WORDS = {
+    "color": ["red", "blue", "white", "black", "green", "yellow", "brown", "gray", "pink",
+              "orange", "purple", "dark", "light", "striped", "spotted"],
+    "size": ["big", "small", "tall", "short", "large", "tiny", "long"],
+    "where": ["on the left", "on the right", "in the middle", "in front", "in the back",
+              "closest to the camera", "far away", "at the top", "at the bottom", "near the edge"],
+    "verb": ["holding", "next to", "behind", "under", "beside", "facing", "near", "on top of",
+             "looking at", "touching"],
+    "thing": ["a table", "the window", "a tree", "the fence", "a plate", "the wall", "a car",
+              "the door", "a bag", "the grass", "a sign", "the road", "a box", "the water"],
+}
+SPLIT_RATIOS = {
+    "umd": (("train", 0.85), ("val", 0.05), ("test", 0.10)),
+    "unc": (("train", 0.84), ("val", 0.06), ("testA", 0.05), ("testB", 0.05)),
+    "google": (("train", 0.90), ("val", 0.10)),
+}
+_SHORT_SIDES = np.array([480, 427, 640, 360, 425, 512, 424, 383])
+_SHORT_P = np.array([0.42, 0.25, 0.10, 0.07, 0.05, 0.04, 0.04, 0.03])
+
+
+def _pick(rng: np.random.Generator, seq: list):
+    return seq[int(rng.integers(len(seq)))]
+
+
+def _unique_sentence(rng: np.random.Generator, cat: str) -> str:
+    w = _WORDS
+    form = int(rng.integers(4))
+    if form == 0:
+        return f"the {_pick(rng, w['color'])} {cat} {_pick(rng, w['where'])}"
+    if form == 1:
+        return (f"a {_pick(rng, w['size'])} {_pick(rng, w['color'])} {cat} "
+                f"{_pick(rng, w['verb'])} {_pick(rng, w['thing'])} {_pick(rng, w['where'])}")
+    if form == 2:
+        return (f"{cat} {_pick(rng, w['verb'])} {_pick(rng, w['thing'])} with a "
+                f"{_pick(rng, w['color'])} {_pick(rng, w['thing']).split()[-1]}")
+    return (f"the {_pick(rng, w['size'])} {cat} {_pick(rng, w['verb'])} the "
+            f"{_pick(rng, w['color'])} {_pick(rng, w['thing']).split()[-1]} "
+            f"{_pick(rng, w['where'])}")
+
+
+def _common_phrases(n: int) -> list[tuple[str, int]]:
+    """A fixed, ordered pool of short phrases with their category index (no randomness)."""
+    out = []
+    k = 0
+    while len(out) < n:
+        cat = k % len(CATEGORIES)
+        where = _WORDS["where"][(k // len(CATEGORIES)) % len(_WORDS["where"])]
+        color = _WORDS["color"][(k // (len(CATEGORIES) * len(_WORDS["where"])))
+                                % len(_WORDS["color"])]
+        tier = k // (len(CATEGORIES) * len(_WORDS["where"]))
+        text = f"{CATEGORIES[cat]} {where}" if tier == 0 else f"{color} {CATEGORIES[cat]} {where}"
+        out.append((text, cat))
+        k += 1
+    return out
+
+
+def _polygon(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> list:
+    n = int(rng.integers(8, 25))
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = r * rng.uniform(0.5, 1.0, n)
+    xs = np.clip(cx + rad * np.cos(ang), 0, w - 1)
+    ys = np.clip(cy + rad * np.sin(ang), 0, h - 1)
+    return [round(float(v), 2) for xy in zip(xs, ys) for v in xy]
+
+
+def _crowd_rle(rng: np.random.Generator, h: int, w: int) -> dict:
+    """A rectangle as uncompressed column-major RLE (COCO's crowd format)."""
+    x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+    rw, rh = int(rng.integers(4, w // 2)), int(rng.integers(4, h // 2))
+    counts = [x0 * h + y0]
+    for c in range(rw):
+        counts.append(rh)
+        counts.append(h - rh if c < rw - 1 else 0)
+    tail = h * w - sum(counts)
+    counts[-1] += tail
+    return {"size": [h, w], "counts": counts}
+
+
+def generate_refer(num_images: int, seed: int = 0, instances_per_image: float = 7.75,
+                   refs_per_image: float = 1.93, sentences_per_ref: float = 1.91,
+                   p_common: float = 0.08, common_pool: int = 3000,
+                   first_image_id: int = 1, split_ratios: dict | None = None
+                   ) -> tuple[dict[str, list], dict]:
+    """Generate refer-format data in memory.
+
+    Args:
+        num_images: number of COCO-like images.
+        seed: randomness seed.
+        instances_per_image, refs_per_image, sentences_per_ref: mean counts (Poisson-like).
+        p_common: probability that a sentence comes from the shared phrase pool.
+        common_pool: size of that pool (Zipf-weighted, exponent 1.1).
+        first_image_id: id of the first image (ids are consecutive).
+        split_ratios: ``{splitBy: ((split, fraction), ...)}``; default :data:`SPLIT_RATIOS`.
+
+    Returns:
+        ``(refs_by_split_by, instances)``: ``{"umd": [ref, ...], "unc": [...], "google": [...]}``
+        (the same refs with different ``split`` values) and the COCO instances dict.
+    """
+    rng = np.random.default_rng(seed)
+    phrases = _common_phrases(common_pool)
+    weights = 1.0 / np.arange(1, common_pool + 1) ** 1.1
+    weights /= weights.sum()
+    images, anns, refs = [], [], []
+    ann_id, ref_id, sent_id = 1, 1, 1
+    for k in range(num_images):
+        img_id = first_image_id + k
+        short = int(rng.choice(_SHORT_SIDES, p=_SHORT_P))
+        h, w = (short, 640) if rng.random() < 0.75 else (640, short)
+        images.append({"id": img_id, "file_name": f"SYNTH_{img_id:012d}.jpg", "height": h,
+                       "width": w, "license": 1})
+        n_inst = max(1, int(rng.poisson(instances_per_image)))
+        img_anns = []
+        for _ in range(n_inst):
+            cat = int(rng.integers(len(CATEGORIES)))
+            if rng.random() < 0.01:
+                seg = _crowd_rle(rng, h, w)
+                crowd = 1
+            else:
+                parts = []
+                r0 = float(rng.uniform(8, min(h, w) / 3))
+                cx, cy = float(rng.uniform(r0, w - r0)), float(rng.uniform(r0, h - r0))
+                for p in range(1 if rng.random() < 0.85 else int(rng.integers(2, 4))):
+                    parts.append(_polygon(rng, cx + 1.5 * r0 * p, cy, r0 / (1 + p), h, w))
+                seg, crowd = parts, 0
+            anns.append({"id": ann_id, "image_id": img_id, "category_id": cat + 1,
+                         "iscrowd": crowd, "segmentation": seg, "area": 0.0,
+                         "bbox": [0.0, 0.0, 0.0, 0.0]})
+            if not crowd:
+                img_anns.append((ann_id, cat))
+            ann_id += 1
+        n_refs = min(len(img_anns), max(1, int(rng.poisson(refs_per_image - 1) + 1)))
+        chosen = rng.choice(len(img_anns), size=n_refs, replace=False) if img_anns else []
+        for j in sorted(int(x) for x in chosen):
+            a_id, cat = img_anns[j]
+            n_sent = min(3, max(1, int(rng.poisson(sentences_per_ref - 1) + 1)))
+            sents = []
+            for _ in range(n_sent):
+                if rng.random() < p_common:
+                    text, pcat = phrases[int(rng.choice(common_pool, p=weights))]
+                    # a repeated phrase names its own category: re-point the ann's category
+                    anns[a_id - anns[0]["id"]]["category_id"] = pcat + 1
+                    cat = pcat
+                else:
+                    text = _unique_sentence(rng, CATEGORIES[cat])
+                sents.append({"tokens": text.split(), "raw": text.capitalize() + ".",
+                              "sent_id": sent_id, "sent": text})
+                sent_id += 1
+            refs.append({"image_id": img_id, "split": None, "sentences": sents,
+                         "file_name": f"SYNTH_{img_id:012d}_{a_id}.jpg", "category_id": cat + 1,
+                         "ann_id": a_id, "sent_ids": [s["sent_id"] for s in sents],
+                         "ref_id": ref_id})
+            ref_id += 1
+    split_draw = rng.random(num_images)
+    by: dict[str, list] = {}
+    for split_by, ratios in (split_ratios or SPLIT_RATIOS).items():
+        edges = np.cumsum([r for _, r in ratios])
+        names = [n for n, _ in ratios]
+        out = []
+        for r in refs:
+            u = split_draw[r["image_id"] - first_image_id]
+            name = names[min(int(np.searchsorted(edges, u, side="right")), len(names) - 1)]
+            out.append({**r, "split": name})
+        by[split_by] = out
+    instances = {
+        "info": {"description": "grdkit synthetic refer-format data", "version": "1.0"},
+        "licenses": [{"id": 1, "name": "CC0 (synthetic)", "url": ""}],
+        "images": images, "annotations": anns,
+        "categories": [{"id": i + 1, "name": c, "supercategory": c}
+                       for i, c in enumerate(CATEGORIES)],
+    }
+    return by, instances
+
+
+def write_refer(folder: str | Path, refs_by_split_by: dict[str, list], instances: dict) -> None:
+    """Write ``refs(<splitBy>).p`` (pickle protocol 2, as the refer toolkit's) and instances.json."""
+    folder = Path(folder)
+    for split_by, refs in refs_by_split_by.items():
+        atomic_write_bytes(folder / f"refs({split_by}).p", pickle.dumps(refs, protocol=2))
+    atomic_write_text(folder / "instances.json",
+                      json.dumps(instances, separators=(",", ":")) + "\n")
+
+
+DEMO_SPLITS = {
+    "umd": (("train", 0.5), ("val", 0.25), ("test", 0.25)),
+    "unc": (("train", 0.4), ("val", 0.2), ("testA", 0.2), ("testB", 0.2)),
+    "google": (("train", 0.6), ("val", 0.4)),
+}
+DEMO_ARGS = dict(num_images=60, seed=2023, instances_per_image=4.0, refs_per_image=2.0,
+                 sentences_per_ref=1.5, p_common=0.5, common_pool=10, split_ratios=DEMO_SPLITS)
+
+
+def demo_root() -> Path:
+    """Folder of the bundled demo sample (package data, generated by :func:`write_demo`)."""
+    return Path(__file__).parent / "data" / "demo_refer"
+
+
+def write_demo(folder: str | Path | None = None) -> Path:
+    """(Re)generate the bundled demo sample: 60 synthetic images, refs in umd/unc/google."""
+    folder = Path(folder) if folder else demo_root()
+    refs, inst = generate_refer(**DEMO_ARGS)
+    write_refer(folder, refs, inst)
+    return folder
