@@ -9,7 +9,7 @@ Public API::
 
 __version__ = "0.1.0"
 
-from .dataset import (  # noqa: E402
+from .dataset import (
     Expression,
     GresDataset,
     Group,
@@ -19,7 +19,7 @@ from .dataset import (  # noqa: E402
     load_splits,
     save_dataset,
 )
-from .errors import GrdkitError, InputError  # noqa: E402
+from .errors import GrdkitError, InputError
 
 
 def __getattr__(name):  # lazy: keep `import grdkit` light
@@ -31,6 +31,16 @@ def __getattr__(name):  # lazy: keep `import grdkit` light
 
 
 __all__ = [
-    "Expression", "GresDataset", "Group", "Image", "Target", "load_dataset", "load_splits",
-    "save_dataset", "GrdkitError", "InputError", "build_dataset", "__version__",
+    "Expression",
+    "GrdkitError",
+    "GresDataset",
+    "Group",
+    "Image",
+    "InputError",
+    "Target",
+    "__version__",
+    "build_dataset",
+    "load_dataset",
+    "load_splits",
+    "save_dataset",
 ]

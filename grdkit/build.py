@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections import Counter
+from collections.abc import Callable, Container, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -111,13 +110,16 @@ def _split_order(names: Iterable[str]) -> list[str]:
 
 
 def _sample_negatives(rng: np.random.Generator, pool: np.ndarray, k: int,
-                      excluded: Callable[[int], bool]) -> list[int]:
-    """Draw up to ``k`` distinct images from ``pool`` (sorted int64) that are not ``excluded``.
+                      *excluded_sets: Container[int]) -> list[int]:
+    """Draw up to ``k`` distinct images from ``pool`` (sorted int64) in none of ``excluded_sets``.
 
     Rejection sampling keeps a draw O(k) on a large pool; when the pool is mostly excluded it
     falls back to an explicit candidate list (both branches deterministic for a given rng state).
     Own code rather than ``rng.choice(pool)``: that permutes the whole pool for every group.
     """
+    def excluded(img: int) -> bool:
+        return any(img in ex for ex in excluded_sets)
+
     if k <= 0 or pool.size == 0:
         return []
     chosen: dict[int, None] = {}
@@ -231,14 +233,13 @@ def build_from_refer(data: ReferData, options: BuildOptions,
         for gid, key in enumerate(track(keys, f"{options.name} {split}", len(keys)), start=1):
             pos = sent_images[key]
             n_neg = math.floor(options.neg_ratio * len(pos) + 0.5)
-            cats = {data.annotations[a]["category_id"] for anns in pos.values() for a in anns}
             blocked: set[int] = set()
-            for c in cats:
-                blocked |= cat_images.get(c, set())
+            if cat_images:
+                for c in {data.annotations[a]["category_id"] for v in pos.values() for a in v}:
+                    blocked |= cat_images.get(c, set())
             rng = np.random.default_rng([options.seed, split_crc,
                                          zlib.crc32(key.encode("utf-8"))])
-            negs = _sample_negatives(rng, pool, n_neg,
-                                     lambda i: i in pos or i in blocked)
+            negs = _sample_negatives(rng, pool, n_neg, pos, blocked)
             if len(negs) < n_neg:
                 shortfall_groups += 1
                 shortfall_images += n_neg - len(negs)
@@ -280,8 +281,10 @@ def build_dataset(name: str, refer_root: str | Path, split_by: str | None = None
     ``umd`` (RefCOCOg). Raises :class:`~grdkit.errors.InputError` on bad input and ``ValueError``
     on bad options.
     """
-    options = BuildOptions(name, split_by or DATASETS[name]["split_by"] if name in DATASETS
-                           else split_by or "", min_images, neg_ratio, negatives, seed)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    options = BuildOptions(name, split_by or DATASETS[name]["split_by"], min_images, neg_ratio,
+                           negatives, seed)
     data = read_refer(refer_root, options.split_by)
     return build_from_refer(data, options, progress)
 

@@ -43,16 +43,17 @@ def render_card(datasets: dict[str, GresDataset], report=None) -> str:
     ]
     for split in datasets:
         lines += [f"  - split: {split}", f"    path: {split}.json"]
-    lines += ["---", "", f"# {PRETTY.get(name, name)} ({name})", "",
-              "Group-wise referring expression segmentation data built by grdkit "
-              f"{first.info.get('grdkit_version')}: one expression vs. a group of images, with "
-              "one target per (expression, image) pair; negative (no-target) images carry an "
-              "empty mask.", "", "## Recipe", "",
-              "GRES (ICCV 2023) §5.1, grdkit rule v1: group refs of a split by normalised "
+    intro = ("Group-wise referring expression segmentation data built by grdkit "
+             f"{first.info.get('grdkit_version')}: one expression vs. a group of images, with "
+             "one target per (expression, image) pair; negative (no-target) images carry an "
+             "empty mask.")
+    recipe = ("GRES (ICCV 2023) §5.1, grdkit rule v1: group refs of a split by normalised "
               "sentence, keep groups with at least `min_images` positive images, add "
-              "`round(neg_ratio x positives)` negative images from the split's other images. "
-              "Options:", "", "```json", json.dumps(first.info.get("recipe", {}), indent=2,
-                                                     sort_keys=True), "```", "",
+              "`floor(neg_ratio x positives + 0.5)` negative images from the split's other "
+              "images. Options:")
+    lines += ["---", "", f"# {PRETTY.get(name, name)} ({name})", "", intro, "", "## Recipe", "",
+              recipe, "", "```json",
+              json.dumps(first.info.get("recipe", {}), indent=2, sort_keys=True), "```", "",
               "## Sources", "", "| file | sha256 |", "|---|---|"]
     for fname, digest in sorted(first.info.get("sources", {}).items()):
         lines.append(f"| `{fname}` | `{digest}` |")
@@ -65,20 +66,21 @@ def render_card(datasets: dict[str, GresDataset], report=None) -> str:
     for split, ds in datasets.items():
         s = dataset_stats(ds)
         el = s["expression_length"]
-        lines += ["", f"### {split}", "",
-                  f"Expression length (words): min {el['min']}, mean {el['mean']}, "
-                  f"median {el['median']}, max {el['max']}.", "",
+        length = (f"Expression length (words): min {el['min']}, mean {el['mean']}, "
+                  f"median {el['median']}, max {el['max']}.")
+        lines += ["", f"### {split}", "", length, "",
                   "| images per group | groups |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in s["group_size_histogram"].items()]
         if report is not None and split in report.splits:
             rp = report.splits[split]
-            lines += ["", f"Build: {rp['refs']} refs, {rp['sentences']} distinct sentences, "
-                      f"{rp['dropped_groups']} groups dropped (< min_images), "
-                      f"{rp['negative_shortfall_groups']} groups short of "
-                      f"{rp['negative_shortfall_images']} negatives, "
-                      f"{rp['no_target_refs']} no-target refs ignored."]
-    lines += ["", "## Known limitations", "",
-              "RefCOCO-family annotations are not exhaustive: a `random` negative image may still "
-              "show an object the sentence could describe. `category-disjoint` negatives hold no "
-              "instance of a referent's COCO category.", ""]
+            note = (f"Build: {rp['refs']} refs, {rp['sentences']} distinct sentences, "
+                    f"{rp['dropped_groups']} groups dropped (< min_images), "
+                    f"{rp['negative_shortfall_groups']} groups short of "
+                    f"{rp['negative_shortfall_images']} negatives, "
+                    f"{rp['no_target_refs']} no-target refs ignored.")
+            lines += ["", note]
+    limits = ("RefCOCO-family annotations are not exhaustive: a `random` negative image may "
+              "still show an object the sentence could describe. `category-disjoint` negatives "
+              "hold no instance of a referent's COCO category.")
+    lines += ["", "## Known limitations", "", limits, ""]
     return "\n".join(lines)

@@ -25,9 +25,10 @@ so files diff well and errors can name a line).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import InputError
@@ -236,7 +237,7 @@ class GresDataset:
 
     # -- (de)serialisation ------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any, path: str | Path | None = None) -> "GresDataset":
+    def from_dict(cls, data: Any, path: str | Path | None = None) -> GresDataset:
         """Build from the parsed JSON object; raises :class:`InputError` on a malformed record."""
         if not isinstance(data, dict):
             raise InputError(path, "top level is not a JSON object", hint="see the README format")

@@ -65,9 +65,14 @@ def check_polygons(polygons: Any, height: int, width: int) -> None:
             raise MaskError(f"polygon part {k} has an odd number of coordinates ({len(part)})")
         if len(part) < 6:
             raise MaskError(f"polygon part {k} has {len(part) // 2} points; at least 3 are needed")
-        for v in part:
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise MaskError(f"polygon part {k} has a non-finite or non-numeric coordinate {v!r}")
+        try:
+            finite = all(map(math.isfinite, part))
+        except TypeError:
+            finite = False
+        if not finite or any(isinstance(v, bool) for v in part):
+            bad = next((v for v in part if isinstance(v, bool) or not isinstance(v, (int, float))
+                        or not math.isfinite(v)), None)
+            raise MaskError(f"polygon part {k} has a non-finite or non-numeric coordinate {bad!r}")
 
 
 def to_rle(segmentation: Any, height: int, width: int) -> RLE:
@@ -88,7 +93,8 @@ def to_rle(segmentation: Any, height: int, width: int) -> RLE:
         raise MaskError(f"image size {height}x{width} is not positive")
     if isinstance(segmentation, list):
         check_polygons(segmentation, height, width)
-        parts = mask_utils.frPyObjects([list(map(float, p)) for p in segmentation], height, width)
+        parts = mask_utils.frPyObjects([[float(v) for v in p] for p in segmentation], height,
+                                       width)
         return _to_py(mask_utils.merge(parts) if len(parts) > 1 else parts[0])
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size = [int(s) for s in segmentation["size"]]

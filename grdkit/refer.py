@@ -11,9 +11,8 @@ Input contract (a ``--refer-root`` folder, as the refer toolkit lays out one dat
                                                    split, sentences: [{sent_id, sent, raw}]}
     grefs(unc).json      gRefCOCO: the same refs as JSON, ann_id a list; [-1] means no target
 
-The original pickles were written by Python 2, so their strings arrive as ``bytes``; they are read
-with ``encoding="bytes"`` and every byte string is decoded as UTF-8 (an undecodable one is an
-error, not a guess). Pickles are read with an unpickler that refuses every global, so a pickle can
+The original pickles were written by Python 2, whose ``str`` objects are byte strings; they are
+decoded as strict UTF-8 while unpickling (an undecodable one is an error, not a guess). Pickles are read with an unpickler that refuses every global, so a pickle can
 only build plain lists, dicts, strings and numbers and cannot run code.
 """
 
@@ -73,24 +72,9 @@ class ReferData:
 class _SafeUnpickler(pickle.Unpickler):
     """Builds only built-in containers and scalars: every global lookup is refused."""
 
-    def find_class(self, module: str, name: str):  # noqa: D401
+    def find_class(self, module: str, name: str):
         raise pickle.UnpicklingError(f"refers to {module}.{name}; a refs pickle holds only "
                                      "lists, dicts, strings and numbers")
-
-
-def _decode_bytes(obj: Any, where: list[str]) -> Any:
-    """Recursively turn Python 2 byte strings (keys and values) into str (UTF-8, strict)."""
-    if isinstance(obj, bytes):
-        try:
-            return obj.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"byte string {obj[:40]!r} at {'/'.join(where) or 'top'} "
-                             "is not UTF-8") from None
-    if isinstance(obj, dict):
-        return {_decode_bytes(k, where): _decode_bytes(v, where + [str(k)]) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_decode_bytes(v, where + [str(i)]) for i, v in enumerate(obj)]
-    return obj
 
 
 def _read_bytes(path: Path, what: str) -> bytes:
@@ -104,7 +88,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
 
 
 def load_pickle(path: str | Path) -> Any:
-    """Load a Python 2 or Python 3 pickle of plain data safely; byte strings become str.
+    """Load a Python 2 or Python 3 pickle of plain data safely; Python 2 byte strings become str.
 
     Raises:
         InputError: missing file, not a pickle, truncated, or holding anything but plain data.
@@ -116,18 +100,22 @@ def load_pickle(path: str | Path) -> Any:
 
 def _loads_pickle(path: Path, data: bytes) -> Any:
     try:
-        obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+        # Python 2 `str` objects are decoded by the C unpickler as strict UTF-8 (fast, and an
+        # undecodable byte string is an error rather than a guess).
+        return _SafeUnpickler(io.BytesIO(data), encoding="utf-8", errors="strict").load()
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"holds a Python 2 byte string that is not UTF-8 ({e.reason} at "
+                         f"byte {e.start} of {e.object[:40]!r})") from None
     except EOFError:
         raise InputError(path, "pickle is truncated (unexpected end of file)",
                          hint="download the file again") from None
     except (pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, MemoryError) as e:
+        if "truncated" in str(e):
+            raise InputError(path, "pickle is truncated (data ends early)",
+                             hint="download the file again") from None
         raise InputError(path, f"is not a readable pickle of plain data: {e}",
                          hint="pass the refer toolkit's refs(*).p file") from None
-    try:
-        return _decode_bytes(obj, [])
-    except ValueError as e:
-        raise InputError(path, str(e)) from None
 
 
 def _int(v: Any) -> bool:

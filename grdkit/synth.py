@@ -218,8 +218,9 @@ DEMO_SPLITS = {
     "unc": (("train", 0.4), ("val", 0.2), ("testA", 0.2), ("testB", 0.2)),
     "google": (("train", 0.6), ("val", 0.4)),
 }
-DEMO_ARGS = dict(num_images=60, seed=2023, instances_per_image=4.0, refs_per_image=2.0,
-                 sentences_per_ref=1.5, p_common=0.5, common_pool=10, split_ratios=DEMO_SPLITS)
+DEMO_ARGS = {"num_images": 60, "seed": 2023, "instances_per_image": 4.0, "refs_per_image": 2.0,
+             "sentences_per_ref": 1.5, "p_common": 0.5, "common_pool": 10,
+             "split_ratios": DEMO_SPLITS}
 
 
 def demo_root() -> Path:

@@ -41,6 +41,11 @@ def build_cmd(dataset, refer_root, out_dir, split_by, min_images, neg_ratio, neg
     Sentences repeated across images of a split form a group; each group gets negative images
     sampled from the split's other images (see `grdkit.build` for the exact rule). Writes
     <out>/<split>.json in the canonical format and <out>/README.md (data card).
+    Without --refer-root it runs on grdkit's bundled demo sample (synthetic data).
+
+    \b
+    Example on real RefCOCOg (umd):
+        grdkit build g-refcocog --refer-root refer/data/refcocog --out out/g-refcocog
     """
     if refer_root is None:
         refer_root = demo_root()

@@ -1,0 +1,1 @@
+"""Reference baselines (GRSer, LTS); need the ``grdkit[baselines]`` extra."""

@@ -1,0 +1,1 @@
+"""Evaluators: GRES / RES / Co-SOD metrics on the canonical format."""
