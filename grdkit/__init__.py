@@ -5,6 +5,7 @@ Public API::
     grdkit.load_dataset(path) -> GresDataset      # one split of the canonical format
     grdkit.save_dataset(ds, path)                 # atomic, byte-deterministic
     grdkit.build_dataset(name, refer_root, ...)   # G-RefC / G-RefC+ / G-RefCg builders
+    grdkit.evaluate(predictions, dataset, ...)    # -> Report (every GRES / RES / Co-SOD metric)
 """
 
 __version__ = "0.1.0"
@@ -27,6 +28,10 @@ def __getattr__(name):  # lazy: keep `import grdkit` light
         from .build import build_dataset
 
         return build_dataset
+    if name == "evaluate":
+        from .evaluators import evaluate
+
+        return evaluate
     raise AttributeError(name)
 
 

@@ -13,6 +13,7 @@ import click
 from .. import __version__
 from ..errors import GrdkitError
 from .build import build_cmd, stats_cmd
+from .evaluate import eval_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,11 +26,14 @@ def cli() -> None:
         grdkit build g-refcocog --refer-root data/refcocog --out out/g-refcocog
     Print statistics of a built dataset:
         grdkit stats out/g-refcocog
+    Score predictions and gate a submission:
+        grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
     """
 
 
 cli.add_command(build_cmd)
 cli.add_command(stats_cmd)
+cli.add_command(eval_group)
 
 
 def main(argv: list[str] | None = None) -> None:

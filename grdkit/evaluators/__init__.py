@@ -1,1 +1,54 @@
-"""Evaluators: GRES / RES / Co-SOD metrics on the canonical format."""
+"""Evaluators: GRES / RES / gRefCOCO / Co-SOD metrics on the canonical format, in the RLE domain.
+
+API::
+
+    report = grdkit.evaluate(predictions, dataset, min_pixels=1, strict=False, cosod=False,
+                             bootstrap=0, seed=0)
+    report.metrics["gres_miou"], report.counts, report.to_json(), report.to_markdown()
+
+``predictions``: a ``preds.json`` path, a folder of PNG masks, or a list of dicts (see
+:mod:`grdkit.evaluators.predictions`). ``dataset``: a split file, a built folder (several
+splits), a :class:`~grdkit.dataset.GresDataset` or ``{split: GresDataset}``. Metric definitions
+and sources: :mod:`grdkit.evaluators.functional` and :mod:`grdkit.evaluators.cosod`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..dataset import GresDataset, load_dataset, load_splits
+from .gres import GresEvaluator
+from .predictions import GroundTruth, load_predictions
+from .report import Report, check_gate
+
+
+def load_ground_truth(dataset: Any) -> dict[str, GresDataset]:
+    """``{split: GresDataset}`` from a path (file or folder), a dataset, or a dict of them."""
+    if isinstance(dataset, GresDataset):
+        return {dataset.split or "test": dataset}
+    if isinstance(dataset, dict):
+        return dataset
+    p = Path(dataset)
+    if p.is_dir():
+        return load_splits(p)
+    ds = load_dataset(p)
+    return {ds.split or p.stem: ds}
+
+
+def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: bool = False,
+             cosod: bool = False, bootstrap: int = 0, seed: int = 0) -> Report:
+    """Score predictions against a canonical dataset; see the module header.
+
+    Raises:
+        InputError: invalid predictions (named record) or, with ``strict``, missing pairs.
+    """
+    gt = load_ground_truth(dataset)
+    ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod)
+    preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
+    ev.process(preds)
+    cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}
+    return ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
+
+
+__all__ = ["evaluate", "GresEvaluator", "Report", "check_gate", "load_ground_truth"]

@@ -1,0 +1,190 @@
+"""``grdkit eval`` (score predictions, CI gate) and ``grdkit eval merge`` (combine shards)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..atomic import atomic_write_text
+from ..errors import InputError
+from ..evaluators import GresEvaluator, load_ground_truth
+from ..evaluators.gres import read_state
+from ..evaluators.predictions import GroundTruth, load_predictions
+from ..evaluators.report import Report, check_gate, fmt
+from .ui import out, progress_bar, table
+
+
+class DefaultGroup(click.Group):
+    """A group whose first argument, when it is not a subcommand, goes to the default command."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        elif not args:
+            args = ["run"]
+        return super().parse_args(ctx, args)
+
+
+def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
+    out_ = {}
+    for v in values:
+        k, sep, num = v.partition("=")
+        try:
+            out_[k.strip()] = float(num)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise click.BadParameter(f"{v!r} is not METRIC=VALUE (e.g. gres_miou=50)",
+                                     param_hint="--fail-under")
+    return out_
+
+
+def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_under,
+            per_group: bool) -> int:
+    gates = _parse_fail_under(fail_under)
+    base = None
+    if baseline is not None:
+        try:
+            base = json.loads(Path(baseline).read_text())
+            base["metrics"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(baseline, f"is not a grdkit JSON report: {e}") from None
+    try:
+        failures = check_gate(report.to_dict(), gates, base, max_drop if base else None)
+    except KeyError as e:
+        raise click.BadParameter(f"unknown metric {e.args[0]!r}; choose from "
+                                 f"{sorted(report.metrics)}", param_hint="--fail-under") from None
+    if json_out:
+        atomic_write_text(json_out, report.to_json())
+    if markdown_out:
+        gated = bool(gates) or base is not None
+        atomic_write_text(markdown_out, report.to_markdown(failures if gated else None))
+    rows = [{"metric": k, "value": fmt(k, v),
+             **({"95% CI": f"{fmt(k, report.ci[k][0])} - {fmt(k, report.ci[k][1])}"
+                 if k in report.ci else ""} if report.ci else {})}
+            for k, v in report.metrics.items()]
+    out.print(table("metrics (%; Co-SOD 0-1)", rows))
+    c = report.counts
+    out.print(f"{c['pairs']} pairs ({c['positive']} target, {c['negative']} no-target) in "
+              f"{c['groups']} groups; TP {c['tp']}  TN {c['tn']}  FP {c['fp']}  FN {c['fn']}; "
+              f"{c['missing']} missing predictions counted as no target")
+    if len(report.per_split) > 1:
+        out.print(table("per split", [
+            {"split": s, "pairs": r["counts"]["pairs"],
+             **{k: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
+            for s, r in report.per_split.items()]))
+    if per_group:
+        worst = sorted(report.per_group, key=lambda g: (g["gres_miou"], g["split"],
+                                                          g["group_id"]))[:per_group]
+        out.print(table(f"{len(worst)} lowest-scoring groups", [
+            {"split": g["split"], "group": g["group_id"], "pairs": g["pairs"],
+             **{k: fmt(k, g[k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
+            for g in worst]))
+    if failures:
+        out.print(table("[red]gate failed[/]", [
+            {"metric": f["metric"], "value": fmt(f["metric"], f["value"]),
+             "limit": fmt(f["metric"], f["limit"]), "reason": f["reason"]} for f in failures]))
+        return 1
+    if gates or base is not None:
+        out.print("[green]gate passed[/]")
+    return 0
+
+
+_report_options = [
+    click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Write the JSON report {metrics, counts, config, per_split, per_group, ci}."),
+    click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+    click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="A previous JSON report to compare against."),
+    click.option("--max-drop", type=click.FloatRange(min=0), default=0.5, show_default=True,
+                 help="With --baseline: fail when a metric drops more than this many points "
+                      "(Co-SOD metrics in hundredths; for mae a rise is a drop)."),
+    click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
+                 help="Fail when METRIC is below VALUE (above, for mae); repeatable."),
+    click.option("--per-group", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Print the N lowest-scoring groups."),
+]
+
+
+def report_options(f):
+    for opt in reversed(_report_options):
+        f = opt(f)
+    return f
+
+
+@click.group("eval", cls=DefaultGroup, invoke_without_command=False)
+def eval_group():
+    """Score predictions (every GRES / RES / gRefCOCO / Co-SOD metric) and gate a submission.
+
+    \b
+    grdkit eval PREDS --gt DATASET [--json OUT] [--markdown OUT]
+                [--baseline REF.json --max-drop 0.5] [--fail-under gres_miou=50 ...]
+    grdkit eval merge SHARD.npz ... --gt DATASET [...]
+
+    Exit 0 when everything passes, 1 when a gate fails, 2 on invalid input.
+    """
+
+
+@eval_group.command("run")
+@click.argument("preds", type=click.Path(exists=True, path_type=Path))
+@click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Ground truth: a split file (val.json) or a built folder (all splits).")
+@click.option("--min-pixels", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Predictions with fewer foreground pixels are 'no target'.")
+@click.option("--strict", is_flag=True, help="A pair without prediction is an error.")
+@click.option("--cosod", is_flag=True, help="Also compute Co-SOD MAE / F-max / S / E (slower).")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Resample groups N times for 95%% confidence intervals.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Bootstrap seed.")
+@click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save per-pair statistics (.npz) for `grdkit eval merge`.")
+@report_options
+def eval_run(preds, gt_path, min_pixels, strict, cosod, bootstrap, seed, save_state, json_out,
+             markdown_out, baseline, max_drop, fail_under, per_group):
+    """Score PREDS (preds.json, or a folder of <expression_id>/<image_id>.png masks).
+
+    Predictions are checked first and any invalid record stops the run (exit 2) with its name:
+    unknown or duplicate pairs, a mask size that differs from the image, NaN scores, bad JSON.
+    Missing pairs count as 'no target' and are reported (--strict makes them an error).
+    """
+    _parse_fail_under(fail_under)
+    gt = load_ground_truth(gt_path)
+    ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod)
+    predictions = load_predictions(preds, GroundTruth(gt), keep_soft=cosod)
+    with progress_bar(len(predictions) > 2000 or cosod) as track:
+        ev.process(predictions, lambda it: track(it, "evaluating", len(predictions)))
+    if save_state:
+        ev.save_state(save_state)
+    report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
+                         config={"predictions": str(preds), "gt": str(gt_path)})
+    return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group)
+
+
+@eval_group.command("merge")
+@click.argument("states", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="The ground truth every shard was evaluated against.")
+@click.option("--strict", is_flag=True, help="A pair predicted by no shard is an error.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@report_options
+def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out, baseline,
+               max_drop, fail_under, per_group):
+    """Combine shard states saved with --save-state into exactly the single-pass report."""
+    _parse_fail_under(fail_under)
+    loaded = [(p, read_state(p)) for p in states]
+    from ..evaluators.gres import state_meta
+
+    meta = state_meta(loaded[0][1])
+    gt = load_ground_truth(gt_path)
+    ev = GresEvaluator(gt, min_pixels=meta["min_pixels"], cosod=meta["cosod"])
+    for p, st in loaded:
+        ev.load_state(st, str(p))
+    report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
+                         config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
+    return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group)

@@ -1,0 +1,147 @@
+"""Functional core of the GRES / RES metrics: per-pair sufficient statistics -> metrics.
+
+Every metric is a function of four per-pair quantities, kept as int64 / bool arrays:
+
+* ``inter`` I: pixels in prediction AND ground truth;
+* ``union`` U: pixels in prediction OR ground truth;
+* ``gt_pos``: the pair is a target (positive) pair;
+* ``pred_pos``: the prediction is "targeted", i.e. has at least ``min_pixels`` foreground pixels.
+  A prediction below ``min_pixels`` counts as "no target" and as an empty mask everywhere.
+
+Per-pair IoU is I/U; for an empty prediction on an empty ground truth (U = 0) it is taken as 1.
+pycocotools' ``iou`` returns 0 in that case, hence I and U are computed here from ``area`` and
+``merge`` instead. Definitions, all in percent:
+
+* ``gres_miou`` (GRES, Wu et al. ICCV 2023, §5.1): mean over all pairs of a per-pair score:
+  true positive -> I/U, true negative -> 1, false positive or false negative -> 0.
+* ``res_miou`` (GRES §5.1, RES setting): mean I/U over target pairs only.
+* ``giou`` (gRefCOCO / ReLA, Liu et al. CVPR 2023, §6.1): mean per-pair IoU where a no-target
+  pair scores 1 if predicted no-target and 0 otherwise. It equals ``gres_miou`` by construction
+  (a false negative has I = 0 anyway); both names are reported because both papers use them.
+* ``ciou`` (ReLA §6.1): sum(I) / sum(U) over all pairs; a no-target pair wrongly predicted as
+  targeted adds its prediction's area to U (its U), a true negative adds nothing. When sum(U) = 0
+  (nothing to segment, nothing predicted) cIoU is 100.
+* ``n_acc`` (ReLA): true negatives / no-target pairs. ``t_acc``: target pairs predicted as
+  targeted / target pairs. ``r_neg`` (GRES R_neg, recall of negative pairs) equals ``n_acc``.
+* ``pr@X`` (X = 0.5 ... 0.9): share of target pairs with IoU >= X.
+
+Some released evaluators use an older N-acc formula, TP/(TP+FP+1); ours are the corrected ones.
+A metric whose denominator is empty (e.g. ``n_acc`` with no negative pair) is ``None``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import masks
+
+PR_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+METRICS = ("gres_miou", "res_miou", "giou", "ciou", "n_acc", "t_acc", "r_neg",
+           *(f"pr@{t}" for t in PR_THRESHOLDS))
+
+
+def pair_stats(pred: dict | None, gt: dict, gt_area: int, min_pixels: int = 1
+               ) -> tuple[int, int, int, bool]:
+    """Sufficient statistics of one pair, computed on RLEs (no densification).
+
+    Args:
+        pred: COCO compressed RLE of the prediction, or None for "no target".
+        gt: COCO compressed RLE of the ground truth (same size).
+        gt_area: foreground pixels of ``gt`` (precomputed).
+        min_pixels: predictions with fewer foreground pixels are "no target".
+
+    Returns:
+        ``(pred_area, inter, union, pred_pos)`` in pixels; ``pred_area`` is 0 when the prediction
+        counts as no target.
+    """
+    if pred is None:
+        return 0, 0, gt_area, False
+    p_area = masks.area(pred)
+    if p_area < min_pixels or p_area == 0:
+        return 0, 0, gt_area, False
+    if gt_area == 0:
+        return p_area, 0, p_area, True
+    inter = masks.area(masks.intersection(pred, gt))
+    return p_area, inter, p_area + gt_area - inter, True
+
+
+def pair_iou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """Per-pair IoU (0-1), 1 where U = 0 (empty vs. empty)."""
+    inter = np.asarray(inter, dtype=np.float64)
+    union = np.asarray(union, dtype=np.float64)
+    out = np.ones_like(inter)
+    nz = union > 0
+    out[nz] = inter[nz] / union[nz]
+    return out
+
+
+def confusion(gt_pos: np.ndarray, pred_pos: np.ndarray) -> dict[str, int]:
+    """Image-level TP / TN / FP / FN of the target vs. no-target decision."""
+    gt_pos = np.asarray(gt_pos, bool)
+    pred_pos = np.asarray(pred_pos, bool)
+    return {"tp": int(np.sum(gt_pos & pred_pos)), "tn": int(np.sum(~gt_pos & ~pred_pos)),
+            "fp": int(np.sum(~gt_pos & pred_pos)), "fn": int(np.sum(gt_pos & ~pred_pos))}
+
+
+def group_sums(inter, union, gt_pos, pred_pos, group_index: np.ndarray, n_groups: int
+               ) -> np.ndarray:
+    """Per-group sums from which every metric follows (used for totals and the bootstrap).
+
+    Returns a float64 array of shape ``(n_groups, len(SUM_FIELDS))``.
+    """
+    gt_pos = np.asarray(gt_pos, bool)
+    pred_pos = np.asarray(pred_pos, bool)
+    iou = pair_iou(inter, union)
+    tp = gt_pos & pred_pos
+    tn = ~gt_pos & ~pred_pos
+    score = np.where(tp, iou, np.where(tn, 1.0, 0.0))
+    pos_iou = np.where(gt_pos & pred_pos, iou, 0.0)
+    cols = [np.ones(len(gt_pos)), score, np.asarray(inter, np.float64),
+            np.asarray(union, np.float64), gt_pos, ~gt_pos, tp, tn, pos_iou]
+    cols += [gt_pos & (iou >= t) & pred_pos for t in PR_THRESHOLDS]
+    data = np.stack([np.asarray(c, np.float64) for c in cols], axis=1)
+    out = np.zeros((n_groups, data.shape[1]))
+    np.add.at(out, np.asarray(group_index, np.int64), data)
+    return out
+
+
+SUM_FIELDS = ("pairs", "score", "inter", "union", "pos", "neg", "tp", "tn", "pos_iou",
+              *(f"pr{t}" for t in PR_THRESHOLDS))
+
+
+def metrics_from_sums(s: np.ndarray) -> dict[str, float | None]:
+    """Metrics (percent) from summed :data:`SUM_FIELDS` (shape ``(F,)`` or ``(B, F)``)."""
+    s = np.asarray(s, np.float64)
+    f = {k: s[..., i] for i, k in enumerate(SUM_FIELDS)}
+
+    def ratio(num, den, empty=None):
+        den = np.asarray(den)
+        if den.ndim == 0:
+            if den == 0:
+                return empty
+            return float(100.0 * num / den)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(den > 0, 100.0 * num / np.where(den > 0, den, 1), np.nan)
+        if empty is not None:
+            r = np.where(den > 0, r, empty)
+        return r
+
+    out = {
+        "gres_miou": ratio(f["score"], f["pairs"]),
+        "res_miou": ratio(f["pos_iou"], f["pos"]),
+        "giou": ratio(f["score"], f["pairs"]),
+        "ciou": ratio(f["inter"], f["union"], empty=100.0),
+        "n_acc": ratio(f["tn"], f["neg"]),
+        "t_acc": ratio(f["tp"], f["pos"]),
+        "r_neg": ratio(f["tn"], f["neg"]),
+    }
+    for t in PR_THRESHOLDS:
+        out[f"pr@{t}"] = ratio(f[f"pr{t}"], f["pos"])
+    return out
+
+
+def gres_metrics(inter, union, gt_pos, pred_pos) -> dict[str, float | None]:
+    """All :data:`METRICS` (percent, or None when undefined) from per-pair statistics."""
+    n = len(np.asarray(gt_pos))
+    sums = group_sums(inter, union, gt_pos, pred_pos, np.zeros(n, np.int64), 1)[0]
+    return metrics_from_sums(sums)

@@ -1,0 +1,242 @@
+"""Predictions: reading and fail-closed validation against the ground truth.
+
+Accepted forms:
+
+* ``preds.json``: a list of ``{"expression_id": int, "image_id": int, "segmentation": RLE | null,
+  "score": float (optional), "split": str (optional)}``. ``segmentation`` is a COCO compressed RLE
+  ``{"size": [h, w], "counts": str}`` (uncompressed ``counts: [int]`` is accepted too) whose size
+  must equal the image's. ``null`` or an empty mask means "no target". ``split`` is required only
+  when the ground truth has several splits (ids restart in each split).
+* a folder of PNG masks ``<expression_id>/<image_id>.png`` (``<split>/<expression_id>/...`` for
+  several splits): 8-bit grey (or RGB, converted to grey), 0/255 binary or soft 0-255 maps. For the
+  IoU family a pixel is foreground when its value is >= 128; the soft map is kept for Co-SOD.
+
+Anything that could silently change a score is an error that names the record: malformed JSON,
+unknown (expression, image) pairs, duplicate pairs, a mask size that differs from the image's,
+NaN or infinite scores, unknown keys' wrong types. Missing pairs are not an error: they count as
+"no target" and are reported (``strict=True`` makes them an error).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .. import masks
+from ..dataset import GresDataset
+from ..errors import InputError
+
+_RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' compressed alphabet: chr(48) .. chr(111)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One validated prediction.
+
+    ``rle`` is a COCO compressed RLE or None ("no target"); ``soft`` an optional uint8
+    ``(h, w)`` map in 0-255 (from soft PNGs, for Co-SOD); ``score`` optional confidence.
+    """
+
+    split: str
+    expression_id: int
+    image_id: int
+    rle: dict | None
+    score: float | None = None
+    soft: np.ndarray | None = None
+
+
+class GroundTruth:
+    """Ground truth of one or more splits: sizes and pair membership for validation."""
+
+    def __init__(self, splits: dict[str, GresDataset]):
+        if not splits:
+            raise ValueError("no ground-truth split")
+        self.splits = splits
+
+    @property
+    def multi(self) -> bool:
+        return len(self.splits) > 1
+
+    def resolve_split(self, split: Any, where: str, path: Any) -> str:
+        if split is None:
+            if self.multi:
+                raise InputError(path, "has no 'split' but the ground truth has splits "
+                                 f"{sorted(self.splits)}", where, "add \"split\" to each record")
+            return next(iter(self.splits))
+        if split not in self.splits:
+            raise InputError(path, f"split {split!r} is not in the ground truth "
+                             f"{sorted(self.splits)}", where)
+        return split
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_rle(seg: Any, h: int, w: int, where: str, path: Any) -> dict | None:
+    if seg is None:
+        return None
+    if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
+        raise InputError(path, "segmentation must be a COCO RLE {'size': [h, w], 'counts': ...} "
+                         "or null", where)
+    size = seg["size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_int(x) for x in size)):
+        raise InputError(path, f"segmentation size {size!r} is not [height, width]", where)
+    if size != [h, w]:
+        raise InputError(path, f"segmentation size {size} differs from the image size [{h}, {w}]",
+                         where, "encode the mask at the image's original resolution")
+    counts = seg["counts"]
+    if isinstance(counts, list):
+        if not all(_int(c) and c >= 0 for c in counts) or sum(counts) != h * w:
+            raise InputError(path, "uncompressed RLE counts must be non-negative integers "
+                             f"summing to height*width = {h * w}", where)
+        return masks.to_rle(seg, h, w)
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii", "replace")
+    if not isinstance(counts, str) or not _RLE_CHARS.match(counts):
+        raise InputError(path, "segmentation counts is not a COCO compressed RLE string", where)
+    rle = {"size": [h, w], "counts": counts}
+    if masks.area(rle) > h * w:
+        raise InputError(path, "segmentation counts are corrupt (area exceeds the image)", where)
+    return rle
+
+
+def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) -> list[Prediction]:
+    """Validate a list of prediction dicts (see module header) against the ground truth.
+
+    Raises:
+        InputError: naming ``predictions[i] (expression_id e, image_id i)`` and the problem.
+    """
+    if not isinstance(records, list):
+        raise InputError(path, f"top level is a {type(records).__name__}, expected a list of "
+                         "predictions")
+    out: list[Prediction] = []
+    seen: dict[tuple, int] = {}
+    for k, r in enumerate(records):
+        where = f"predictions[{k}]"
+        if not isinstance(r, dict):
+            raise InputError(path, f"is a {type(r).__name__}, not an object", where)
+        e, i = r.get("expression_id"), r.get("image_id")
+        where = f"predictions[{k}] (expression_id {e!r}, image_id {i!r})"
+        if not _int(e) or not _int(i):
+            raise InputError(path, "expression_id and image_id must be integers", where)
+        if "segmentation" not in r:
+            raise InputError(path, "missing key 'segmentation' (use null for no target)", where)
+        split = gt.resolve_split(r.get("split"), where, path)
+        ds = gt.splits[split]
+        if not ds.has_target(e, i):
+            raise InputError(path, f"unknown pair: no target (expression_id {e}, image_id {i}) "
+                             f"in split {split!r}", where, "predict only pairs of the dataset")
+        key = (split, e, i)
+        if key in seen:
+            raise InputError(path, f"duplicate pair (first at predictions[{seen[key]}])", where)
+        seen[key] = k
+        score = r.get("score")
+        if score is not None:
+            if not isinstance(score, (int, float)) or isinstance(score, bool) \
+                    or not math.isfinite(score):
+                raise InputError(path, f"score {score!r} is not a finite number", where)
+            score = float(score)
+        im = ds.image(i)
+        out.append(Prediction(split, e, i, _check_rle(r["segmentation"], im.height, im.width,
+                                                       where, path), score))
+    return out
+
+
+def _parse_constant(token: str):
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def read_prediction_json(path: str | Path, gt: GroundTruth) -> list[Prediction]:
+    """Read and validate ``preds.json``; :class:`InputError` on any bad record."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "predictions file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"cannot be read: {e}") from None
+    try:
+        records = json.loads(text, parse_constant=_parse_constant)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}",
+                         "write a JSON list of predictions") from None
+    except ValueError as e:  # NaN / Infinity literals
+        raise InputError(path, f"invalid JSON: {e}", hint="scores must be finite") from None
+    return parse_prediction_records(records, gt, path)
+
+
+def read_png_mask(path: Path, h: int, w: int, where: str) -> np.ndarray:
+    """Read an 8-bit mask PNG as uint8 ``(h, w)``; RGB is converted to grey (ITU-R 601-2)."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            if im.mode not in ("L", "1", "P", "RGB", "RGBA", "LA"):
+                raise InputError(path, f"unsupported PNG mode {im.mode}", where,
+                                 "save 8-bit grey masks")
+            arr = np.asarray(im.convert("L"), dtype=np.uint8)
+    except InputError:
+        raise
+    except Exception as e:  # PIL raises many types on corrupt files
+        raise InputError(path, f"cannot be read as an image: {e}", where) from None
+    if arr.shape != (h, w):
+        raise InputError(path, f"mask is {arr.shape[1]}x{arr.shape[0]} (w x h), the image is "
+                         f"{w}x{h}", where, "save masks at the image's original resolution")
+    return arr
+
+
+def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool = False
+                           ) -> list[Prediction]:
+    """Read ``<expression_id>/<image_id>.png`` masks (``<split>/...`` first for several splits).
+
+    Every PNG must name a known pair; other files are errors (nothing is ignored silently).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "predictions folder not found")
+    out: list[Prediction] = []
+    split_dirs = ([(s, folder / s) for s in gt.splits] if gt.multi
+                  else [(next(iter(gt.splits)), folder)])
+    for split, root in split_dirs:
+        ds = gt.splits[split]
+        if not root.is_dir():
+            continue
+        for p in sorted(root.rglob("*")):
+            if p.is_dir():
+                continue
+            rel = p.relative_to(root)
+            where = f"file {rel}"
+            m = re.fullmatch(r"(-?\d+)/(-?\d+)\.png", rel.as_posix())
+            if not m:
+                raise InputError(p, "is not <expression_id>/<image_id>.png", where,
+                                 "remove files that are not prediction masks")
+            e, i = int(m.group(1)), int(m.group(2))
+            if not ds.has_target(e, i):
+                raise InputError(p, f"unknown pair (expression_id {e}, image_id {i}) in split "
+                                 f"{split!r}", where)
+            im = ds.image(i)
+            arr = read_png_mask(p, im.height, im.width, where)
+            binary = arr >= 128
+            rle = masks.encode(binary) if binary.any() else None
+            out.append(Prediction(split, e, i, rle, None, arr if keep_soft else None))
+    return out
+
+
+def load_predictions(source: Any, gt: GroundTruth, keep_soft: bool = False) -> list[Prediction]:
+    """Predictions from a JSON path, a PNG folder, a list of dicts, or Prediction objects."""
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if p.is_dir():
+            return read_prediction_folder(p, gt, keep_soft)
+        return read_prediction_json(p, gt)
+    source = list(source) if isinstance(source, Iterable) else source
+    if source and all(isinstance(x, Prediction) for x in source):
+        return source
+    return parse_prediction_records(source, gt, "<predictions>")
