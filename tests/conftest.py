@@ -52,3 +52,38 @@ def write_refer(folder: Path, refs, instances, split_by="umd") -> Path:
     (folder / f"refs({split_by}).p").write_bytes(pickle.dumps(refs, protocol=2))
     (folder / "instances.json").write_text(json.dumps(instances))
     return folder
+
+
+def cow_dataset(with_negatives: bool = True):
+    """The real MSRC "cow" group (30 positives) plus the 33 COCO images as negatives."""
+    from grdkit.imagegroup import group_from_files
+
+    need(MSRC_COW)
+    pos = [(f"msrc_cow/images/{p.name}", f"msrc_cow/masks/{p.name}")
+           for p in sorted((MSRC_COW / "images").glob("*.png"))]
+    neg = []
+    if with_negatives:
+        need(COCO_IMAGES)
+        neg = [f"coco_train2014_images/{p.name}" for p in sorted(COCO_IMAGES.glob("*.jpg"))]
+    return group_from_files(SHARED, "cow", pos, neg, name="msrc-cow")
+
+
+def dataset_from_dense(groups, name="dense", split="val"):
+    """Canonical dataset from dense masks: groups = [[gt bool HxW, ...], ...] (empty = negative)."""
+    from grdkit import masks
+    from grdkit.dataset import Expression, GresDataset, Group, Image, Target
+
+    images, exprs, grps, targets = [], [], [], []
+    img_id = 0
+    for g, gts in enumerate(groups, start=1):
+        ids = []
+        for m in gts:
+            img_id += 1
+            ids.append(img_id)
+            h, w = m.shape
+            images.append(Image(img_id, f"{img_id}.png", h, w))
+            targets.append(Target(g, img_id, bool(m.any()), masks.encode(m), ()))
+        exprs.append(Expression(g, f"expression {g}", g))
+        grps.append(Group(g, (g,), tuple(ids)))
+    info = {"name": name, "split": split, "grdkit_version": "test", "recipe": {}, "sources": {}}
+    return GresDataset(info, images, exprs, grps, targets)

@@ -51,4 +51,4 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     return ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
 
 
-__all__ = ["evaluate", "GresEvaluator", "Report", "check_gate", "load_ground_truth"]
+__all__ = ["GresEvaluator", "Report", "check_gate", "evaluate", "load_ground_truth"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -22,8 +23,7 @@ from ..atomic import atomic_write_bytes
 from ..dataset import GresDataset
 from ..errors import InputError
 from .cosod import COSOD_METRICS, cosod_metrics, cosod_pair
-from .functional import (SUM_FIELDS, confusion, group_sums, metrics_from_sums, pair_iou,
-                         pair_stats)
+from .functional import SUM_FIELDS, confusion, group_sums, metrics_from_sums, pair_iou, pair_stats
 from .predictions import GroundTruth, Prediction
 from .report import Report
 
@@ -252,7 +252,7 @@ def read_state(path: str | Path) -> dict:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise InputError(path, "state file not found") from None
-    except Exception as e:  # zipfile / numpy raise many types on a bad file
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(path, f"is not a grdkit evaluation state: {e}") from None
 
 
@@ -289,4 +289,4 @@ def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0) -> dict[str, list[floa
     return out
 
 
-__all__ = ["GresEvaluator", "bootstrap_ci", "read_state", "COSOD_METRICS"]
+__all__ = ["COSOD_METRICS", "GresEvaluator", "bootstrap_ci", "read_state"]

@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -184,7 +185,7 @@ def read_png_mask(path: Path, h: int, w: int, where: str) -> np.ndarray:
             arr = np.asarray(im.convert("L"), dtype=np.uint8)
     except InputError:
         raise
-    except Exception as e:  # PIL raises many types on corrupt files
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors on corrupt files
         raise InputError(path, f"cannot be read as an image: {e}", where) from None
     if arr.shape != (h, w):
         raise InputError(path, f"mask is {arr.shape[1]}x{arr.shape[0]} (w x h), the image is "

@@ -42,9 +42,9 @@ class Report:
             lines.append(f"| {k} | {fmt(k, v)} | "
                          f"{'' if not ci else f'{fmt(k, ci[0])} - {fmt(k, ci[1])}'} |")
         c = self.counts
-        lines += ["", f"{c['pairs']} pairs ({c['positive']} target, {c['negative']} no-target); "
+        lines += ["", (f"{c['pairs']} pairs ({c['positive']} target, {c['negative']} no-target); "
                   f"TP {c['tp']}, TN {c['tn']}, FP {c['fp']}, FN {c['fn']}; "
-                  f"{c['missing']} missing predictions counted as no target.", ""]
+                  f"{c['missing']} missing predictions counted as no target."), ""]
         if len(self.per_split) > 1:
             lines += ["| split | pairs | gres_miou | ciou | n_acc | t_acc |", "|---|---:|---:|---:|---:|---:|"]
             for s, r in self.per_split.items():
