@@ -92,6 +92,10 @@ _FIELDS = {
 }
 
 
+_KNOWN = {s: frozenset(k for k, _ in f) for s, f in _FIELDS.items()}
+_NFIELDS = {s: len(f) for s, f in _FIELDS.items()}
+
+
 def _record_name(section: str, i: int, rec: Any) -> str:
     if isinstance(rec, dict):
         if section == "targets":
@@ -253,7 +257,9 @@ class GresDataset:
                 _check_record(path, s, i, rec)
 
         def extra(rec: dict, section: str) -> dict:
-            known = {k for k, _ in _FIELDS[section]}
+            if len(rec) == _NFIELDS[section]:  # only the required keys (checked above)
+                return {}
+            known = _KNOWN[section]
             return {k: v for k, v in rec.items() if k not in known}
 
         images = [Image(r["id"], r["file_name"], r["height"], r["width"], extra(r, "images"))

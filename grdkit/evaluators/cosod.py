@@ -17,7 +17,6 @@ exactly; the dense maps are never stored.
 from __future__ import annotations
 
 import numpy as np
-import py_sod_metrics as sod
 
 COSOD_METRICS = ("mae", "f_max", "s_measure", "e_measure")
 
@@ -32,6 +31,8 @@ def cosod_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float, float, n
     Returns:
         ``(mae, s_measure, e_measure_mean, f_curve)`` with ``f_curve`` float64 of shape (256,).
     """
+    import py_sod_metrics as sod  # imported on first use: it pulls in scipy (slow to import)
+
     gt255 = np.where(np.asarray(gt) != 0, 255, 0).astype(np.uint8)
     pred = np.asarray(pred, np.uint8)
     mae, sm, em = sod.MAE(), sod.Smeasure(alpha=0.5), sod.Emeasure()

@@ -1,0 +1,182 @@
+"""Benchmark `grdkit.evaluate` on a GRD-sized set against a dense numpy evaluator, same run.
+
+GRD scale (GRES §4.3): 106 groups, 316 expressions, ~10.6k images, ~31.5k (expression, image)
+pairs; here every image is 480x640 and about half of the pairs are negative. Predictions are
+perturbed ground truth (jittered polygons, some false negatives, small false alarms).
+
+Prints, for grdkit end to end (JSON parsing of ground truth and predictions included) and for a
+plain dense evaluator (tests/dense_reference.py: decode every mask, numpy AND / OR) on a subset:
+pairs per second, their ratio, and grdkit's peak memory (VmHWM of a fresh subprocess).
+Targets (issue 3): >= 10x the dense evaluator, >= 10k pairs/s, peak memory < 1 GB.
+
+Usage: python benchmarks/bench_eval.py [--dense-pairs 3000] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+ROOT = Path(__file__).resolve().parents[1]
+H, W = 480, 640
+
+
+def _poly(rng, cx, cy, r, n=16):
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = r * rng.uniform(0.6, 1.0, n)
+    xs = np.clip(cx + rad * np.cos(ang), 0, W - 1)
+    ys = np.clip(cy + rad * np.sin(ang), 0, H - 1)
+    return np.stack([xs, ys], 1).ravel().tolist()
+
+
+def _rle(poly):
+    r = mask_utils.frPyObjects([poly], H, W)[0]
+    return {"size": [H, W], "counts": r["counts"].decode()}
+
+
+def generate(work: Path, seed: int = 0) -> tuple[Path, Path]:
+    from grdkit import save_dataset
+    from grdkit.dataset import Expression, GresDataset, Group, Image, Target
+    from grdkit.masks import empty_rle
+
+    rng = np.random.default_rng(seed)
+    n_groups, n_expr = 106, 316
+    expr_per_group = np.full(n_groups, n_expr // n_groups)
+    expr_per_group[: n_expr - expr_per_group.sum()] += 1
+    images, exprs, groups, targets, preds = [], [], [], [], []
+    img_id = expr_id = 0
+    empty = empty_rle(H, W)
+    for g in range(1, n_groups + 1):
+        ids = []
+        for _ in range(100):
+            img_id += 1
+            ids.append(img_id)
+            images.append(Image(img_id, f"{img_id:06d}.jpg", H, W))
+        e_ids = []
+        for _ in range(int(expr_per_group[g - 1])):
+            expr_id += 1
+            e_ids.append(expr_id)
+            exprs.append(Expression(expr_id, f"expression {expr_id}", g))
+            for i in ids:
+                if rng.random() < 0.5:
+                    cx, cy = rng.uniform(80, W - 80), rng.uniform(80, H - 80)
+                    r = rng.uniform(20, 150)
+                    targets.append(Target(expr_id, i, True, _rle(_poly(rng, cx, cy, r)), ()))
+                    u = rng.random()
+                    if u < 0.1:
+                        seg = None  # false negative
+                    else:
+                        seg = _rle(_poly(rng, cx + rng.normal(0, 8), cy + rng.normal(0, 8),
+                                         r * rng.uniform(0.85, 1.15)))
+                else:
+                    targets.append(Target(expr_id, i, False, empty, ()))
+                    seg = (_rle(_poly(rng, rng.uniform(50, W - 50), rng.uniform(50, H - 50),
+                                      rng.uniform(5, 40))) if rng.random() < 0.1 else None)
+                preds.append({"expression_id": expr_id, "image_id": i, "segmentation": seg,
+                              "score": round(float(rng.random()), 4)})
+        groups.append(Group(g, tuple(e_ids), tuple(ids)))
+    info = {"name": "grd-synth", "split": "test", "grdkit_version": "bench", "recipe": {},
+            "sources": {}}
+    gt = work / "gt.json"
+    save_dataset(GresDataset(info, images, exprs, groups, targets), gt)
+    pp = work / "preds.json"
+    pp.write_text(json.dumps(preds))
+    return gt, pp
+
+
+RUN = r"""
+import json, sys, time
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+import grdkit
+t = time.perf_counter()
+r = grdkit.evaluate(sys.argv[1], sys.argv[2])
+dt = time.perf_counter() - t
+print(json.dumps({"seconds": dt, "peak_mb": peak_mb(), "metrics": r.metrics, "counts": r.counts}))
+"""
+
+
+def dense_run(gt_path: Path, preds_path: Path, n: int) -> tuple[float, int, dict]:
+    """The dense reference on the first ``n`` pairs, masks decoded one pair at a time."""
+    sys.path.insert(0, str(ROOT))
+    from tests.dense_reference import dense_metrics
+
+    def decode(seg):
+        return mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode()})
+
+    t = time.perf_counter()
+    gt = json.loads(gt_path.read_text())
+    preds = {(p["expression_id"], p["image_id"]): p["segmentation"]
+             for p in json.loads(preds_path.read_text())}
+    targets = gt["targets"][:n]
+
+    def pairs():
+        for tg in targets:
+            p = preds.get((tg["expression_id"], tg["image_id"]))
+            yield decode(tg["segmentation"]), None if p is None else decode(p)
+
+    m = dense_metrics(pairs())
+    return time.perf_counter() - t, len(targets), m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dense-pairs", type=int, default=3000,
+                    help="pairs scored by the dense evaluator (it is slow)")
+    ap.add_argument("--workdir", type=Path, default=None)
+    a = ap.parse_args()
+    work = a.workdir or Path(tempfile.mkdtemp(prefix="grdkit-bench-eval-"))
+    work.mkdir(parents=True, exist_ok=True)
+    gt, pp = work / "gt.json", work / "preds.json"
+    if not gt.exists():
+        t = time.perf_counter()
+        gt, pp = generate(work)
+        print(f"generated {gt} and {pp} in {time.perf_counter() - t:.1f} s")
+    res = subprocess.run([sys.executable, "-c", RUN, str(pp), str(gt)], capture_output=True,
+                         text=True, check=True)
+    g = json.loads(res.stdout.strip().splitlines()[-1])
+    n = g["counts"]["pairs"]
+    grd_rate = n / g["seconds"]
+    d_s, d_n, d_m = dense_run(gt, pp, a.dense_pairs)
+    dense_rate = d_n / d_s
+    # the same subset through grdkit, to check that both agree
+    sub = json.loads(gt.read_text())
+    keep = {(t["expression_id"], t["image_id"]) for t in sub["targets"][:d_n]}
+    import grdkit
+    from grdkit.dataset import GresDataset
+
+    ds = GresDataset.from_dict(sub)
+    preds = [p for p in json.loads(pp.read_text())
+             if (p["expression_id"], p["image_id"]) in keep]
+    ds_sub = GresDataset(ds.info, ds.images, ds.expressions,
+                         [g_ for g_ in ds.groups], [t for t in ds.targets
+                                                    if (t.expression_id, t.image_id) in keep])
+    sub_m = grdkit.evaluate(preds, ds_sub).metrics
+    agree = all(abs(sub_m[k] - d_m[k]) < 1e-9 for k in ("gres_miou", "ciou", "n_acc", "t_acc"))
+    size_mb = (gt.stat().st_size + pp.stat().st_size) / 2**20
+    print(f"\n{n} pairs ({g['counts']['positive']} target, {g['counts']['negative']} no-target), "
+          f"{len(json.loads(gt.read_text())['images'])} images 480x640; JSON inputs "
+          f"{size_mb:.0f} MB")
+    print(f"{'evaluator':<34} {'pairs':>7} {'seconds':>8} {'pairs/s':>9} {'peak MB':>8}")
+    print(f"{'grdkit (RLE, end to end)':<34} {n:7d} {g['seconds']:8.2f} {grd_rate:9.0f} "
+          f"{g['peak_mb']:8.0f}")
+    print(f"{'dense numpy reference (subset)':<34} {d_n:7d} {d_s:8.2f} {dense_rate:9.0f} "
+          f"{'':>8}")
+    print(f"speed-up: {grd_rate / dense_rate:.1f}x; dense and grdkit agree on the subset: {agree}")
+    print(f"metrics: gres_miou {g['metrics']['gres_miou']:.2f}, ciou {g['metrics']['ciou']:.2f}, "
+          f"n_acc {g['metrics']['n_acc']:.2f}, t_acc {g['metrics']['t_acc']:.2f}")
+    print("targets: >= 10x dense, >= 10000 pairs/s, peak < 1024 MB")
+
+
+if __name__ == "__main__":
+    main()
