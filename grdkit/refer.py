@@ -73,8 +73,8 @@ class _SafeUnpickler(pickle.Unpickler):
     """Builds only built-in containers and scalars: every global lookup is refused."""
 
     def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"refers to {module}.{name}; a refs pickle holds only "
-                                     "lists, dicts, strings and numbers")
+        raise pickle.UnpicklingError(f"refers to {module}.{name}; grdkit reads pickles of "
+                                     "plain lists, dicts, strings and numbers only")
 
 
 def _read_bytes(path: Path, what: str) -> bytes:
@@ -98,7 +98,8 @@ def load_pickle(path: str | Path) -> Any:
     return _loads_pickle(path, data)
 
 
-def _loads_pickle(path: Path, data: bytes) -> Any:
+def _loads_pickle(path: Path, data: bytes,
+                  hint: str = "pass the refer toolkit's refs(*).p file") -> Any:
     try:
         # Python 2 `str` objects are decoded by the C unpickler as strict UTF-8 (fast, and an
         # undecodable byte string is an error rather than a guess).
@@ -115,7 +116,7 @@ def _loads_pickle(path: Path, data: bytes) -> Any:
             raise InputError(path, "pickle is truncated (data ends early)",
                              hint="download the file again") from None
         raise InputError(path, f"is not a readable pickle of plain data: {e}",
-                         hint="pass the refer toolkit's refs(*).p file") from None
+                         hint=hint) from None
 
 
 def _int(v: Any) -> bool:

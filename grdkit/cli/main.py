@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import GrdkitError
 from .build import build_cmd, stats_cmd
 from .evaluate import eval_group
+from .grd import convert_group, validate_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,6 +27,9 @@ def cli() -> None:
         grdkit build g-refcocog --refer-root data/refcocog --out out/g-refcocog
     Print statistics of a built dataset:
         grdkit stats out/g-refcocog
+    Convert GRD (the D³ pickles) and validate any GRES dataset:
+        grdkit convert d3 --anno-root d3/annotations --out out/grd
+        grdkit validate out/grd/test.json
     Score predictions and gate a submission:
         grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
     """
@@ -34,6 +38,8 @@ def cli() -> None:
 cli.add_command(build_cmd)
 cli.add_command(stats_cmd)
 cli.add_command(eval_group)
+cli.add_command(convert_group)
+cli.add_command(validate_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

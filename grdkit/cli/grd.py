@@ -1,0 +1,106 @@
+"""``grdkit convert d3`` and ``grdkit validate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..atomic import atomic_write_text
+from ..card import render_card
+from ..d3 import EXPRESSION_SETS, PAPER_GRD, SETTINGS, convert_d3, read_d3
+from ..dataset import dumps
+from ..errors import InputError
+from ..validate import ValidationReport, check_images, validate_path
+from .ui import err, out, table
+
+
+@click.group("convert")
+def convert_group():
+    """Convert released datasets to the canonical GRES format."""
+
+
+@convert_group.command("d3")
+@click.option("--anno-root", required=True, type=click.Path(path_type=Path),
+              help="D³ annotation folder: sentences.pkl, annotations.pkl, images.pkl, "
+                   "groups.pkl.")
+@click.option("--img-root", type=click.Path(file_okay=False, path_type=Path),
+              help="D³ image folder; every image is checked to exist with its recorded size.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: test.json (canonical format) and README.md.")
+@click.option("--setting", type=click.Choice(SETTINGS), default="intra", show_default=True,
+              help="intra: each group's sentences vs. that group's images (GRD); inter: every "
+                   "sentence vs. every image.")
+@click.option("--expressions", type=click.Choice(EXPRESSION_SETS), default="presence",
+              show_default=True,
+              help="presence (= GRD's 316 expressions), absence, or all.")
+def convert_d3_cmd(anno_root, img_root, out_dir, setting, expressions):
+    """Convert GRD as released (the D³ pickles) to the canonical format.
+
+    With the defaults (intra, presence) the result is GRD: the summary prints its counts next
+    to the paper's (316 expressions, 31,524 pairs).
+    """
+    data = read_d3(anno_root)
+    ds = convert_d3(data, setting, expressions)
+    if img_root is not None:
+        rep = ValidationReport(str(img_root), "images")
+        check_images(img_root, [{"id": im.id, "file_name": im.file_name, "height": im.height,
+                                 "width": im.width} for im in ds.images], rep, str(img_root))
+        if rep.errors:
+            p = rep.errors[0]
+            raise InputError(img_root, p.message, p.record,
+                             f"{len(rep.errors)} image problems; run grdkit validate "
+                             "--img-root for all")
+    texts = {out_dir / "test.json": dumps(ds), out_dir / "README.md": render_card({"test": ds})}
+    for p, t in texts.items():
+        atomic_write_text(p, t)
+    pos = sum(t.positive for t in ds.targets)
+    paper = setting == "intra" and expressions == "presence"
+    rows = [{"": "grdkit", "groups": len(ds.groups), "images": len(ds.images),
+             "expressions": len(ds.expressions), "pairs": len(ds.targets), "positive": pos,
+             "negative": len(ds.targets) - pos}]
+    if paper:
+        rows.append({"": "GRES paper (GRD)", **{k: PAPER_GRD[k] for k in
+                                                 ("groups", "images", "expressions", "pairs")},
+                     "positive": "-", "negative": "-"})
+    out.print(table(f"D³ -> canonical ({setting}, {expressions})", rows))
+    shared = len(ds.expressions) - len({e.extra["d3_sent_id"] for e in ds.expressions})
+    if shared:
+        err.print(f"note: {shared} sentences are listed in several groups and became one "
+                  "expression per group")
+    out.print(f"Wrote {', '.join(str(p) for p in texts)}")
+
+
+@click.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--img-root", type=click.Path(path_type=Path),
+              help="Also check every image file: exists, opens, has the recorded size.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every problem as JSON.")
+@click.option("--show", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Problems listed in the terminal (all are in --json).")
+def validate_cmd(path, img_root, json_out, show):
+    """Check a GRES dataset (split file or folder), a D³ folder or a refer folder.
+
+    Exit 1 when any error is found, 0 otherwise (warnings allowed), 2 when the input cannot be
+    read at all. See grdkit.validate for the list of checks.
+    """
+    report = validate_path(path, img_root)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1) + "\n")
+    counts = report.counts()
+    checked = ", ".join(f"{v} {k}" for k, v in report.checked.items())
+    out.print(f"{path} ({report.input_kind}): checked {checked}")
+    if counts:
+        out.print(table("problems by kind", [{"severity": s, "kind": k, "count": c}
+                                             for (s, k), c in counts.items()]))
+        shown = sorted(report.problems, key=lambda p: p.severity != "error")[:show]
+        if shown:
+            out.print(table(f"first {len(shown)} of {len(report.problems)}", [
+                {"severity": p.severity, "kind": p.kind, "record": p.record,
+                 "message": p.message} for p in shown]))
+    n_err, n_warn = len(report.errors), len(report.warnings)
+    style = "red" if n_err else "green"
+    out.print(f"[{style}]{n_err} errors, {n_warn} warnings[/]")
+    return 1 if n_err else 0
