@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 
+CHUNK = 2048  # masks parsed per numpy pass
+
+
 def decode_counts(counts: list[str | bytes]) -> list[np.ndarray | None]:
     """Run lengths of each compressed counts string (None for a malformed string).
 
@@ -90,6 +93,9 @@ def check_rles(counts: list[str | bytes], sizes: list[tuple[int, int]]
         h*w), the run-length sum and the foreground area (pixels) per mask.
     """
     n = len(counts)
+    if n > CHUNK:  # bound memory: the parser holds a few int64 arrays per character
+        parts = [check_rles(counts[k:k + CHUNK], sizes[k:k + CHUNK]) for k in range(0, n, CHUNK)]
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
     if n == 0:
         return np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.int64)
     st = _parse(counts)

@@ -247,3 +247,18 @@ def test_rle_decoder_matches_independent_runs():
     bad, _, _ = check_rles(["W", "1\x7f", rles[0]["counts"] + "1"], [(3, 3), (3, 3),
                                                                       ms[0].shape])
     assert not bad.any()
+
+
+def test_rle_check_chunking_is_invisible(monkeypatch):
+    from grdkit import rlecheck
+
+    rng = np.random.default_rng(1)
+    ms = [rng.random((9, 7)) < 0.4 for _ in range(50)]
+    counts = [masks.encode(m)["counts"] for m in ms]
+    counts[13] += "3"  # one corrupt mask
+    whole = check_rles(counts, [m.shape for m in ms])
+    monkeypatch.setattr(rlecheck, "CHUNK", 6)
+    chunked = check_rles(counts, [m.shape for m in ms])
+    for a, b in zip(whole, chunked):
+        np.testing.assert_array_equal(a, b)
+    assert list(np.flatnonzero(~chunked[0])) == [13]
