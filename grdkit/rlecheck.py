@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 CHUNK = 2048  # masks parsed per numpy pass
 
 
