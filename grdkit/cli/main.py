@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import GrdkitError
 from .build import build_cmd, stats_cmd
 from .evaluate import eval_group
+from .export import export_group
 from .grd import convert_group, validate_cmd
 
 
@@ -40,6 +41,7 @@ cli.add_command(stats_cmd)
 cli.add_command(eval_group)
 cli.add_command(convert_group)
 cli.add_command(validate_cmd)
+cli.add_command(export_group)
 
 
 def main(argv: list[str] | None = None) -> None:
