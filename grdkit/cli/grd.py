@@ -104,3 +104,50 @@ def validate_cmd(path, img_root, json_out, show):
     style = "red" if n_err else "green"
     out.print(f"[{style}]{n_err} errors, {n_warn} warnings[/]")
     return 1 if n_err else 0
+
+
+@click.command("show")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--expression", "expression_id", type=int,
+              help="Expression id (default: the first expression of --group, or of the file).")
+@click.option("--group", "group_id", type=int, help="Group id.")
+@click.option("--img-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Image folder; without it masks are drawn on grey canvases.")
+@click.option("--preds", type=click.Path(exists=True, path_type=Path),
+              help="preds.json or PNG folder: outline this expression's predictions in red.")
+@click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--out", "out_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Output PNG.")
+def show_cmd(dataset, expression_id, group_id, img_root, preds, columns, out_path):
+    """Render a group with its masks (and predictions) as a PNG contact sheet."""
+    import io
+
+    from ..atomic import atomic_write_bytes
+    from ..dataset import load_dataset
+    from ..evaluators.predictions import GroundTruth, load_predictions
+    from ..show import render_group
+
+    ds = load_dataset(dataset)
+    if expression_id is None:
+        if group_id is not None:
+            try:
+                expression_id = ds.group(group_id).expression_ids[0]
+            except KeyError:
+                raise InputError(dataset, f"no group {group_id}") from None
+        elif ds.expressions:
+            expression_id = ds.expressions[0].id
+        else:
+            raise InputError(dataset, "has no expression to show")
+    try:
+        ds.expression(expression_id)
+    except KeyError:
+        raise InputError(dataset, f"no expression {expression_id}") from None
+    pred_map = None
+    if preds is not None:
+        pred_map = {p.image_id: p.rle for p in load_predictions(preds, GroundTruth({"x": ds}))
+                    if p.expression_id == expression_id}
+    img = render_group(ds, expression_id, img_root, pred_map, columns)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(out_path, buf.getvalue())
+    out.print(f"Wrote {out_path} ({img.width}x{img.height})")

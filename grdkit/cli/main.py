@@ -15,7 +15,7 @@ from ..errors import GrdkitError
 from .build import build_cmd, stats_cmd
 from .evaluate import eval_group
 from .export import export_group
-from .grd import convert_group, validate_cmd
+from .grd import convert_group, show_cmd, validate_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,6 +31,8 @@ def cli() -> None:
     Convert GRD (the D³ pickles) and validate any GRES dataset:
         grdkit convert d3 --anno-root d3/annotations --out out/grd
         grdkit validate out/grd/test.json
+    Look at a group with its masks:
+        grdkit show out/g-refcocog/val.json --group 3 --out group.png
     Score predictions and gate a submission:
         grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
     """
@@ -42,6 +44,7 @@ cli.add_command(eval_group)
 cli.add_command(convert_group)
 cli.add_command(validate_cmd)
 cli.add_command(export_group)
+cli.add_command(show_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

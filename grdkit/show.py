@@ -1,0 +1,107 @@
+"""Pictures of a group: every image of one expression's group with its mask (and a prediction).
+
+Rendered with Pillow only: a grid of tiles, each the image (or a grey canvas when no image root is
+given) with the ground-truth mask tinted green, an optional predicted mask outlined in red, and a
+caption with the image id and its label (positive / negative, and TP / TN / FP / FN with
+predictions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
+
+from . import masks
+from .dataset import GresDataset
+from .errors import InputError
+
+TILE = 240  # tile width in pixels
+GT_RGB = np.array([40, 200, 80], np.float32)
+PRED_RGB = (230, 40, 40)
+
+
+def _tile(ds: GresDataset, eid: int, iid: int, img_root: Path | None,
+          pred: dict | None, has_pred: bool) -> PILImage.Image:
+    im = ds.image(iid)
+    t = ds.target(eid, iid)
+    if img_root is not None:
+        p = img_root / im.file_name
+        try:
+            with PILImage.open(p) as f:
+                base = np.asarray(f.convert("RGB"), np.float32)
+        except OSError as e:
+            raise InputError(p, f"cannot open image: {e}", f"image id {iid}") from None
+        if base.shape[:2] != (im.height, im.width):
+            raise InputError(p, f"image is {base.shape[1]}x{base.shape[0]}, recorded "
+                             f"{im.width}x{im.height}", f"image id {iid}")
+    else:
+        base = np.full((im.height, im.width, 3), 90, np.float32)
+    gt = masks.decode(t.segmentation).astype(bool)
+    base[gt] = 0.45 * base[gt] + 0.55 * GT_RGB
+    tile = PILImage.fromarray(base.clip(0, 255).astype(np.uint8))
+    pred_pos = False
+    if pred is not None:
+        pm = masks.decode(pred).astype(bool)
+        pred_pos = bool(pm.any())
+        edge = pm & ~(np.roll(pm, 1, 0) & np.roll(pm, -1, 0) & np.roll(pm, 1, 1)
+                      & np.roll(pm, -1, 1))
+        arr = np.asarray(tile).copy()
+        for dy in (-1, 0, 1):  # thicken the outline
+            arr[np.roll(edge, dy, 0)] = PRED_RGB
+        tile = PILImage.fromarray(arr)
+    scale = TILE / im.width
+    tile = tile.resize((TILE, max(1, round(im.height * scale))), PILImage.BILINEAR)
+    label = "positive" if t.positive else "negative"
+    if has_pred:
+        label = {(True, True): "TP", (False, False): "TN", (False, True): "FP",
+                 (True, False): "FN"}[(t.positive, pred_pos)] + f" ({label})"
+    canvas = PILImage.new("RGB", (TILE, tile.height + 18), "white")
+    canvas.paste(tile, (0, 18))
+    ImageDraw.Draw(canvas).text((3, 3), f"{iid}: {label}", fill="black",
+                                font=ImageFont.load_default())
+    return canvas
+
+
+def render_group(ds: GresDataset, expression_id: int, img_root: str | Path | None = None,
+                 predictions: dict[int, dict | None] | None = None, columns: int = 4
+                 ) -> PILImage.Image:
+    """Grid picture of one expression over its group.
+
+    Args:
+        ds: the dataset.
+        expression_id: which expression (its group's images are shown).
+        img_root: image folder; None draws masks on grey canvases.
+        predictions: ``{image_id: RLE or None}`` for this expression, outlined in red.
+        columns: tiles per row.
+
+    Returns:
+        An RGB ``PIL.Image``.
+
+    Raises:
+        KeyError: unknown expression id. InputError: unreadable or wrongly sized image.
+    """
+    e = ds.expression(expression_id)
+    g = ds.group(e.group_id)
+    root = Path(img_root) if img_root is not None else None
+    tiles = [_tile(ds, expression_id, i, root, (predictions or {}).get(i),
+                   predictions is not None) for i in g.image_ids]
+    rows = -(-len(tiles) // columns)
+    row_h = [max(t.height for t in tiles[r * columns:(r + 1) * columns]) for r in range(rows)]
+    header = 28
+    sheet = PILImage.new("RGB", (columns * (TILE + 6) + 6, header + sum(h + 6 for h in row_h)),
+                         (245, 245, 245))
+    draw = ImageDraw.Draw(sheet)
+    n_pos = sum(ds.target(expression_id, i).positive for i in g.image_ids)
+    draw.text((6, 8), f'"{e.text}"  (group {g.id}: {n_pos} positive, '
+              f"{len(g.image_ids) - n_pos} negative; green = ground truth"
+              f"{', red = prediction' if predictions is not None else ''})", fill="black",
+              font=ImageFont.load_default())
+    y = header
+    for r in range(rows):
+        for c, t in enumerate(tiles[r * columns:(r + 1) * columns]):
+            sheet.paste(t, (6 + c * (TILE + 6), y))
+        y += row_h[r] + 6
+    return sheet
