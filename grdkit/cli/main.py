@@ -12,6 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import GrdkitError
+from .baselines import predict_cmd, train_cmd
 from .build import build_cmd, stats_cmd
 from .evaluate import eval_group
 from .export import export_group
@@ -33,6 +34,9 @@ def cli() -> None:
         grdkit validate out/grd/test.json
     Look at a group with its masks:
         grdkit show out/g-refcocog/val.json --group 3 --out group.png
+    Train a baseline and predict:
+        grdkit train lts --data train.json --img-root images --out runs/lts
+        grdkit predict --checkpoint runs/lts --data val.json --img-root images --out preds.json
     Score predictions and gate a submission:
         grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
     """
@@ -45,6 +49,8 @@ cli.add_command(convert_group)
 cli.add_command(validate_cmd)
 cli.add_command(export_group)
 cli.add_command(show_cmd)
+cli.add_command(train_cmd)
+cli.add_command(predict_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

