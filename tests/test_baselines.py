@@ -154,7 +154,7 @@ def test_two_cpu_processes_stay_in_sync(tmp_path):
            str(data), "--img-root", str(SHARED), "--out", str(run), "--size", "64",
            "--group-size", "2", "--width", "16", "--d-k", "16", "--epochs", "2",
            "--device", "cpu", "--no-progress"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600,
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stderr[-2000:]
     done = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])

@@ -115,3 +115,32 @@ def test_forward_shapes_and_switches():
     assert dec is None
     with pytest.raises(ValueError):
         small_model(rank="best")
+
+
+def test_cli_train_predict_eval(tmp_path, capsys):
+    import json
+
+    import grdkit
+
+    from .conftest import COCO_IMAGES, need, run_cli
+
+    need(COCO_IMAGES)
+    data = tmp_path / "cow.json"
+    grdkit.save_dataset(cow_dataset(), data)
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "grser", "--data", data, "--img-root", SHARED, "--out", run,
+                            "--size", "64", "--group-size", "4", "--width", "16",
+                            "--max-steps", "2", "--epochs", "2", "--rank", "pos",
+                            "--no-progress"], capsys)
+    assert code == 0, err
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model_args"]["rank"] == "pos" and cfg["model_args"]["group_size"] == 4
+    done = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert done["event"] == "done" and done["step"] == 2
+    preds = tmp_path / "preds.json"
+    code, _, err = run_cli(["predict", "--checkpoint", run, "--data", data, "--img-root", SHARED,
+                            "--out", preds, "--no-progress"], capsys)
+    assert code == 0, err
+    assert len(json.loads(preds.read_text())) == 63
+    code, out, _ = run_cli(["eval", preds, "--gt", data, "--strict"], capsys)
+    assert code == 0 and "gres_miou" in out

@@ -31,7 +31,7 @@ def test_cli_show(tmp_path, capsys):
     p = tmp_path / "val.json"
     grdkit.save_dataset(ds, p)
     out = tmp_path / "g.png"
-    code, stdout, _ = run_cli(["show", p, "--group", 1, "--out", out], capsys)
+    code, _, _ = run_cli(["show", p, "--group", 1, "--out", out], capsys)
     assert code == 0 and PILImage.open(out).size[0] > 2 * TILE
     code, _, err = run_cli(["show", p, "--group", 9, "--out", out], capsys)
     assert code == 2 and "no group 9" in err

@@ -186,7 +186,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=False)
-    log = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
+    # closed in the finally below; opened in append mode so a resumed run extends its log
+    log = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None  # noqa: SIM115
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     t0 = time.perf_counter()
     last = float("nan")

@@ -17,6 +17,7 @@ exists. Equation numbers are the paper's; every choice it leaves open is marked 
   up-sampling stages with the stride-8 feature) -> mask logits at 1/4. Groups smaller than N are
   zero-padded to N heatmaps. Choice (the paper does not say how the feature map z_n meets L):
   z_n is globally average-pooled and linearly projected to C_v, giving a_n.
+* Masks: sigmoid probabilities thresholded at 0.25 (choice: LTS's value; GRSer's is not given).
 * Positive / negative decision: d(a_n, L') + m < d(a_n, L'_anti), Euclidean, m = 1 -> positive;
   otherwise the predicted mask is all zero.
 * Losses (eq. 5-6): triplet margin loss (margin m = 1) on all images with anchor a_n, positive
