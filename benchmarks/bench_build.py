@@ -12,20 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Peak resident memory of this process: VmHWM is per address space, so unlike ru_maxrss it is
-# not inherited from the (large) parent across fork + exec.
-PEAK = r"""
-def peak_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-"""
+from _common import run_python as run
 
 LOAD = r"""
 import json, pickle, sys, time
@@ -60,12 +51,6 @@ import json
 import grdkit.build  # noqa: F401  (interpreter + imports, no data)
 print(json.dumps({"peak_mb": peak_mb()}))
 """
-
-
-def run(code: str, *args: str) -> dict:
-    res = subprocess.run([sys.executable, "-c", PEAK + code, *args], capture_output=True, text=True,
-                         check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import run_python
 from pycocotools import mask as mask_utils
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,10 +94,6 @@ def generate(work: Path, seed: int = 0) -> tuple[Path, Path]:
 
 RUN = r"""
 import json, sys, time
-def peak_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
 import grdkit
 t = time.perf_counter()
 r = grdkit.evaluate(sys.argv[1], sys.argv[2])
@@ -142,9 +138,7 @@ def main() -> None:
         t = time.perf_counter()
         gt, pp = generate(work)
         print(f"generated {gt} and {pp} in {time.perf_counter() - t:.1f} s")
-    res = subprocess.run([sys.executable, "-c", RUN, str(pp), str(gt)], capture_output=True,
-                         text=True, check=True)
-    g = json.loads(res.stdout.strip().splitlines()[-1])
+    g = run_python(RUN, str(pp), str(gt))
     n = g["counts"]["pairs"]
     grd_rate = n / g["seconds"]
     d_s, d_n, d_m = dense_run(gt, pp, a.dense_pairs)

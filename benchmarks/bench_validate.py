@@ -11,19 +11,14 @@ Usage: python benchmarks/bench_validate.py [--workdir DIR]
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import run_python
+
 RUN = r"""
 import json, sys, time
-def peak_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
 from grdkit.validate import validate_path
 t = time.perf_counter()
 r = validate_path(sys.argv[1])
@@ -51,9 +46,7 @@ def main() -> None:
         print(f"generated {d3} and {canon} in {time.perf_counter() - t:.1f} s")
     print(f"{'input':<26} {'seconds':>8} {'peak MB':>8} {'errors':>7} {'warnings':>9}  checked")
     for label, path in (("canonical test.json", canon), ("D³ folder (+ conversion)", d3)):
-        res = subprocess.run([sys.executable, "-c", RUN, str(path)], capture_output=True,
-                             text=True, check=True)
-        r = json.loads(res.stdout.strip().splitlines()[-1])
+        r = run_python(RUN, str(path))
         checked = ", ".join(f"{v} {k}" for k, v in r["checked"].items())
         print(f"{label:<26} {r['seconds']:8.2f} {r['peak_mb']:8.0f} {r['errors']:7d} "
               f"{r['warnings']:9d}  {checked}")

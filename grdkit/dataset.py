@@ -32,6 +32,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import InputError
+from .jsonfile import read_json
 
 SECTIONS = ("info", "images", "expressions", "groups", "targets")
 
@@ -323,16 +324,7 @@ def load_dataset(path: str | Path) -> GresDataset:
     if path.is_dir():
         raise InputError(path, "is a folder; pass one split file such as val.json",
                          hint=f"choose one of {sorted(p.name for p in path.glob('*.json'))}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot be read: {e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}")
+    data = read_json(path, "file")
     return GresDataset.from_dict(data, path=path)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .errors import InputError
+from .jsonfile import read_json
 from .rlecheck import check_rles
 
 AREA_TOL_REL, AREA_TOL_PX, BBOX_TOL_PX, POLY_TOL_PX, RATIO_LIMIT = 0.02, 2.0, 2.0, 1.0, 10.0
@@ -452,7 +453,7 @@ def validate_path(path: str | Path, img_root: str | Path | None = None) -> Valid
         raise InputError(img_root, "image root folder not found")
     if path.is_file():
         report = ValidationReport(str(path), "canonical")
-        check_canonical(_read_json(path), str(path), report, img_root)
+        check_canonical(read_json(path), str(path), report, img_root)
         return report
     if not path.is_dir():
         raise InputError(path, "not found")
@@ -470,14 +471,5 @@ def validate_path(path: str | Path, img_root: str | Path | None = None) -> Valid
                          "folder (sentences.pkl ...) nor a refer folder (instances.json)")
     report = ValidationReport(str(path), "canonical")
     for p in files:
-        check_canonical(_read_json(p), str(p), report, img_root)
+        check_canonical(read_json(p), str(p), report, img_root)
     return report
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot be read: {e}") from None

@@ -213,3 +213,19 @@ class TextEncoder(nn.Module):
             states, _ = self.gru(states)
         m = tok["attention_mask"].unsqueeze(-1).to(states.dtype)
         return (states * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def attach_encoders(module: nn.Module, vision: str, vision_weights, text: str, text_gru: bool,
+                    train_text: bool, freeze_vision: bool) -> None:
+    """Give a baseline its ``vision`` and ``text`` encoders and freeze what is not trained.
+
+    The text encoder's transformer is frozen unless ``train_text`` (its bi-GRU, if any, trains);
+    the visual backbone is frozen with ``freeze_vision``.
+    """
+    module.vision = VisionEncoder(vision, vision_weights)
+    module.text = TextEncoder(text, gru=text_gru)
+    module.train_text, module.freeze_vision = train_text, freeze_vision
+    for p in module.text.model.parameters():
+        p.requires_grad_(train_text)
+    for p in module.vision.parameters():
+        p.requires_grad_(not freeze_vision)

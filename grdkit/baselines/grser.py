@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import DEFAULT_TEXT, DEFAULT_VISION, TextEncoder, VisionEncoder
+from .encoders import DEFAULT_TEXT, DEFAULT_VISION, attach_encoders
 from .lts import conv_bn
 
 RANKS = ("pos+neg", "pos", "neg", "random")
@@ -119,13 +119,7 @@ class GRSer(nn.Module):
         super().__init__()
         if rank not in RANKS:
             raise ValueError(f"rank must be one of {RANKS}")
-        self.vision = VisionEncoder(vision, vision_weights)
-        self.text = TextEncoder(text, gru=text_gru)
-        self.train_text, self.freeze_vision = train_text, freeze_vision
-        for p in self.text.model.parameters():
-            p.requires_grad_(train_text)
-        for p in self.vision.parameters():
-            p.requires_grad_(not freeze_vision)
+        attach_encoders(self, vision, vision_weights, text, text_gru, train_text, freeze_vision)
         c8, c16, c32 = self.vision.channels
         c, cl = width, self.text.dim
         self.n_max, self.use_tqm, self.use_hier = int(group_size), tqm, hierarchizer

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import DEFAULT_TEXT, DEFAULT_VISION, TextEncoder, VisionEncoder
+from .encoders import DEFAULT_TEXT, DEFAULT_VISION, attach_encoders
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -73,13 +73,7 @@ class LTS(nn.Module):
                  text: str = DEFAULT_TEXT, text_gru: bool = False, width: int = 256,
                  d_k: int = 1024, train_text: bool = False, freeze_vision: bool = False):
         super().__init__()
-        self.vision = VisionEncoder(vision, vision_weights)
-        self.text = TextEncoder(text, gru=text_gru)
-        self.train_text, self.freeze_vision = train_text, freeze_vision
-        for p in self.text.model.parameters():
-            p.requires_grad_(train_text)
-        for p in self.vision.parameters():
-            p.requires_grad_(not freeze_vision)
+        attach_encoders(self, vision, vision_weights, text, text_gru, train_text, freeze_vision)
         c8, c16, c32 = self.vision.channels
         cl, c = self.text.dim, width
         self.act = nn.LeakyReLU(0.1)

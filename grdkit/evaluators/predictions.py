@@ -19,7 +19,6 @@ NaN or infinite scores, unknown keys' wrong types. Missing pairs are not an erro
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ import numpy as np
 from .. import masks
 from ..dataset import GresDataset
 from ..errors import InputError
+from ..jsonfile import read_json
 
 _RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' compressed alphabet: chr(48) .. chr(111)
 
@@ -150,27 +150,11 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
     return out
 
 
-def _parse_constant(token: str):
-    raise ValueError(f"{token} is not valid JSON")
-
-
 def read_prediction_json(path: str | Path, gt: GroundTruth) -> list[Prediction]:
     """Read and validate ``preds.json``; :class:`InputError` on any bad record."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "predictions file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, f"cannot be read: {e}") from None
-    try:
-        records = json.loads(text, parse_constant=_parse_constant)
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}",
-                         "write a JSON list of predictions") from None
-    except ValueError as e:  # NaN / Infinity literals
-        raise InputError(path, f"invalid JSON: {e}", hint="scores must be finite") from None
-    return parse_prediction_records(records, gt, path)
+    records = read_json(path, "predictions file", "write a JSON list of predictions",
+                        allow_nan=False)
+    return parse_prediction_records(records, gt, Path(path))
 
 
 def read_png_mask(path: Path, h: int, w: int, where: str) -> np.ndarray:

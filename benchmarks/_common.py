@@ -1,0 +1,28 @@
+"""Helpers shared by the benchmark scripts: run code in a fresh interpreter, read its peak RSS.
+
+Each measured step runs in its own subprocess so its peak resident memory is its own. VmHWM
+(from /proc/self/status) is per address space, so unlike ru_maxrss it is not inherited from the
+(large) parent across fork + exec.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PEAK = r"""
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+
+def run_python(code: str, *args: str) -> dict:
+    """Run ``PEAK + code`` with ``args``; return the JSON object printed on its last line."""
+    res = subprocess.run([sys.executable, "-c", PEAK + code, *args], capture_output=True,
+                         text=True, check=False)
+    if res.returncode:
+        raise RuntimeError(f"benchmark step failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])

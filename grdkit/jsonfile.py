@@ -1,0 +1,40 @@
+"""Reading a JSON file with errors that name the file, the line and the column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+
+def _no_constant(token: str):
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def read_json(path: str | Path, what: str = "file", hint: str | None = None,
+              allow_nan: bool = True) -> Any:
+    """Parse a UTF-8 JSON file.
+
+    Args:
+        path: the file. what: how to call it in "not found" messages.
+        hint: how to fix a syntax error. allow_nan: accept the NaN / Infinity literals.
+
+    Raises:
+        InputError: missing, unreadable, not UTF-8, or invalid JSON (line and column named).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, f"{what} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"cannot be read: {e}") from None
+    try:
+        return json.loads(text, parse_constant=None if allow_nan else _no_constant)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}",
+                         hint) from None
+    except ValueError as e:  # NaN / Infinity literals when not allowed
+        raise InputError(path, f"invalid JSON: {e}", hint="numbers must be finite") from None
