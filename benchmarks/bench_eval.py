@@ -102,8 +102,18 @@ print(json.dumps({"seconds": dt, "peak_mb": peak_mb(), "metrics": r.metrics, "co
 """
 
 
+def subset_keys(gt: dict, n: int) -> set[tuple[int, int]]:
+    """(expression, image) pairs of whole groups, in file order, until at least ``n`` pairs."""
+    keys: set[tuple[int, int]] = set()
+    for g in gt["groups"]:
+        keys |= {(e, i) for e in g["expression_ids"] for i in g["image_ids"]}
+        if len(keys) >= n:
+            break
+    return keys
+
+
 def dense_run(gt_path: Path, preds_path: Path, n: int) -> tuple[float, int, dict]:
-    """The dense reference on the first ``n`` pairs, masks decoded one pair at a time."""
+    """The dense reference on whole groups (>= ``n`` pairs), masks decoded one pair at a time."""
     sys.path.insert(0, str(ROOT))
     from tests.dense_reference import dense_metrics
 
@@ -114,7 +124,8 @@ def dense_run(gt_path: Path, preds_path: Path, n: int) -> tuple[float, int, dict
     gt = json.loads(gt_path.read_text())
     preds = {(p["expression_id"], p["image_id"]): p["segmentation"]
              for p in json.loads(preds_path.read_text())}
-    targets = gt["targets"][:n]
+    keep = subset_keys(gt, n)
+    targets = [t for t in gt["targets"] if (t["expression_id"], t["image_id"]) in keep]
 
     def pairs():
         for tg in targets:
@@ -145,16 +156,18 @@ def main() -> None:
     dense_rate = d_n / d_s
     # the same subset through grdkit, to check that both agree
     sub = json.loads(gt.read_text())
-    keep = {(t["expression_id"], t["image_id"]) for t in sub["targets"][:d_n]}
+    keep = subset_keys(sub, a.dense_pairs)
     import grdkit
     from grdkit.dataset import GresDataset
 
     ds = GresDataset.from_dict(sub)
+    groups = [g_ for g_ in ds.groups
+              if all((e, i) in keep for e in g_.expression_ids for i in g_.image_ids)]
+    exprs = {e for g_ in groups for e in g_.expression_ids}
     preds = [p for p in json.loads(pp.read_text())
              if (p["expression_id"], p["image_id"]) in keep]
-    ds_sub = GresDataset(ds.info, ds.images, ds.expressions,
-                         [g_ for g_ in ds.groups], [t for t in ds.targets
-                                                    if (t.expression_id, t.image_id) in keep])
+    ds_sub = GresDataset(ds.info, ds.images, [e for e in ds.expressions if e.id in exprs],
+                         groups, [t for t in ds.targets if (t.expression_id, t.image_id) in keep])
     sub_m = grdkit.evaluate(preds, ds_sub).metrics
     agree = all(abs(sub_m[k] - d_m[k]) < 1e-9 for k in ("gres_miou", "ciou", "n_acc", "t_acc"))
     size_mb = (gt.stat().st_size + pp.stat().st_size) / 2**20

@@ -208,7 +208,7 @@ def build_from_refer(data: ReferData, options: BuildOptions,
         sent_images: dict[str, dict[int, set[int]]] = {}
         sent_ids: dict[str, list[int]] = {}
         ref_ids: dict[str, list[int]] = {}
-        no_target = 0
+        no_target = empty = 0
         for r in refs:
             if r.no_target:  # gRefCOCO no-target refs refer to nothing: counted, not grouped
                 no_target += 1
@@ -216,7 +216,8 @@ def build_from_refer(data: ReferData, options: BuildOptions,
             seen = set()
             for s in r.sentences:
                 key = normalise_sentence(s.sent)
-                if not key:
+                if not key:  # whitespace-only sentence: counted in the report, not grouped
+                    empty += 1
                     continue
                 sent_ids.setdefault(key, []).append(s.sent_id)
                 if key in seen:
@@ -264,7 +265,8 @@ def build_from_refer(data: ReferData, options: BuildOptions,
         out[split] = GresDataset(info, [images[k] for k in sorted(images)], expressions, groups,
                                  targets)
         report.splits[split] = {
-            "refs": len(refs), "no_target_refs": no_target, "sentences": len(sent_images),
+            "refs": len(refs), "no_target_refs": no_target, "empty_sentences": empty,
+            "sentences": len(sent_images),
             "groups": len(keys), "dropped_groups": len(sent_images) - len(keys),
             "negative_shortfall_groups": shortfall_groups,
             "negative_shortfall_images": shortfall_images,

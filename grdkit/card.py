@@ -71,7 +71,8 @@ def statistics_markdown(datasets: dict[str, GresDataset], report=None) -> str:
                     f"{rp['dropped_groups']} groups dropped (< min_images), "
                     f"{rp['negative_shortfall_groups']} groups short of "
                     f"{rp['negative_shortfall_images']} negatives, "
-                    f"{rp['no_target_refs']} no-target refs ignored.")
+                    f"{rp['no_target_refs']} no-target refs and {rp['empty_sentences']} empty "
+                    "sentences ignored.")
             lines += ["", note]
     return "\n".join(lines)
 

@@ -228,6 +228,40 @@ class GresDataset:
         return [self._targets[(e, i)] for e in g.expression_ids for i in g.image_ids
                 if (e, i) in self._targets]
 
+    def require_complete(self) -> None:
+        """Check the references the rest of grdkit relies on; raise at the first problem.
+
+        Every expression names an existing group that lists it, every group lists existing
+        expressions and images, and there is exactly one target per (expression, image) pair of
+        each group and no other target. (``grdkit validate`` reports every problem instead.)
+
+        Raises:
+            InputError: naming the record and pointing at ``grdkit validate``.
+        """
+        hint = "run `grdkit validate` on it to list every problem"
+        for e in self.expressions:
+            g = self._groups.get(e.group_id)
+            if g is None or e.id not in g.expression_ids:
+                raise InputError(self.path, f"names group {e.group_id}, which does not list it",
+                                 f"expression id {e.id}", hint)
+        expected = 0
+        for g in self.groups:
+            for eid in g.expression_ids:
+                if eid not in self._expressions:
+                    raise InputError(self.path, f"lists missing expression {eid}",
+                                     f"group id {g.id}", hint)
+                for iid in g.image_ids:
+                    if iid not in self._images:
+                        raise InputError(self.path, f"lists missing image {iid}",
+                                         f"group id {g.id}", hint)
+                    if (eid, iid) not in self._targets:
+                        raise InputError(self.path, f"has no target for (expression_id {eid}, "
+                                         f"image_id {iid})", f"group id {g.id}", hint)
+                    expected += 1
+        if expected != len(self._targets):
+            raise InputError(self.path, f"has {len(self._targets) - expected} targets outside "
+                             "their expression's group", hint=hint)
+
     def pairs(self) -> Iterator[tuple[int, int]]:
         """Every (expression_id, image_id) pair that has a target, in file order."""
         return iter(self._targets.keys())

@@ -92,15 +92,11 @@ def iter_rows(ds: GresDataset, config: str = "groups", img_root: str | Path | No
     img_pos = {im.id: k for k, im in enumerate(ds.images)}
     tgt_pos = {(t.expression_id, t.image_id): k for k, t in enumerate(ds.targets)}
     expr_pos = {e.id: k for k, e in enumerate(ds.expressions)}
-    covered_images, covered_targets = set(), set()
-    for g in ds.groups:
-        covered_images.update(g.image_ids)
-        covered_targets.update((e, i) for e in g.expression_ids for i in g.image_ids)
-    lost = [im.id for im in ds.images if im.id not in covered_images]
-    extra = [k for k in tgt_pos if k not in covered_targets]
-    if lost or extra:
-        what = f"images {lost[:5]}" if lost else f"targets {extra[:5]}"
-        raise InputError(ds.path, f"{what} belong to no group and cannot be exported",
+    ds.require_complete()
+    grouped = {i for g in ds.groups for i in g.image_ids}
+    lost = [im.id for im in ds.images if im.id not in grouped]
+    if lost:
+        raise InputError(ds.path, f"images {lost[:5]} belong to no group and cannot be exported",
                          hint="run grdkit validate and fix the dataset")
     for gk, g in enumerate(ds.groups):
         gx = _j(g.extra)
@@ -109,12 +105,7 @@ def iter_rows(ds: GresDataset, config: str = "groups", img_root: str | Path | No
             base = {"group_id": g.id, "expression_id": eid, "expression": e.text,
                     "dataset_info": info, "group_index": gk, "expression_index": expr_pos[eid],
                     "group_extra": gx, "expression_extra": _j(e.extra)}
-            tgts = []
-            for iid in g.image_ids:
-                if (eid, iid) not in tgt_pos:
-                    raise InputError(ds.path, f"no target for (expression_id {eid}, image_id "
-                                     f"{iid})", f"group id {g.id}", "run grdkit validate")
-                tgts.append(ds.targets[tgt_pos[(eid, iid)]])
+            tgts = [ds.targets[tgt_pos[(eid, iid)]] for iid in g.image_ids]
             if config == "groups":
                 yield {**base, "image_ids": list(g.image_ids),
                        "file_names": [ds.image(i).file_name for i in g.image_ids],

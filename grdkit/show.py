@@ -83,6 +83,7 @@ def render_group(ds: GresDataset, expression_id: int, img_root: str | Path | Non
     Raises:
         KeyError: unknown expression id. InputError: unreadable or wrongly sized image.
     """
+    ds.require_complete()
     e = ds.expression(expression_id)
     g = ds.group(e.group_id)
     root = Path(img_root) if img_root is not None else None

@@ -44,7 +44,7 @@ def tiny(tmp_path):
         {"ref_id": 4, "image_id": 3, "ann_id": 103, "category_id": 18, "split": "val",
          "sentences": [sent(5, "the dog on left"), sent(6, "brown dog")]},
         {"ref_id": 5, "image_id": 4, "ann_id": 104, "category_id": 18, "split": "train",
-         "sentences": [sent(7, "the dog on left")]},  # other split: not in the val group
+         "sentences": [sent(7, "the dog on left"), sent(8, "  ")]},  # other split; blank
     ] + [{"ref_id": 5 + i, "image_id": i, "ann_id": 200 + i, "category_id": 3, "split": "val",
           "sentences": [sent(10 + i, f"car number {i}")]} for i in range(5, 9)]
     inst = {"images": images, "annotations": anns, "categories": [{"id": 18, "name": "dog"}]}
@@ -76,6 +76,12 @@ def test_recipe_on_hand_made_refs(tiny):
         assert not t.positive and t.ann_ids == () and masks.area(t.segmentation) == 0
         assert t.segmentation["size"] == [40, 50]
     assert ds["train"].groups == []  # one image only < min_images
+
+
+def test_blank_sentences_are_counted(tiny):
+    _, rep = build_dataset("g-refcocog", tiny)
+    assert rep.splits["train"]["empty_sentences"] == 1
+    assert rep.splits["val"]["empty_sentences"] == 0
 
 
 def test_category_disjoint_excludes_category(tiny):

@@ -104,3 +104,27 @@ def test_missing_file_and_folder(tmp_path):
         load_dataset(tmp_path)
     with pytest.raises(InputError, match="no <split>.json"):
         load_splits(tmp_path)
+
+
+@pytest.mark.parametrize("mutate, msg", [
+    (lambda d: d["targets"].pop(3), r"group id \d+: has no target for"),
+    (lambda d: d["groups"][0]["image_ids"].append(10**7), r"group id 1: lists missing image"),
+    (lambda d: d["expressions"][0].__setitem__("group_id", 2),
+     r"expression id 1: names group 2, which does not list it"),
+    (lambda d: d["targets"].append(dict(d["targets"][0], image_id=next(
+        im["id"] for im in d["images"] if im["id"] not in d["groups"][0]["image_ids"]))),
+     r"targets outside their expression's group"),
+])
+def test_require_complete_names_the_problem(tmp_path, demo_val, mutate, msg, capsys):
+    d = demo_val.to_dict()
+    mutate(d)
+    p = _write(tmp_path, d)
+    ds = load_dataset(p)  # loads: the format is fine, the references are not
+    with pytest.raises(InputError, match=msg):
+        ds.require_complete()
+    from .conftest import run_cli
+
+    preds = tmp_path / "preds.json"
+    preds.write_text("[]")
+    code, _, err = run_cli(["eval", preds, "--gt", p], capsys)
+    assert code == 2 and "grdkit validate" in err and "Traceback" not in err

@@ -56,6 +56,12 @@ def _mut_counts(p, ds):
     return r"predictions\[0\].*not a COCO compressed RLE string"
 
 
+def _mut_runs(p, ds):
+    k = next(j for j, x in enumerate(p) if x["segmentation"] is not None)
+    p[k]["segmentation"] = {"size": [9, 11], "counts": p[k]["segmentation"]["counts"] + "3"}
+    return rf"predictions\[{k}\].*runs sum to \d+, not height\*width = 99"
+
+
 def _mut_missing_key(p, ds):
     del p[3]["segmentation"]
     return r"predictions\[3\].*missing key 'segmentation'"
@@ -67,7 +73,7 @@ def _mut_ids(p, ds):
 
 
 @pytest.mark.parametrize("mutate", [_mut_unknown, _mut_duplicate, _mut_size, _mut_score,
-                                    _mut_counts, _mut_missing_key, _mut_ids])
+                                    _mut_counts, _mut_runs, _mut_missing_key, _mut_ids])
 def test_invalid_predictions_named(case, capsys, mutate):
     ds, gt, p, preds, _ = case
     preds = json.loads(json.dumps(preds))

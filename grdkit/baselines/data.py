@@ -96,6 +96,7 @@ class GroupDataset(torch.utils.data.Dataset):
 
     def __init__(self, ds: GresDataset, img_root: str | Path, group_size: int = 8,
                  size: int = 416, seed: int = 0, cache: bool = True, repeats: int = 1):
+        ds.require_complete()
         self.cache = ImageCache(ds, img_root, size, cache)
         self.ds, self.n, self.seed, self.epoch = ds, int(group_size), int(seed), 0
         self.repeats = max(1, int(repeats))
@@ -120,6 +121,7 @@ class GroupDataset(torch.utils.data.Dataset):
 
 def inference_items(ds: GresDataset, cache: ImageCache, group_size: int = 8):
     """Every (expression, image) pair of the dataset, as items of up to N images of a group."""
+    ds.require_complete()
     for e in ds.expressions:
         ids = list(ds.group(e.group_id).image_ids)
         for k in range(0, len(ids), group_size):

@@ -53,6 +53,7 @@ class GresEvaluator:
         self._row: dict[tuple[str, int, int], int] = {}
         group_index: dict[tuple[str, int], int] = {}
         for split, ds in gt.items():
+            ds.require_complete()
             for g in ds.groups:
                 group_index[(split, g.id)] = len(self.groups)
                 self.groups.append((split, g.id))

@@ -32,6 +32,7 @@ from .. import masks
 from ..dataset import GresDataset
 from ..errors import InputError
 from ..jsonfile import read_json
+from ..rlecheck import check_rles
 
 _RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' compressed alphabet: chr(48) .. chr(111)
 
@@ -102,10 +103,7 @@ def _check_rle(seg: Any, h: int, w: int, where: str, path: Any) -> dict | None:
         counts = counts.decode("ascii", "replace")
     if not isinstance(counts, str) or not _RLE_CHARS.match(counts):
         raise InputError(path, "segmentation counts is not a COCO compressed RLE string", where)
-    rle = {"size": [h, w], "counts": counts}
-    if masks.area(rle) > h * w:
-        raise InputError(path, "segmentation counts are corrupt (area exceeds the image)", where)
-    return rle
+    return {"size": [h, w], "counts": counts}
 
 
 def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) -> list[Prediction]:
@@ -147,6 +145,21 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
         im = ds.image(i)
         out.append(Prediction(split, e, i, _check_rle(r["segmentation"], im.height, im.width,
                                                        where, path), score))
+    # every compressed RLE must decode to exactly h*w pixels (vectorised, RLE domain)
+    rows = [k for k, p in enumerate(out) if p.rle is not None]
+    ok, total, _ = check_rles([out[k].rle["counts"] for k in rows],
+                              [tuple(out[k].rle["size"]) for k in rows])
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        p = out[rows[int(bad[0])]]
+        k = next(j for j, r in enumerate(records)
+                 if r.get("expression_id") == p.expression_id and r.get("image_id") == p.image_id
+                 and gt.resolve_split(r.get("split"), "", path) == p.split)
+        h, w = p.rle["size"]
+        raise InputError(path, f"segmentation counts are corrupt: runs sum to "
+                         f"{int(total[bad[0]])}, not height*width = {h * w}",
+                         f"predictions[{k}] (expression_id {p.expression_id}, "
+                         f"image_id {p.image_id})", f"{bad.size} corrupt RLEs in all")
     return out
 
 
