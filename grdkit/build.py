@@ -234,13 +234,13 @@ def build_from_refer(data: ReferData, options: BuildOptions,
         for gid, key in enumerate(track(keys, f"{options.name} {split}", len(keys)), start=1):
             pos = sent_images[key]
             n_neg = math.floor(options.neg_ratio * len(pos) + 0.5)
-            blocked: set[int] = set()
+            blocked = []  # the referents' categories' image sets, not copied into one set
             if cat_images:
-                for c in {data.annotations[a]["category_id"] for v in pos.values() for a in v}:
-                    blocked |= cat_images.get(c, set())
+                cats = sorted({data.annotations[a]["category_id"] for v in pos.values() for a in v})
+                blocked = [cat_images[c] for c in cats if c in cat_images]
             rng = np.random.default_rng([options.seed, split_crc,
                                          zlib.crc32(key.encode("utf-8"))])
-            negs = _sample_negatives(rng, pool, n_neg, pos, blocked)
+            negs = _sample_negatives(rng, pool, n_neg, pos, *blocked)
             if len(negs) < n_neg:
                 shortfall_groups += 1
                 shortfall_images += n_neg - len(negs)
