@@ -174,3 +174,25 @@ def test_train_config_defaults_follow_the_paper():
     cfg = TrainConfig()
     assert (cfg.group_size, cfg.size, cfg.lr, cfg.weight_decay) == (8, 416, 5e-5, 0.01)
     assert train.__doc__
+
+
+def test_local_vision_weights(tmp_path):
+    """A local state dict loads by path (the route for paper-faithful Swin-B); a wrong one fails."""
+    import timm
+
+    from grdkit.baselines.encoders import IMAGENET_NORM, VisionEncoder, load_timm
+
+    src = timm.create_model("efficientnet_lite0", pretrained=False)
+    torch.nn.init.constant_(src.conv_stem.weight, 0.125)
+    p = tmp_path / "lite0.pth"
+    torch.save(src.state_dict(), p)
+    model, norm = load_timm("efficientnet_lite0", p)
+    assert norm == IMAGENET_NORM
+    assert float(model.conv_stem.weight.mean()) == 0.125
+    enc = VisionEncoder("efficientnet_lite0", p)
+    assert float(enc.body.conv_stem.weight.mean()) == 0.125
+    torch.save({"nonsense": torch.zeros(2)}, tmp_path / "bad.pth")
+    with pytest.raises(InputError, match="does not fit efficientnet_lite0"):
+        load_timm("efficientnet_lite0", tmp_path / "bad.pth")
+    with pytest.raises(InputError, match="no bundled weights"):
+        load_timm("resnet18", "bundled")
