@@ -38,7 +38,7 @@ from . import __version__
 from .dataset import Expression, GresDataset, Group, Image, Target
 from .errors import InputError
 from .masks import MaskError, empty_rle, to_rle, union
-from .refer import ReferData, read_refer
+from .refer import ReferData, read_refer, ref_problems
 
 # Config table (TFDS style): dataset name -> source refer dataset and its default splitBy.
 DATASETS: dict[str, dict] = {
@@ -158,18 +158,10 @@ def _ann_rle(data: ReferData, ann_id: int, cache: dict) -> dict:
 
 
 def _check_refs(data: ReferData) -> None:
-    for r in data.refs:
-        if r.image_id not in data.images:
-            raise InputError(data.refs_path, f"image_id {r.image_id} is not in instances.json",
-                             f"ref_id {r.ref_id}", "use the instances.json of this refer dataset")
-        for a in r.ann_ids:
-            ann = data.annotations.get(a)
-            if ann is None:
-                raise InputError(data.refs_path, f"ann_id {a} is not in instances.json",
-                                 f"ref_id {r.ref_id}", "use the instances.json of this dataset")
-            if ann["image_id"] != r.image_id:
-                raise InputError(data.refs_path, f"ann_id {a} lies on image {ann['image_id']}, "
-                                 f"not on the ref's image {r.image_id}", f"ref_id {r.ref_id}")
+    """Raise at the first ref whose image or annotation does not resolve."""
+    for ref_id, msg in ref_problems(data.refs, data.images, data.annotations):
+        raise InputError(data.refs_path, msg, f"ref_id {ref_id}",
+                         "use the instances.json of this refer dataset")
 
 
 def build_from_refer(data: ReferData, options: BuildOptions,

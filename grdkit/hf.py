@@ -81,7 +81,7 @@ def _image_value(img: Image, img_root: Path | None) -> Any:
 
 def iter_rows(ds: GresDataset, config: str = "groups", img_root: str | Path | None = None
               ) -> Iterator[dict]:
-    """Rows of one split in the given config (images read lazily, one row at a time).
+    """Rows of one split in the given config (images read lazily, one group at a time).
 
     Raises:
         InputError: an image or target outside every group (it could not be exported), a
@@ -100,6 +100,9 @@ def iter_rows(ds: GresDataset, config: str = "groups", img_root: str | Path | No
                          hint="run grdkit validate and fix the dataset")
     for gk, g in enumerate(ds.groups):
         gx = _j(g.extra)
+        # each image file is read once per group, not once per expression of the group
+        values = {i: _image_value(ds.image(i), root) for i in g.image_ids}
+        image_extra = {i: _j(ds.image(i).extra) for i in g.image_ids}
         for eid in g.expression_ids:
             e = ds.expression(eid)
             base = {"group_id": g.id, "expression_id": eid, "expression": e.text,
@@ -109,21 +112,21 @@ def iter_rows(ds: GresDataset, config: str = "groups", img_root: str | Path | No
             if config == "groups":
                 yield {**base, "image_ids": list(g.image_ids),
                        "file_names": [ds.image(i).file_name for i in g.image_ids],
-                       "images": [_image_value(ds.image(i), root) for i in g.image_ids],
+                       "images": [values[i] for i in g.image_ids],
                        "masks": [t.segmentation for t in tgts],
                        "positive": [t.positive for t in tgts],
                        "ann_ids": [list(t.ann_ids) for t in tgts],
                        "image_index": [img_pos[i] for i in g.image_ids],
-                       "image_extra": [_j(ds.image(i).extra) for i in g.image_ids],
+                       "image_extra": [image_extra[i] for i in g.image_ids],
                        "target_index": [tgt_pos[(eid, i)] for i in g.image_ids],
                        "target_extra": [_j(t.extra) for t in tgts]}
             else:
                 for t in tgts:
                     im = ds.image(t.image_id)
                     yield {**base, "image_id": im.id, "file_name": im.file_name,
-                           "image": _image_value(im, root), "mask": t.segmentation,
+                           "image": values[im.id], "mask": t.segmentation,
                            "positive": t.positive, "ann_ids": list(t.ann_ids),
-                           "image_index": img_pos[im.id], "image_extra": _j(im.extra),
+                           "image_index": img_pos[im.id], "image_extra": image_extra[im.id],
                            "target_index": tgt_pos[(eid, im.id)], "target_extra": _j(t.extra)}
 
 

@@ -142,6 +142,11 @@ def area(rle: RLE) -> int:
     return int(mask_utils.area(_to_c(rle)))
 
 
+def bbox(rle: RLE) -> np.ndarray:
+    """Bounding box ``[x, y, width, height]`` (float64, pixels) of a compressed RLE's mask."""
+    return mask_utils.toBbox(_to_c(rle))
+
+
 def decode(rle: RLE) -> np.ndarray:
     """Decode a compressed RLE to a ``uint8`` array of shape ``(height, width)`` with values 0/1."""
     return np.ascontiguousarray(mask_utils.decode(_to_c(rle)))

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,24 @@ def load_instances(path: str | Path) -> tuple[dict, dict, dict]:
     """Read a COCO ``instances.json``: (images by id, annotations by id, category names by id)."""
     path = Path(path)
     return _parse_instances(path, _read_bytes(path, "instances.json"))
+
+
+def ref_problems(refs: list[Ref], images: dict, annotations: dict
+                 ) -> Iterator[tuple[int, str]]:
+    """``(ref_id, message)`` for every ref whose image or annotations do not resolve.
+
+    An annotation must exist and lie on the ref's image.
+    """
+    for r in refs:
+        if r.image_id not in images:
+            yield r.ref_id, f"image_id {r.image_id} is not in instances.json"
+        for a in r.ann_ids:
+            ann = annotations.get(a)
+            if ann is None:
+                yield r.ref_id, f"ann_id {a} is not in instances.json"
+            elif ann["image_id"] != r.image_id:
+                yield r.ref_id, (f"ann_id {a} lies on image {ann['image_id']}, not on the "
+                                 f"ref's image {r.image_id}")
 
 
 def refs_file(refer_root: str | Path, split_by: str) -> Path:

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from . import masks
 from .errors import InputError
 from .jsonfile import read_json
 from .rlecheck import check_rles
@@ -145,18 +145,18 @@ def check_canonical(data: Any, file: str, report: ValidationReport,
         return [(i, r) for i, r in enumerate(data[section])
                 if (section, i) not in schema_bad and isinstance(r, dict)]
 
-    images: dict[int, dict] = {}
-    for sec, index in (("images", images), ("expressions", {}), ("groups", {})):
-        for i, r in good(sec):
-            if r["id"] in index:
-                add("duplicate_id", "error", f"{sec}[{i}] (id {r['id']})",
+    def index(section: str) -> dict[int, dict]:
+        """Records by id (first wins); later duplicates are reported."""
+        out: dict[int, dict] = {}
+        for i, r in good(section):
+            if r["id"] in out:
+                add("duplicate_id", "error", f"{section}[{i}] (id {r['id']})",
                     f"id {r['id']} already used by an earlier record")
             else:
-                index[r["id"]] = r
-        if sec == "expressions":
-            exprs = index
-        elif sec == "groups":
-            groups = index
+                out[r["id"]] = r
+        return out
+
+    images, exprs, groups = index("images"), index("expressions"), index("groups")
     for i, e in good("expressions"):
         if e["group_id"] not in groups:
             add("dangling_reference", "error", f"expressions[{i}] (id {e['id']})",
@@ -232,8 +232,7 @@ def check_canonical(data: Any, file: str, report: ValidationReport,
         if "area" in t and not _area_ok(t["area"], a):
             add("area_mismatch", "error", where, f"area {t['area']} but the mask has {a} px")
         if "bbox" in t:
-            box = mask_utils.toBbox({"size": [h, w], "counts": str(t["segmentation"]["counts"])
-                                     .encode()})
+            box = masks.bbox(t["segmentation"])
             if not _bbox_ok(t["bbox"], box):
                 add("bbox_mismatch", "error", where,
                     f"bbox {t['bbox']} but the mask's is {[float(x) for x in box]}")
@@ -310,7 +309,7 @@ def check_polygon(part: Any, h: int, w: int) -> list[tuple[str, str, str]]:
 
 def check_refer(root: Path, report: ValidationReport) -> None:
     """Polygons and crowd RLEs of ``instances.json``, and every refs file's references."""
-    from .refer import load_instances, load_refs
+    from .refer import load_instances, load_refs, ref_problems
 
     ipath = root / "instances.json"
     images, anns, _ = load_instances(ipath)
@@ -347,17 +346,8 @@ def check_refer(root: Path, report: ValidationReport) -> None:
     for rp in sorted([*root.glob("refs(*).p"), *root.glob("grefs(*).json")]):
         refs = load_refs(rp)
         addr = _Collector(report, str(rp))
-        for r in refs:
-            if r.image_id not in images:
-                addr("dangling_reference", "error", f"ref_id {r.ref_id}",
-                     f"image_id {r.image_id} is not in instances.json")
-            for a in r.ann_ids:
-                if a not in anns:
-                    addr("dangling_reference", "error", f"ref_id {r.ref_id}",
-                         f"ann_id {a} is not in instances.json")
-                elif anns[a]["image_id"] != r.image_id:
-                    addr("dangling_reference", "error", f"ref_id {r.ref_id}",
-                         f"ann_id {a} lies on image {anns[a]['image_id']}, not {r.image_id}")
+        for ref_id, msg in ref_problems(refs, images, anns):
+            addr("dangling_reference", "error", f"ref_id {ref_id}", msg)
         report.checked[f"refs in {rp.name}"] = len(refs)
 
 
@@ -365,7 +355,6 @@ def check_refer(root: Path, report: ValidationReport) -> None:
 def check_d3(root: Path, report: ValidationReport, img_root: Path | None = None) -> None:
     """D³ tables (references, annotation RLE / area / bbox), then the converted GRD."""
     from .d3 import _as_list, convert_d3, read_d3
-    from .dataset import dumps
 
     d = read_d3(root)
     add_a = _Collector(report, str(root / "annotations.pkl"))
@@ -405,9 +394,7 @@ def check_d3(root: Path, report: ValidationReport, img_root: Path | None = None)
             add_a("area_mismatch", "error", where, f"area {a['area']} but the mask has "
                   f"{int(area[k])} px")
         if "bbox" in a:
-            c = seg["counts"]
-            box = mask_utils.toBbox({"size": list(seg["size"]),
-                                     "counts": c if isinstance(c, bytes) else c.encode()})
+            box = masks.bbox(seg)
             if not _bbox_ok(a["bbox"], box):
                 add_a("bbox_mismatch", "error", where, f"bbox {a['bbox']} but the mask's is "
                       f"{[float(x) for x in box]}")
@@ -433,8 +420,7 @@ def check_d3(root: Path, report: ValidationReport, img_root: Path | None = None)
     if fatal:  # the conversion would stop at the first of these; report them instead
         return
     ds = convert_d3(d, "intra", "presence")
-    check_canonical(json.loads(dumps(ds)), f"{root} (converted: intra, presence)", report,
-                    img_root)
+    check_canonical(ds.to_dict(), f"{root} (converted: intra, presence)", report, img_root)
 
 
 # -- entry point ---------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class ImageCache:
     def __init__(self, ds: GresDataset, img_root: str | Path, size: int, cache: bool = True):
         self.ds, self.root, self.size, self.cache = ds, Path(img_root), int(size), cache
         self._store: dict[int, np.ndarray] = {}
+        self._masks: dict[tuple[int, int], np.ndarray] = {}
 
     def image(self, image_id: int) -> np.ndarray:
         """uint8 ``(S, S, 3)``."""
@@ -54,10 +55,16 @@ class ImageCache:
         return arr
 
     def mask(self, expression_id: int, image_id: int) -> np.ndarray:
-        """uint8 ``(S, S)`` 0/1 ground truth, nearest-resized."""
+        """uint8 ``(S, S)`` 0/1 ground truth, nearest-resized (kept in memory when ``cache``)."""
+        key = (expression_id, image_id)
+        if key in self._masks:
+            return self._masks[key]
         m = rle.decode(self.ds.target(expression_id, image_id).segmentation)
-        return np.asarray(PILImage.fromarray(m * 255).resize((self.size, self.size),
-                                                             PILImage.NEAREST)) // 255
+        out = np.asarray(PILImage.fromarray(m * 255).resize((self.size, self.size),
+                                                            PILImage.NEAREST)) // 255
+        if self.cache:
+            self._masks[key] = out
+        return out
 
 
 def make_item(cache: ImageCache, expression_id: int, image_ids: list[int]) -> dict:

@@ -110,6 +110,14 @@ def trainable_state(model: torch.nn.Module) -> dict:
     return sd
 
 
+def save_checkpoint(path: Path, model, opt, sched, epoch: int, step: int) -> None:
+    """Write model (without a frozen text encoder), optimiser and scheduler state atomically."""
+    buf = io.BytesIO()
+    torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "epoch": epoch, "step": step}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def param_checksum(model: torch.nn.Module, buffers: bool = False) -> str:
     """sha256 prefix of the parameters (or of the buffers, e.g. BatchNorm running stats)."""
     h = hashlib.sha256()
@@ -228,20 +236,14 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
                                           "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
                     log.flush()
             if rank == 0:
-                buf = io.BytesIO()
-                torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "epoch": epoch, "step": step}, buf)
-                atomic_write_bytes(ckpt_path, buf.getvalue())
+                save_checkpoint(ckpt_path, model, opt, sched, epoch, step)
                 if log:
                     log.write(json.dumps({"event": "epoch", "epoch": epoch, "step": step,
                                           "mean_loss": float(np.mean(losses)) if losses
                                           else None}) + "\n")
                     log.flush()
         if rank == 0 and not ckpt_path.exists():  # max_steps == 0: save the initial model
-            buf = io.BytesIO()
-            torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "epoch": -1, "step": step}, buf)
-            atomic_write_bytes(ckpt_path, buf.getvalue())
+            save_checkpoint(ckpt_path, model, opt, sched, -1, step)
         # DDP keeps parameters identical; BatchNorm running statistics are per process (DDP
         # broadcasts rank 0's at the start of each forward, so they differ after the last step;
         # rank 0's are the ones saved).

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..build import DATASETS, NEGATIVE_MODES, BuildOptions, build_from_refer, write_build
+from ..build import DATASETS, NEGATIVE_MODES, build_dataset, write_build
 from ..dataset import load_dataset, load_splits
-from ..refer import SPLIT_BYS, read_refer
+from ..refer import SPLIT_BYS
 from ..stats import SUMMARY_COLUMNS, dataset_stats, summary_rows
 from ..synth import demo_root
 from .ui import err, out, progress_bar, table
@@ -52,18 +52,17 @@ def build_cmd(dataset, refer_root, out_dir, split_by, min_images, neg_ratio, neg
         err.print(f"[bold]No --refer-root given: using grdkit's bundled demo sample[/] "
                   f"({refer_root}), small synthetic refer-format data. Pass --refer-root "
                   "for real RefCOCO / RefCOCO+ / RefCOCOg.")
-    options = BuildOptions(dataset, split_by or DATASETS[dataset]["split_by"], min_images,
-                           neg_ratio, negatives, seed)
-    data = read_refer(refer_root, options.split_by)
+    split_by = split_by or DATASETS[dataset]["split_by"]
     with progress_bar(not no_progress) as track:
-        datasets, report = build_from_refer(data, options, track)
+        datasets, report = build_dataset(dataset, refer_root, split_by, min_images, neg_ratio,
+                                         negatives, seed, progress=track)
     paths = write_build(datasets, out_dir, report)
     rows = summary_rows(datasets)
     for r in rows:
         rp = report.splits.get(r["split"])
         r["dropped_groups"] = rp["dropped_groups"] if rp else sum(
             v["dropped_groups"] for v in report.splits.values())
-    out.print(table(f"{dataset} (splitBy {options.split_by}, min_images {min_images}, "
+    out.print(table(f"{dataset} (splitBy {split_by}, min_images {min_images}, "
                     f"neg_ratio {neg_ratio}, negatives {negatives}, seed {seed})", rows))
     short = {s: v for s, v in report.splits.items() if v["negative_shortfall_groups"]}
     for s, v in short.items():

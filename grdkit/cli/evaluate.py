@@ -9,9 +9,8 @@ import click
 
 from ..atomic import atomic_write_text
 from ..errors import InputError
-from ..evaluators import GresEvaluator, load_ground_truth
+from ..evaluators import GresEvaluator, evaluate, load_ground_truth
 from ..evaluators.gres import read_state
-from ..evaluators.predictions import GroundTruth, load_predictions
 from ..evaluators.report import Report, check_gate, fmt
 from .ui import out, progress_bar, table
 
@@ -152,15 +151,12 @@ def eval_run(preds, gt_path, min_pixels, strict, cosod, bootstrap, seed, save_st
     Missing pairs count as 'no target' and are reported (--strict makes them an error).
     """
     _parse_fail_under(fail_under)
-    gt = load_ground_truth(gt_path)
-    ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod)
-    predictions = load_predictions(preds, GroundTruth(gt), keep_soft=cosod)
-    with progress_bar(len(predictions) > 2000 or cosod) as track:
-        ev.process(predictions, lambda it: track(it, "evaluating", len(predictions)))
-    if save_state:
-        ev.save_state(save_state)
-    report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
-                         config={"predictions": str(preds), "gt": str(gt_path)})
+    with progress_bar() as bar:
+        def track(it, desc, n):  # a bar only on long work
+            return bar(it, desc, n) if n > 2000 or cosod else it
+
+        report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict, cosod=cosod,
+                          bootstrap=bootstrap, seed=seed, save_state=save_state, track=track)
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group)
 
 

@@ -15,16 +15,26 @@ err = Console(stderr=True, highlight=False)
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator:
-    """Yield ``track(iterable, description, total)``; a rich progress bar on stderr."""
+    """Yield ``track(iterable, description, total)``; a rich progress bar on stderr.
+
+    The bar starts on the first ``track`` call, so an unused one prints nothing.
+    """
     if not enabled:
         yield lambda it, desc, total: it
         return
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err, transient=False)
-    with prog:
-        def track(it: Iterable, desc: str, total: int) -> Iterable:
-            return prog.track(it, total=total, description=desc)
+
+    def track(it: Iterable, desc: str, total: int) -> Iterable:
+        if not prog.live.is_started:
+            prog.start()
+        return prog.track(it, total=total, description=desc)
+
+    try:
         yield track
+    finally:
+        if prog.live.is_started:
+            prog.stop()
 
 
 LABELS = {"expressions": "expr.", "positive_pairs": "positive", "negative_pairs": "negative",

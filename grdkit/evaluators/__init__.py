@@ -14,6 +14,7 @@ and sources: :mod:`grdkit.evaluators.functional` and :mod:`grdkit.evaluators.cos
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,14 @@ def load_ground_truth(dataset: Any) -> dict[str, GresDataset]:
 
 
 def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: bool = False,
-             cosod: bool = False, bootstrap: int = 0, seed: int = 0) -> Report:
+             cosod: bool = False, bootstrap: int = 0, seed: int = 0,
+             save_state: str | Path | None = None,
+             track: Callable[[Iterable, str, int], Iterable] | None = None) -> Report:
     """Score predictions against a canonical dataset; see the module header.
+
+    Args:
+        save_state: also write the per-pair statistics (``.npz``) for ``grdkit eval merge``.
+        track: optional progress wrapper ``(iterable, description, total) -> iterable``.
 
     Raises:
         InputError: invalid predictions (named record) or, with ``strict``, missing pairs.
@@ -46,8 +53,12 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     gt = load_ground_truth(dataset)
     ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod)
     preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
-    ev.process(preds)
+    ev.process(preds, (lambda it: track(it, "evaluating", len(preds))) if track else None)
+    if save_state is not None:
+        ev.save_state(save_state)
     cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}
+    if isinstance(dataset, (str, Path)):
+        cfg["gt"] = str(dataset)
     return ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
 
 

@@ -116,7 +116,7 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
         raise InputError(path, f"top level is a {type(records).__name__}, expected a list of "
                          "predictions")
     out: list[Prediction] = []
-    seen: dict[tuple, int] = {}
+    seen: dict[tuple, int] = {}  # (split, expression, image) -> record index
     for k, r in enumerate(records):
         where = f"predictions[{k}]"
         if not isinstance(r, dict):
@@ -146,15 +146,13 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
         out.append(Prediction(split, e, i, _check_rle(r["segmentation"], im.height, im.width,
                                                        where, path), score))
     # every compressed RLE must decode to exactly h*w pixels (vectorised, RLE domain)
-    rows = [k for k, p in enumerate(out) if p.rle is not None]
-    ok, total, _ = check_rles([out[k].rle["counts"] for k in rows],
-                              [tuple(out[k].rle["size"]) for k in rows])
+    with_rle = [p for p in out if p.rle is not None]
+    ok, total, _ = check_rles([p.rle["counts"] for p in with_rle],
+                              [tuple(p.rle["size"]) for p in with_rle])
     bad = np.flatnonzero(~ok)
     if bad.size:
-        p = out[rows[int(bad[0])]]
-        k = next(j for j, r in enumerate(records)
-                 if r.get("expression_id") == p.expression_id and r.get("image_id") == p.image_id
-                 and gt.resolve_split(r.get("split"), "", path) == p.split)
+        p = with_rle[int(bad[0])]
+        k = seen[(p.split, p.expression_id, p.image_id)]
         h, w = p.rle["size"]
         raise InputError(path, f"segmentation counts are corrupt: runs sum to "
                          f"{int(total[bad[0]])}, not height*width = {h * w}",
