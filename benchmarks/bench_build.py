@@ -34,11 +34,12 @@ print(json.dumps({"seconds": dt, "peak_mb": peak_mb(),
 BUILD = r"""
 import json, sys, time
 
-from grdkit.build import build_dataset, write_build
+from grdkit.builders import build_dataset
+from grdkit.export import write_dataset
 root, out, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 t = time.perf_counter()
 ds, rep = build_dataset("g-refcocog", root, **args)
-write_build(ds, out, rep)
+write_dataset(ds, out, rep.notes())
 dt = time.perf_counter() - t
 print(json.dumps({"seconds": dt, "peak_mb": peak_mb(),
                   "groups": {s: len(d.groups) for s, d in ds.items()},
@@ -48,7 +49,7 @@ print(json.dumps({"seconds": dt, "peak_mb": peak_mb(),
 BASE = r"""
 import json
 
-import grdkit.build  # noqa: F401  (interpreter + imports, no data)
+import grdkit.builders  # noqa: F401  (interpreter + imports, no data)
 print(json.dumps({"peak_mb": peak_mb()}))
 """
 
@@ -59,7 +60,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--repeat", type=int, default=2, help="best of N runs for times")
     a = ap.parse_args()
-    from grdkit.synth import generate_refer, write_refer
+    from grdkit.testing.synth import generate_refer, write_refer
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="grdkit-bench-"))
     root = work / f"refcocog_synth_{a.images}"

@@ -44,8 +44,8 @@ def _rle(poly):
 
 def generate(work: Path, seed: int = 0) -> tuple[Path, Path]:
     from grdkit import save_dataset
-    from grdkit.dataset import Expression, GresDataset, Group, Image, Target
-    from grdkit.masks import empty_rle
+    from grdkit.format.dataset import Expression, GresDataset, Group, Image, Target
+    from grdkit.format.masks import empty_rle
 
     rng = np.random.default_rng(seed)
     n_groups, n_expr = 106, 316
@@ -158,7 +158,7 @@ def main() -> None:
     sub = json.loads(gt.read_text())
     keep = subset_keys(sub, a.dense_pairs)
     import grdkit
-    from grdkit.dataset import GresDataset
+    from grdkit.format.dataset import GresDataset
 
     ds = GresDataset.from_dict(sub)
     groups = [g_ for g_ in ds.groups

@@ -21,9 +21,10 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=25800)
     ap.add_argument("--workdir", type=Path, default=None)
     a = ap.parse_args()
-    from grdkit.build import build_dataset, write_build
+    from grdkit.builders import build_dataset
+    from grdkit.export import write_dataset
     from grdkit.hf import export_hf
-    from grdkit.synth import generate_refer, write_refer
+    from grdkit.testing.synth import generate_refer, write_refer
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="grdkit-bench-hf-"))
     root = work / f"refcocog_synth_{a.images}"
@@ -32,7 +33,7 @@ def main() -> None:
         write_refer(root, {"umd": refs["umd"]}, inst)
     splits, rep = build_dataset("g-refcocog", root)
     built = work / "g-refcocog"
-    write_build(splits, built, rep)
+    write_dataset(splits, built, rep.notes())
     json_mb = sum((built / f"{s}.json").stat().st_size for s in splits) / 2**20
     groups = sum(len(d.groups) for d in splits.values())
     pairs = sum(len(d.targets) for d in splits.values())

@@ -24,7 +24,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def cow_group():
-    from grdkit.imagegroup import group_from_files
+    from grdkit.builders.imagegroup import group_from_files
 
     pos = [(f"msrc_cow/images/{p.name}", f"msrc_cow/masks/{p.name}")
            for p in sorted((SHARED / "msrc_cow" / "images").glob("*.png"))]

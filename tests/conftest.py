@@ -56,7 +56,7 @@ def write_refer(folder: Path, refs, instances, split_by="umd") -> Path:
 
 def cow_dataset(with_negatives: bool = True):
     """The real MSRC "cow" group (30 positives) plus the 33 COCO images as negatives."""
-    from grdkit.imagegroup import group_from_files
+    from grdkit.builders.imagegroup import group_from_files
 
     need(MSRC_COW)
     pos = [(f"msrc_cow/images/{p.name}", f"msrc_cow/masks/{p.name}")
@@ -71,7 +71,7 @@ def cow_dataset(with_negatives: bool = True):
 def dataset_from_dense(groups, name="dense", split="val"):
     """Canonical dataset from dense masks: groups = [[gt bool HxW, ...], ...] (empty = negative)."""
     from grdkit import masks
-    from grdkit.dataset import Expression, GresDataset, Group, Image, Target
+    from grdkit.format.dataset import Expression, GresDataset, Group, Image, Target
 
     images, exprs, grps, targets = [], [], [], []
     img_id = 0

@@ -8,8 +8,10 @@ import pytest
 from pycocotools.coco import COCO
 
 from grdkit import masks
-from grdkit.build import build_dataset, normalise_sentence, write_build
-from grdkit.synth import demo_root
+from grdkit.builders import build_dataset
+from grdkit.builders.refer import normalise_sentence
+from grdkit.export import write_dataset
+from grdkit.testing.synth import demo_root
 
 from .conftest import write_refer
 
@@ -156,7 +158,7 @@ def test_deterministic_and_seed_sensitive(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for out, seed in ((a, 0), (b, 0), (c, 1)):
         ds, rep = build_dataset("g-refcocog", demo_root(), min_images=1, seed=seed)
-        write_build(ds, out, rep)
+        write_dataset(ds, out, rep.notes())
     names = sorted(p.name for p in a.iterdir())
     assert names == ["README.md", "test.json", "train.json", "val.json"]
     for n in names:

@@ -7,9 +7,10 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from grdkit import masks
-from grdkit.d3 import convert_d3, read_d3
+from grdkit.builders import convert_d3
+from grdkit.sources.d3 import read_d3
 from grdkit.errors import InputError
-from grdkit.synth import generate_d3, write_d3
+from grdkit.testing.synth import generate_d3, write_d3
 
 from .conftest import run_cli
 

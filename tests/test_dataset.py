@@ -1,19 +1,18 @@
 """Canonical format: round trip, lookups, determinism, schema, and errors naming the record."""
 
 import json
-from importlib import resources
 
 import jsonschema
 import pytest
 
 from grdkit import GresDataset, load_dataset, save_dataset
-from grdkit.build import build_dataset
-from grdkit.dataset import dumps, load_splits
+from grdkit.builders import build_dataset
+from grdkit.format.dataset import dumps, load_splits
 from grdkit.errors import InputError
-from grdkit.synth import demo_root
+from grdkit.format import json_schema
+from grdkit.testing.synth import demo_root
 
-SCHEMA = json.loads(resources.files("grdkit").joinpath("schema/gres_dataset.schema.json")
-                    .read_text())
+SCHEMA = json_schema()
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +112,7 @@ def test_missing_file_and_folder(tmp_path):
      r"expression id 1: names group 2, which does not list it"),
     (lambda d: d["targets"].append(dict(d["targets"][0], image_id=next(
         im["id"] for im in d["images"] if im["id"] not in d["groups"][0]["image_ids"]))),
-     r"targets outside their expression's group"),
+     r"targets\[\d+\] \(expression_id \d+, image_id \d+\): target outside its expression's group"),
 ])
 def test_require_complete_names_the_problem(tmp_path, demo_val, mutate, msg, capsys):
     d = demo_val.to_dict()

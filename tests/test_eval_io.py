@@ -9,10 +9,11 @@ from pycocotools.coco import COCO
 
 import grdkit
 from grdkit import masks
-from grdkit.build import build_dataset, write_build
+from grdkit.builders import build_dataset
+from grdkit.export import write_dataset
 from grdkit.errors import InputError
 from grdkit.evaluators.predictions import GroundTruth, read_prediction_folder
-from grdkit.synth import demo_root
+from grdkit.testing.synth import demo_root
 
 from .conftest import cow_dataset, run_cli
 from .dense_reference import dense_metrics
@@ -115,7 +116,7 @@ def test_missing_predictions_reported_and_strict(case, capsys):
 
 def test_multi_split_needs_split_key(tmp_path):
     ds, _ = build_dataset("g-refcocog", demo_root())
-    write_build(ds, tmp_path / "b")
+    write_dataset(ds, tmp_path / "b")
     preds = [{"expression_id": t.expression_id, "image_id": t.image_id,
               "segmentation": t.segmentation} for t in ds["val"].targets]
     with pytest.raises(InputError, match="has no 'split' but the ground truth has splits"):
@@ -240,7 +241,7 @@ def test_gate_mae_direction():
 # -- real data -------------------------------------------------------------------------------
 def test_real_refcocog_ground_truth_and_boxes(tmp_path, refcocog_root):
     ds, rep = build_dataset("g-refcocog", refcocog_root, min_images=1)
-    write_build(ds, tmp_path / "g", rep)
+    write_dataset(ds, tmp_path / "g", rep.notes())
     gt_preds, box_preds, pairs = [], [], []
     coco = COCO(str(refcocog_root / "instances.json"))
     for split, d in ds.items():

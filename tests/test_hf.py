@@ -7,11 +7,11 @@ import yaml
 from PIL import Image as PILImage
 
 from grdkit import masks
-from grdkit.build import build_dataset
-from grdkit.card import load_template
+from grdkit.builders import build_dataset
+from grdkit.export.card import load_template
 from grdkit.errors import InputError
 from grdkit.hf import decode_mask, export_hf, from_hf, to_hf
-from grdkit.synth import demo_root
+from grdkit.testing.synth import demo_root
 
 from .conftest import SHARED, cow_dataset, run_cli
 

@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 
-from grdkit import refer
+from grdkit.sources import refer
 from grdkit.errors import InputError
 
 from .conftest import load_refs_py3

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 import grdkit
-from grdkit.show import TILE, render_group
+from grdkit.export.show import TILE, render_group
 
 from .conftest import dataset_from_dense, run_cli
 

@@ -3,8 +3,8 @@
 import json
 import pickle
 
-from grdkit.refer import load_refs
-from grdkit.synth import DEMO_ARGS, demo_root, generate_refer, write_refer
+from grdkit.sources.refer import load_refs
+from grdkit.testing.synth import DEMO_ARGS, demo_root, generate_refer, write_refer
 
 
 def test_bundled_demo_is_the_generator_output(tmp_path):

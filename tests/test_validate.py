@@ -9,11 +9,12 @@ import pytest
 from PIL import Image as PILImage
 
 from grdkit import masks
-from grdkit.build import build_dataset
-from grdkit.dataset import dumps
-from grdkit.rlecheck import check_rles, decode_counts
-from grdkit.synth import demo_root, generate_d3, write_d3
-from grdkit.validate import check_polygon, validate_path
+from grdkit.builders import build_dataset
+from grdkit.format.dataset import dumps
+from grdkit.format.rlecheck import check_rles, decode_counts
+from grdkit.testing.synth import demo_root, generate_d3, write_d3
+from grdkit.format.masks import polygon_problems
+from grdkit.validate import validate_path
 
 from .conftest import dataset_from_dense, run_cli
 from .test_masks import column_major_runs
@@ -150,12 +151,20 @@ def test_image_checks(tmp_path):
     ([0, 0, 8, 8, 8, 0, 0, 8], "polygon_invalid", "warning"),
 ])
 def test_polygon_checks(part, kind, severity):
-    got = check_polygon(part, 10, 10)
-    assert [(k, s) for k, s, _ in got] == [(kind, severity)]
+    got = list(polygon_problems([part], 10, 10))
+    assert [(p, k, s) for p, k, s, _ in got] == [(0, kind, severity)]
+
+
+def test_structural_polygon_rules_are_the_builders(part=[1, 1, 50, 1, 50, 8]):
+    """Without geometry only the structural rules run: what the builders raise on."""
+    assert list(polygon_problems([part], 10, 10, geometry=False)) == []
+    assert [k for _, k, _, _ in polygon_problems([], 10, 10)] == ["polygon_points"]
+    with pytest.raises(masks.MaskError, match="at least 3"):
+        masks.to_rle([[1, 1, 5, 5]], 10, 10)
 
 
 def test_self_intersection_location():
-    (_, _, msg), = check_polygon([0, 0, 8, 8, 8, 0, 0, 8], 10, 10)
+    (_, _, _, msg), = polygon_problems([[0, 0, 8, 8, 8, 0, 0, 8]], 10, 10)
     assert msg == "Self-intersection[4 4]"
 
 
@@ -250,7 +259,7 @@ def test_rle_decoder_matches_independent_runs():
 
 
 def test_rle_check_chunking_is_invisible(monkeypatch):
-    from grdkit import rlecheck
+    from grdkit.format import rlecheck
 
     rng = np.random.default_rng(1)
     ms = [rng.random((9, 7)) < 0.4 for _ in range(50)]

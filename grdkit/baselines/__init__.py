@@ -7,10 +7,68 @@ bundle the default pretrained weights). Nothing is downloaded at run time: defau
 from installed packages, any other weights from a local path.
 
 Modules: :mod:`.encoders` (vision via timm, text via transformers), :mod:`.data` (group
-sampling, resizing, collate), :mod:`.lts` (the LTS model), :mod:`.engine` (training with AdamW,
-polynomial decay, checkpoints, resume, torch.distributed), :mod:`.predict` (inference to
-``preds.json``).
+sampling, resizing, collate), :mod:`.lts` and :mod:`.grser` (the models), :mod:`.engine`
+(training with AdamW, polynomial decay, checkpoints, resume, torch.distributed),
+:mod:`.predict` (inference to ``preds.json``).
+
+A model is any class registered in :data:`MODELS` that follows :class:`BaselineModel`; a new
+baseline is a module with such a class plus one line in :data:`MODELS`. Its constructor's keyword
+arguments are its options: ``grdkit train`` passes each model exactly the options its constructor
+names, and ``config.json`` records them.
 """
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Protocol
+
+# name -> "module:Class"; imported on first use, so listing models does not import torch
+MODELS: dict[str, str] = {
+    "lts": "grdkit.baselines.lts:LTS",
+    "grser": "grdkit.baselines.grser:GRSer",
+}
+
+
+class BaselineModel(Protocol):
+    """What the training engine and ``predict`` rely on (a ``torch.nn.Module`` subclass).
+
+    * ``name``: its key in :data:`MODELS`; ``train_text``: whether the text encoder is trained
+      (a frozen one is left out of checkpoints and rebuilt from its package or folder);
+    * ``forward(batch) -> out`` on a collated batch (:func:`.data.collate`);
+    * ``loss(out, batch, epoch, epochs) -> (loss tensor, {part: float})``;
+    * ``probabilities(out) -> (probs (M, 1, s, s) in 0-1, decision (M,) bool or None)``: the
+      foreground map of each valid image and, for models that decide, whether it is a target.
+    """
+
+    name: str
+    train_text: bool
+
+    def __call__(self, batch: dict) -> dict: ...
+
+    def loss(self, out: dict, batch: dict, epoch: int = 0, epochs: int = 1) -> tuple: ...
+
+    def probabilities(self, out: dict) -> tuple: ...
+
+
+def model_class(name: str) -> type:
+    """The model class registered under ``name``.
+
+    Raises:
+        GrdkitError: an unknown name (the choices are listed).
+    """
+    if name not in MODELS:
+        from ..errors import InputError
+
+        raise InputError(None, f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    module, cls = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def model_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``options`` that model ``name``'s constructor takes (others dropped)."""
+    params = inspect.signature(model_class(name).__init__).parameters
+    return {k: v for k, v in options.items() if k in params}
 
 
 def require_torch() -> None:

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from .. import masks as rle
-from ..dataset import GresDataset
+from ..format import GresDataset
+from ..format import masks as rle
 from ..errors import InputError
 
 

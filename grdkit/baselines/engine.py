@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,23 +22,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..atomic import atomic_write_bytes, atomic_write_text
-from ..dataset import GresDataset, load_dataset
 from ..errors import InputError
+from ..format import GresDataset, load_dataset
+from ..io import atomic_write_bytes, atomic_write_text
+from ..progress import Progress, tracked
+from . import model_class
 from .data import GroupDataset, collate
-
-
-def model_class(name: str):
-    """The model class registered under ``name`` (``lts``, ``grser``)."""
-    if name == "lts":
-        from .lts import LTS
-
-        return LTS
-    if name == "grser":
-        from .grser import GRSer
-
-        return GRSer
-    raise InputError(None, f"unknown model {name!r}; choose lts or grser")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -143,7 +131,7 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path,
           out: str | Path, resume: bool = False,
-          progress: Callable | None = None) -> dict:
+          progress: Progress | None = None) -> dict:
     """Train a baseline; see the module header. Returns a summary (steps, last loss, seconds).
 
     Raises:
@@ -199,7 +187,6 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     t0 = time.perf_counter()
     last = float("nan")
-    track = progress or (lambda it, desc, n: it)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             if step >= total:
@@ -210,7 +197,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
             mine = order[rank::world]
             batches = [mine[k:k + cfg.batch_size] for k in range(0, len(mine), cfg.batch_size)]
             losses = []
-            for idx in track(batches, f"epoch {epoch + 1}/{cfg.epochs}", len(batches)):
+            for idx in tracked(progress, batches, f"epoch {epoch + 1}/{cfg.epochs}",
+                               len(batches)):
                 if step >= total:
                     break
                 batch = _to(collate([train_set[int(i)] for i in idx]), device)

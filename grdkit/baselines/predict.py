@@ -9,15 +9,14 @@ foreground probability map is resized to the image's original size (bilinear), t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .. import masks
-from ..atomic import atomic_write_text
-from ..dataset import GresDataset, load_dataset
+from ..format import GresDataset, load_dataset, masks
+from ..io import atomic_write_text
+from ..progress import Progress, tracked
 from .data import ImageCache, collate, inference_items
 from .engine import load_run, pick_device
 
@@ -25,7 +24,7 @@ from .engine import load_run, pick_device
 @torch.no_grad()
 def predict(run_dir: str | Path, data: str | Path | GresDataset, img_root: str | Path,
             device: str = "auto", min_pixels: int = 1, threshold: float | None = None,
-            progress: Callable | None = None) -> list[dict]:
+            progress: Progress | None = None) -> list[dict]:
     """Predictions for every (expression, image) pair, sorted by (expression_id, image_id)."""
     dev = pick_device(device)
     model, cfg = load_run(run_dir, dev)
@@ -35,8 +34,7 @@ def predict(run_dir: str | Path, data: str | Path | GresDataset, img_root: str |
     n_items = sum(-(-len(ds.group(e.group_id).image_ids) // cfg.group_size)
                   for e in ds.expressions)
     items = inference_items(ds, cache, cfg.group_size)
-    if progress:
-        items = progress(items, "predicting", n_items)
+    items = tracked(progress, items, "predicting", n_items)
     out = []
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
     for it in items:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
+from ..baselines import MODELS
 from .ui import out, progress_bar, table
 
 
 @click.command("train")
-@click.argument("model", type=click.Choice(["lts", "grser"]))
+@click.argument("model", type=click.Choice(sorted(MODELS)))
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Canonical split file to train on.")
 @click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
@@ -63,20 +64,19 @@ def train_cmd(model, data, img_root, out_dir, epochs, batch_size, lr, group_size
     Several GPUs or nodes: launch with torchrun, e.g.
     torchrun --nproc_per_node 4 -m grdkit.cli.main train lts ...
     """
-    from ..baselines import require_torch
+    from ..baselines import model_options, require_torch
 
     require_torch()
     from ..baselines.engine import TrainConfig, train
 
-    args = {"vision": vision, "vision_weights": vision_weights, "text": text,
-            "text_gru": text_gru, "train_text": train_text, "freeze_vision": freeze_vision}
+    options = {"vision": vision, "vision_weights": vision_weights, "text": text,
+               "text_gru": text_gru, "train_text": train_text, "freeze_vision": freeze_vision,
+               "d_k": d_k, "group_size": group_size, "tqm": not no_tqm,
+               "hierarchizer": not no_hierarchizer, "mirror": not no_mirror,
+               "triplet": not no_triplet, "rank": rank, "seed": seed}
     if width is not None:
-        args["width"] = width
-    if model == "lts":
-        args["d_k"] = d_k
-    else:
-        args.update(group_size=group_size, tqm=not no_tqm, hierarchizer=not no_hierarchizer,
-                    mirror=not no_mirror, triplet=not no_triplet, rank=rank, seed=seed)
+        options["width"] = width
+    args = model_options(model, options)  # each model takes the options its constructor names
     cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                       group_size=group_size, size=size, seed=seed, device=device,
                       repeats=repeats,

@@ -6,23 +6,25 @@ from pathlib import Path
 
 import click
 
-from ..build import DATASETS, NEGATIVE_MODES, build_dataset, write_build
-from ..dataset import load_dataset, load_splits
-from ..refer import SPLIT_BYS
-from ..stats import SUMMARY_COLUMNS, dataset_stats, summary_rows
-from ..synth import demo_root
+from ..builders import NEGATIVE_MODES, build_dataset, dataset_spec, refer_datasets
+from ..builders.registry import SPLIT_BYS
+from ..export import write_dataset
+from ..format import load_dataset, load_splits
+from ..format.stats import SUMMARY_COLUMNS, dataset_stats, summary_rows
+from ..testing import demo_root
 from .ui import err, out, progress_bar, table
 
 
 @click.command("build")
-@click.argument("dataset", type=click.Choice(sorted(DATASETS)))
+@click.argument("dataset", type=click.Choice(refer_datasets()))
 @click.option("--refer-root", type=click.Path(file_okay=False, path_type=Path),
               help="Refer-format folder with refs(<splitBy>).p and instances.json. "
                    "Omitted: grdkit's bundled synthetic demo sample is used.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: <split>.json per split and a README.md data card.")
 @click.option("--split-by", type=click.Choice(SPLIT_BYS),
-              help="refer partition; default unc for g-refcoco/g-refcoco+, umd for g-refcocog.")
+              help="refer partition: unc or google for g-refcoco (default unc), unc for "
+                   "g-refcoco+, umd or google for g-refcocog (default umd).")
 @click.option("--min-images", default=2, show_default=True, type=click.IntRange(min=1),
               help="Keep groups with at least this many distinct positive images.")
 @click.option("--neg-ratio", default=1.0, show_default=True, type=click.FloatRange(min=0),
@@ -52,11 +54,12 @@ def build_cmd(dataset, refer_root, out_dir, split_by, min_images, neg_ratio, neg
         err.print(f"[bold]No --refer-root given: using grdkit's bundled demo sample[/] "
                   f"({refer_root}), small synthetic refer-format data. Pass --refer-root "
                   "for real RefCOCO / RefCOCO+ / RefCOCOg.")
-    split_by = split_by or DATASETS[dataset]["split_by"]
+    spec = dataset_spec(dataset)
+    split_by = spec.check_split_by(split_by)
     with progress_bar(not no_progress) as track:
         datasets, report = build_dataset(dataset, refer_root, split_by, min_images, neg_ratio,
                                          negatives, seed, progress=track)
-    paths = write_build(datasets, out_dir, report)
+    paths = write_dataset(datasets, out_dir, report.notes())
     rows = summary_rows(datasets)
     for r in rows:
         rp = report.splits.get(r["split"])
@@ -64,6 +67,10 @@ def build_cmd(dataset, refer_root, out_dir, split_by, min_images, neg_ratio, neg
             v["dropped_groups"] for v in report.splits.values())
     out.print(table(f"{dataset} (splitBy {split_by}, min_images {min_images}, "
                     f"neg_ratio {neg_ratio}, negatives {negatives}, seed {seed})", rows))
+    if spec.paper:
+        ours = sum(len(d.groups) for d in datasets.values())
+        out.print(f"groups: {ours} here, {spec.paper['groups']} in the paper ({spec.citation}; "
+                  "its grouping rule is unpublished, so counts need not match)")
     short = {s: v for s, v in report.splits.items() if v["negative_shortfall_groups"]}
     for s, v in short.items():
         err.print(f"[yellow]warning:[/] {s}: {v['negative_shortfall_groups']} groups got "

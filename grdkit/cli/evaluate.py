@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..atomic import atomic_write_text
 from ..errors import InputError
-from ..evaluators import GresEvaluator, evaluate, load_ground_truth
-from ..evaluators.gres import read_state
+from ..evaluators import evaluate, load_ground_truth, merge_states
 from ..evaluators.report import Report, check_gate, fmt
+from ..io import atomic_write_text
 from .ui import out, progress_bar, table
 
 
@@ -75,8 +74,7 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
              **{k: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
             for s, r in report.per_split.items()]))
     if per_group:
-        worst = sorted(report.per_group, key=lambda g: (g["gres_miou"], g["split"],
-                                                          g["group_id"]))[:per_group]
+        worst = report.worst_groups(per_group).to_dict("records")
         out.print(table(f"{len(worst)} lowest-scoring groups", [
             {"split": g["split"], "group": g["group_id"], "pairs": g["pairs"],
              **{k: fmt(k, g[k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
@@ -153,10 +151,10 @@ def eval_run(preds, gt_path, min_pixels, strict, cosod, bootstrap, seed, save_st
     _parse_fail_under(fail_under)
     with progress_bar() as bar:
         def track(it, desc, n):  # a bar only on long work
-            return bar(it, desc, n) if n > 2000 or cosod else it
+            return bar(it, desc, n) if n > 1 or cosod else it
 
         report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict, cosod=cosod,
-                          bootstrap=bootstrap, seed=seed, save_state=save_state, track=track)
+                          bootstrap=bootstrap, seed=seed, save_state=save_state, progress=track)
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group)
 
 
@@ -173,14 +171,7 @@ def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out,
                max_drop, fail_under, per_group):
     """Combine shard states saved with --save-state into exactly the single-pass report."""
     _parse_fail_under(fail_under)
-    loaded = [(p, read_state(p)) for p in states]
-    from ..evaluators.gres import state_meta
-
-    meta = state_meta(loaded[0][1])
-    gt = load_ground_truth(gt_path)
-    ev = GresEvaluator(gt, min_pixels=meta["min_pixels"], cosod=meta["cosod"])
-    for p, st in loaded:
-        ev.load_state(st, str(p))
+    ev = merge_states(states, load_ground_truth(gt_path))
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
                          config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group)

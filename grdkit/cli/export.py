@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..dataset import load_dataset, load_splits
-from ..hf import CONFIGS, export_hf
+from ..export.hf import CONFIGS, export_hf
+from ..format import load_dataset, load_splits
 from .ui import out, progress_bar, table
 
 
@@ -37,7 +37,8 @@ def export_hf_cmd(dataset_dir, out_dir, img_root, configs, shard_rows, no_progre
     splits = (load_splits(dataset_dir) if dataset_dir.is_dir()
               else {dataset_dir.stem: load_dataset(dataset_dir)})
     with progress_bar(not no_progress) as track:
-        result = export_hf(splits, out_dir, img_root, configs or ("groups",), shard_rows, track)
+        result = export_hf(splits, out_dir, img_root, configs or ("groups",), shard_rows,
+                           progress=track)
     rows = []
     for config, per in result.items():
         for split, r in per.items():

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..atomic import atomic_write_text
-from ..card import render_card
-from ..d3 import EXPRESSION_SETS, PAPER_GRD, SETTINGS, convert_d3, read_d3
-from ..dataset import dumps
+from ..builders import DATASETS, EXPRESSION_SETS, SETTINGS, convert_d3
 from ..errors import InputError
+from ..export import write_dataset
+from ..io import atomic_write_text
+from ..sources.d3 import read_d3
 from ..validate import ValidationReport, check_images, validate_path
 from .ui import err, out, table
 
@@ -52,16 +52,14 @@ def convert_d3_cmd(anno_root, img_root, out_dir, setting, expressions):
             raise InputError(img_root, p.message, p.record,
                              f"{len(rep.errors)} image problems; run grdkit validate "
                              "--img-root for all")
-    texts = {out_dir / "test.json": dumps(ds), out_dir / "README.md": render_card({"test": ds})}
-    for p, t in texts.items():
-        atomic_write_text(p, t)
+    paths = write_dataset({"test": ds}, out_dir)
     pos = sum(t.positive for t in ds.targets)
     paper = setting == "intra" and expressions == "presence"
     rows = [{"": "grdkit", "groups": len(ds.groups), "images": len(ds.images),
              "expressions": len(ds.expressions), "pairs": len(ds.targets), "positive": pos,
              "negative": len(ds.targets) - pos}]
     if paper:
-        rows.append({"": "GRES paper (GRD)", **{k: PAPER_GRD[k] for k in
+        rows.append({"": "GRES paper (GRD)", **{k: DATASETS["grd"].paper[k] for k in
                                                  ("groups", "images", "expressions", "pairs")},
                      "positive": "-", "negative": "-"})
     out.print(table(f"D³ -> canonical ({setting}, {expressions})", rows))
@@ -69,7 +67,7 @@ def convert_d3_cmd(anno_root, img_root, out_dir, setting, expressions):
     if shared:
         err.print(f"note: {shared} sentences are listed in several groups and became one "
                   "expression per group")
-    out.print(f"Wrote {', '.join(str(p) for p in texts)}")
+    out.print(f"Wrote {', '.join(str(p) for p in paths)}")
 
 
 @click.command("validate")
@@ -122,10 +120,10 @@ def show_cmd(dataset, expression_id, group_id, img_root, preds, columns, out_pat
     """Render a group with its masks (and predictions) as a PNG contact sheet."""
     import io
 
-    from ..atomic import atomic_write_bytes
-    from ..dataset import load_dataset
     from ..evaluators.predictions import GroundTruth, load_predictions
-    from ..show import render_group
+    from ..export.show import render_group
+    from ..format import load_dataset
+    from ..io import atomic_write_bytes
 
     ds = load_dataset(dataset)
     if expression_id is None:

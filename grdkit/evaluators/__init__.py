@@ -14,14 +14,18 @@ and sources: :mod:`grdkit.evaluators.functional` and :mod:`grdkit.evaluators.cos
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..dataset import GresDataset, load_dataset, load_splits
+from ..format import GresDataset, load_dataset, load_splits
+from ..progress import Progress, tracked
 from .gres import GresEvaluator
 from .predictions import GroundTruth, load_predictions
 from .report import Report, check_gate
+from . import state
+from .state import merge_states
+
+CHUNK = 2048  # predictions validated and processed per batch
 
 
 def load_ground_truth(dataset: Any) -> dict[str, GresDataset]:
@@ -39,13 +43,13 @@ def load_ground_truth(dataset: Any) -> dict[str, GresDataset]:
 
 def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: bool = False,
              cosod: bool = False, bootstrap: int = 0, seed: int = 0,
-             save_state: str | Path | None = None,
-             track: Callable[[Iterable, str, int], Iterable] | None = None) -> Report:
+             save_state: str | Path | None = None, progress: Progress | None = None
+             ) -> Report:
     """Score predictions against a canonical dataset; see the module header.
 
     Args:
         save_state: also write the per-pair statistics (``.npz``) for ``grdkit eval merge``.
-        track: optional progress wrapper ``(iterable, description, total) -> iterable``.
+        progress: optional progress callback (:mod:`grdkit.progress`), one step per batch.
 
     Raises:
         InputError: invalid predictions (named record) or, with ``strict``, missing pairs.
@@ -53,13 +57,16 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     gt = load_ground_truth(dataset)
     ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod)
     preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
-    ev.process(preds, (lambda it: track(it, "evaluating", len(preds))) if track else None)
+    batches = [preds[k:k + CHUNK] for k in range(0, len(preds), CHUNK)]
+    for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)", len(batches)):
+        ev.process(batch)
     if save_state is not None:
-        ev.save_state(save_state)
+        state.save_state(ev, save_state)
     cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)
     return ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
 
 
-__all__ = ["GresEvaluator", "Report", "check_gate", "evaluate", "load_ground_truth"]
+__all__ = ["GresEvaluator", "Report", "check_gate", "evaluate", "load_ground_truth",
+           "merge_states"]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import masks
+from ..format import masks
 
 PR_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 METRICS = ("gres_miou", "res_miou", "giou", "ciou", "n_acc", "t_acc", "r_neg",
@@ -141,7 +141,19 @@ def metrics_from_sums(s: np.ndarray) -> dict[str, float | None]:
 
 
 def gres_metrics(inter, union, gt_pos, pred_pos) -> dict[str, float | None]:
-    """All :data:`METRICS` (percent, or None when undefined) from per-pair statistics."""
+    """All :data:`METRICS` (percent, or None when undefined) from per-pair statistics.
+
+    Args:
+        inter, union: I and U per pair (pixels), shape ``(P,)``.
+        gt_pos, pred_pos: bool ``(P,)``: the pair is a target; the prediction is targeted.
+
+    Example: a true positive with IoU 0.5, a true negative, a false positive (10 px) and a
+    false negative (4 px)::
+
+        >>> m = gres_metrics([5, 0, 0, 0], [10, 0, 10, 4], [1, 0, 0, 1], [1, 0, 1, 0])
+        >>> m["gres_miou"], m["res_miou"], m["ciou"], m["n_acc"], m["t_acc"]
+        (37.5, 25.0, 20.833333333333332, 50.0, 50.0)
+    """
     n = len(np.asarray(gt_pos))
     sums = group_sums(inter, union, gt_pos, pred_pos, np.zeros(n, np.int64), 1)[0]
     return metrics_from_sums(sums)

@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import masks
-from ..dataset import GresDataset
 from ..errors import InputError
-from ..jsonfile import read_json
-from ..rlecheck import check_rles
+from ..format import GresDataset, masks
+from ..format.rlecheck import check_rles
+from ..io import read_json
 
 _RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' compressed alphabet: chr(48) .. chr(111)
 
@@ -145,20 +144,50 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
         im = ds.image(i)
         out.append(Prediction(split, e, i, _check_rle(r["segmentation"], im.height, im.width,
                                                        where, path), score))
-    # every compressed RLE must decode to exactly h*w pixels (vectorised, RLE domain)
-    with_rle = [p for p in out if p.rle is not None]
+    _check_integrity(out, path, lambda p: seen[(p.split, p.expression_id, p.image_id)])
+    return out
+
+
+def _check_integrity(preds: list[Prediction], path: Any, index_of) -> None:
+    """Every compressed RLE decodes to exactly h*w pixels (vectorised, in the RLE domain)."""
+    with_rle = [p for p in preds if p.rle is not None]
     ok, total, _ = check_rles([p.rle["counts"] for p in with_rle],
                               [tuple(p.rle["size"]) for p in with_rle])
     bad = np.flatnonzero(~ok)
     if bad.size:
         p = with_rle[int(bad[0])]
-        k = seen[(p.split, p.expression_id, p.image_id)]
         h, w = p.rle["size"]
         raise InputError(path, f"segmentation counts are corrupt: runs sum to "
                          f"{int(total[bad[0]])}, not height*width = {h * w}",
-                         f"predictions[{k}] (expression_id {p.expression_id}, "
+                         f"predictions[{index_of(p)}] (expression_id {p.expression_id}, "
                          f"image_id {p.image_id})", f"{bad.size} corrupt RLEs in all")
-    return out
+
+
+def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
+                      ) -> list[Prediction]:
+    """Validate a batch against the ground truth: what :class:`GresEvaluator.process` calls.
+
+    Dicts are parsed as ``preds.json`` records (:func:`parse_prediction_records`);
+    :class:`Prediction` objects are checked for a known split and pair, an RLE of the image's
+    size, and RLE integrity, so no caller can skip the checks the CLI makes.
+
+    Raises:
+        InputError: naming ``predictions[i]`` of the batch and the problem.
+    """
+    batch = list(predictions)
+    if not all(isinstance(p, Prediction) for p in batch):
+        return parse_prediction_records(batch, gt, "<predictions>")
+    for k, p in enumerate(batch):
+        where = f"predictions[{k}] (expression_id {p.expression_id}, image_id {p.image_id})"
+        ds = gt.splits.get(p.split)
+        if ds is None or not ds.has_target(p.expression_id, p.image_id):
+            raise InputError(None, f"unknown pair in split {p.split!r}", where,
+                             "predict only pairs of the dataset")
+        if p.rle is not None:
+            im = ds.image(p.image_id)
+            _check_rle(p.rle, im.height, im.width, where, None)
+    _check_integrity(batch, None, lambda p: next(i for i, q in enumerate(batch) if q is p))
+    return batch
 
 
 def read_prediction_json(path: str | Path, gt: GroundTruth) -> list[Prediction]:

@@ -1,4 +1,5 @@
-"""Evaluation reports: JSON, Markdown (CI job summary) and the regression gate.
+"""Evaluation reports: assembly from per-pair statistics, the bootstrap, JSON, Markdown (CI job
+summary), pandas tables and the regression gate.
 
 JSON layout: ``{"metrics": {...}, "counts": {...}, "config": {...}, "per_split": {...},
 "per_group": [...], "ci": {...} | null}``. IoU-family metrics and accuracies are in percent,
@@ -11,8 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cosod import COSOD_METRICS
-from .functional import METRICS
+import numpy as np
+
+from .cosod import COSOD_METRICS, cosod_metrics
+from .functional import METRICS, SUM_FIELDS, confusion, group_sums, metrics_from_sums
 
 LOWER_IS_BETTER = {"mae"}
 
@@ -31,6 +34,28 @@ class Report:
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "counts": self.counts, "config": self.config,
                 "per_split": self.per_split, "per_group": self.per_group, "ci": self.ci}
+
+    def frames(self) -> dict:
+        """The report as pandas DataFrames: ``metrics`` (one row per metric, with the 95% CI
+        when bootstrapped), ``per_split`` and ``per_group`` (one row each)."""
+        import pandas as pd
+
+        metrics = pd.DataFrame({"metric": list(self.metrics), "value": list(self.metrics.values())})
+        if self.ci:
+            metrics["ci_low"] = [self.ci.get(k, [None, None])[0] for k in self.metrics]
+            metrics["ci_high"] = [self.ci.get(k, [None, None])[1] for k in self.metrics]
+        per_split = pd.DataFrame([{"split": s, **r["counts"], **r["metrics"]}
+                                  for s, r in self.per_split.items()])
+        return {"metrics": metrics.set_index("metric"), "per_split": per_split,
+                "per_group": pd.DataFrame(self.per_group)}
+
+    def worst_groups(self, n: int, metric: str = "gres_miou"):
+        """The ``n`` lowest-scoring groups by ``metric`` (ties by split and group id), as a
+        DataFrame."""
+        df = self.frames()["per_group"]
+        if df.empty:
+            return df
+        return df.sort_values([metric, "split", "group_id"], kind="stable").head(n)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
@@ -111,3 +136,79 @@ def check_gate(report: dict, fail_under: dict[str, float] | None = None,
                                  "reason": f"dropped {drop:.2f} points from baseline "
                                            f"{fmt(k, ref)} (max {max_drop})"})
     return failures
+
+
+def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
+                    pred_pos: np.ndarray, has_pred: np.ndarray, group_idx: np.ndarray,
+                    groups: list[tuple[str, int]], splits: list[str], cosod: dict | None,
+                    config: dict, bootstrap: int = 0, seed: int = 0) -> Report:
+    """A :class:`Report` from per-pair statistics (all arrays of length P, in pair order).
+
+    Args:
+        inter, union: int64 I and U per pair (pixels). gt_pos, pred_pos, has_pred: bool flags.
+        group_idx: int64 index into ``groups`` per pair. groups: ``(split, group id)``.
+        splits: split names in report order.
+        cosod: per-pair Co-SOD values ``{"mae", "sm", "em": (P,), "f": (P, 256)}`` or None.
+        config: the report's ``config``.
+        bootstrap, seed: resamples of groups for 95% intervals (:func:`bootstrap_ci`).
+    """
+    n_groups = len(groups)
+    sums = group_sums(inter, union, gt_pos, pred_pos, group_idx, n_groups)
+    metrics = metrics_from_sums(sums.sum(axis=0))
+
+    def cosod_of(rows=slice(None)) -> dict:
+        return cosod_metrics(cosod["mae"][rows], cosod["sm"][rows], cosod["em"][rows],
+                             cosod["f"][rows]) if cosod is not None else {}
+
+    def counts_of(rows=slice(None)) -> dict:
+        return {"pairs": int(np.asarray(gt_pos[rows]).size), "positive": int(gt_pos[rows].sum()),
+                "negative": int((~gt_pos[rows]).sum()), **confusion(gt_pos[rows], pred_pos[rows])}
+
+    metrics.update(cosod_of())
+    counts = {**counts_of(), "predictions": int(has_pred.sum()),
+              "missing": int((~has_pred).sum()), "groups": n_groups}
+    per_split = {}
+    split_of_group = np.array([s for s, _ in groups])
+    for s in splits:
+        sel = split_of_group == s
+        rows = np.isin(group_idx, np.flatnonzero(sel))
+        per_split[s] = {"metrics": {**metrics_from_sums(sums[sel].sum(axis=0)), **cosod_of(rows)},
+                        "counts": {**counts_of(rows), "missing": int((~has_pred[rows]).sum())}}
+    per_group = []
+    for k, (s, gid) in enumerate(groups):
+        m = metrics_from_sums(sums[k])
+        per_group.append({"split": s, "group_id": gid, "pairs": int(sums[k][0]),
+                          "positive": int(sums[k][SUM_FIELDS.index("pos")]),
+                          **{x: m[x] for x in ("gres_miou", "ciou", "n_acc", "t_acc")}})
+    ci = bootstrap_ci(sums, bootstrap, seed) if bootstrap else None
+    return Report(metrics, counts, config, per_split, per_group, ci)
+
+
+def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile intervals of every metric by resampling groups with replacement.
+
+    Args:
+        sums: per-group sums, shape ``(G, len(SUM_FIELDS))`` (see
+            :func:`.functional.group_sums`).
+        n: number of resamples.
+        seed: numpy seed.
+
+    Returns:
+        ``{metric: [low, high]}`` (percent); metrics undefined in every resample are omitted.
+    """
+    rng = np.random.default_rng(seed)
+    g = sums.shape[0]
+    if g == 0:
+        return {}
+    idx = rng.integers(0, g, size=(n, g))
+    weights = np.zeros((n, g))
+    np.add.at(weights, (np.repeat(np.arange(n), g), idx.ravel()), 1.0)
+    boot = metrics_from_sums(weights @ sums)
+    out = {}
+    for k, v in boot.items():
+        v = np.asarray(v, np.float64)
+        if np.all(np.isnan(v)):
+            continue
+        lo, hi = np.nanpercentile(v, [2.5, 97.5])
+        out[k] = [float(lo), float(hi)]
+    return out

@@ -28,26 +28,19 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Container
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .dataset import Expression, GresDataset, Group, Image, Target
-from .errors import InputError
-from .masks import MaskError, empty_rle, to_rle, union
-from .refer import ReferData, read_refer, ref_problems
+from ..errors import InputError
+from ..format import GresDataset
+from ..progress import Progress, tracked
+from ..sources.refer import ReferData, read_refer, ref_problems
+from .assemble import AnnotationMasks, SplitAssembler
+from .registry import dataset_spec, split_order
 
-# Config table (TFDS style): dataset name -> source refer dataset and its default splitBy.
-DATASETS: dict[str, dict] = {
-    "g-refcoco": {"source": "refcoco", "split_by": "unc", "paper_groups": 8717},
-    "g-refcoco+": {"source": "refcoco+", "split_by": "unc", "paper_groups": 8020},
-    "g-refcocog": {"source": "refcocog", "split_by": "umd", "paper_groups": 2451},
-}
-# Known split names per splitBy, in the order they are written and reported.
-SPLIT_ORDER = ("train", "val", "test", "testA", "testB", "testC")
 NEGATIVE_MODES = ("random", "category-disjoint")
 
 
@@ -61,7 +54,7 @@ class BuildOptions:
     """Options of a build; stored verbatim as ``info.recipe`` in every split file.
 
     Attributes:
-        name: one of :data:`DATASETS`.
+        name: a refer-based dataset of :data:`grdkit.builders.registry.DATASETS`.
         split_by: refer partition (``unc``, ``umd``, ``google``); default per dataset.
         min_images: minimum distinct positive images per group (>= 1).
         neg_ratio: negatives per positive image (>= 0); 1.0 is the paper's 1:1.
@@ -77,8 +70,7 @@ class BuildOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.name not in DATASETS:
-            raise ValueError(f"unknown dataset {self.name!r}; choose from {sorted(DATASETS)}")
+        dataset_spec(self.name).check_split_by(self.split_by)
         if self.min_images < 1:
             raise ValueError("min_images must be >= 1")
         if not (self.neg_ratio >= 0 and math.isfinite(self.neg_ratio)):
@@ -91,7 +83,7 @@ class BuildOptions:
     def recipe(self) -> dict:
         d = asdict(self)
         d.pop("name")
-        d["source"] = DATASETS[self.name]["source"]
+        d["source"] = dataset_spec(self.name).source.lower()
         d["rule"] = "GRES ICCV 2023 §5.1, grdkit rule v1 (see grdkit.build)"
         return d
 
@@ -102,11 +94,15 @@ class BuildReport:
 
     splits: dict[str, dict] = field(default_factory=dict)
 
-
-def _split_order(names: Iterable[str]) -> list[str]:
-    names = set(names)
-    known = [s for s in SPLIT_ORDER if s in names]
-    return known + sorted(names - set(known))
+    def notes(self) -> dict[str, str]:
+        """One sentence per split for the data card: what the build kept, dropped, ignored."""
+        return {split: (f"Build: {rp['refs']} refs, {rp['sentences']} distinct sentences, "
+                        f"{rp['dropped_groups']} groups dropped (< min_images), "
+                        f"{rp['negative_shortfall_groups']} groups short of "
+                        f"{rp['negative_shortfall_images']} negatives, "
+                        f"{rp['no_target_refs']} no-target refs and {rp['empty_sentences']} "
+                        "empty sentences ignored.")
+                for split, rp in self.splits.items()}
 
 
 def _sample_negatives(rng: np.random.Generator, pool: np.ndarray, k: int,
@@ -142,21 +138,6 @@ def _sample_negatives(rng: np.random.Generator, pool: np.ndarray, k: int,
     return list(chosen)
 
 
-def _ann_rle(data: ReferData, ann_id: int, cache: dict) -> dict:
-    rle = cache.get(ann_id)
-    if rle is None:
-        ann = data.annotations[ann_id]
-        im = data.images[ann["image_id"]]
-        try:
-            rle = to_rle(ann["segmentation"], im["height"], im["width"])
-        except MaskError as e:
-            raise InputError(data.instances_path, str(e),
-                             f"annotation id {ann_id} (image id {ann['image_id']})",
-                             "fix or remove the segmentation") from None
-        cache[ann_id] = rle
-    return rle
-
-
 def _check_refs(data: ReferData) -> None:
     """Raise at the first ref whose image or annotation does not resolve."""
     for ref_id, msg in ref_problems(data.refs, data.images, data.annotations):
@@ -164,15 +145,14 @@ def _check_refs(data: ReferData) -> None:
                          "use the instances.json of this refer dataset")
 
 
-def build_from_refer(data: ReferData, options: BuildOptions,
-                     progress: Callable[[Iterable, str, int], Iterable] | None = None
+def build_from_refer(data: ReferData, options: BuildOptions, progress: Progress | None = None
                      ) -> tuple[dict[str, GresDataset], BuildReport]:
     """Apply the recipe (module header) to loaded refer data.
 
     Args:
         data: from :func:`grdkit.refer.read_refer`.
         options: the recipe options.
-        progress: optional wrapper ``(iterable, description, total) -> iterable`` (a progress bar).
+        progress: optional progress callback (:mod:`grdkit.progress`).
 
     Returns:
         (datasets keyed by split in canonical split order, report).
@@ -180,7 +160,6 @@ def build_from_refer(data: ReferData, options: BuildOptions,
     Raises:
         InputError: a ref whose image or annotation is missing, or an invalid segmentation.
     """
-    track = progress or (lambda it, desc, total: it)
     _check_refs(data)
     cat_images: dict[int, set[int]] = {}
     if options.negatives == "category-disjoint":
@@ -191,10 +170,10 @@ def build_from_refer(data: ReferData, options: BuildOptions,
     for r in data.refs:
         by_split.setdefault(r.split, []).append(r)
     recipe = options.recipe()
-    rle_cache: dict[int, dict] = {}
+    ann_masks = AnnotationMasks(data.annotations, data.images, data.instances_path)
     out: dict[str, GresDataset] = {}
     report = BuildReport()
-    for split in _split_order(by_split):
+    for split in split_order(by_split, dataset_spec(options.name)):
         refs = by_split[split]
         # sentence -> image -> {ann ids}; plus provenance
         sent_images: dict[str, dict[int, set[int]]] = {}
@@ -220,10 +199,10 @@ def build_from_refer(data: ReferData, options: BuildOptions,
         keys = sorted(k for k, v in sent_images.items() if len(v) >= options.min_images)
         pool = np.array(sorted({r.image_id for r in refs}), dtype=np.int64)
         split_crc = zlib.crc32(split.encode("utf-8"))
-        images: dict[int, Image] = {}
-        expressions, groups, targets = [], [], []
+        asm = SplitAssembler(ann_masks)
         shortfall_groups = shortfall_images = 0
-        for gid, key in enumerate(track(keys, f"{options.name} {split}", len(keys)), start=1):
+        for gid, key in enumerate(tracked(progress, keys, f"{options.name} {split}", len(keys)),
+                                  start=1):
             pos = sent_images[key]
             n_neg = math.floor(options.neg_ratio * len(pos) + 0.5)
             blocked = []  # the referents' categories' image sets, not copied into one set
@@ -237,25 +216,15 @@ def build_from_refer(data: ReferData, options: BuildOptions,
                 shortfall_groups += 1
                 shortfall_images += n_neg - len(negs)
             image_ids = sorted(set(pos) | set(negs))
-            expressions.append(Expression(gid, key, gid, {
-                "sent_ids": sorted(set(sent_ids[key])), "ref_ids": sorted(set(ref_ids[key]))}))
-            groups.append(Group(gid, (gid,), tuple(image_ids), {
-                "num_positive": len(pos), "num_negative": len(negs)}))
             for img in image_ids:
                 im = data.images[img]
-                if img not in images:
-                    images[img] = Image(img, im["file_name"], im["height"], im["width"])
-                if img in pos:
-                    ann_ids = tuple(sorted(pos[img]))
-                    seg = union([_ann_rle(data, a, rle_cache) for a in ann_ids])
-                    targets.append(Target(gid, img, True, seg, ann_ids))
-                else:
-                    targets.append(Target(gid, img, False, empty_rle(im["height"], im["width"]),
-                                          ()))
-        info = {"name": options.name, "split": split, "grdkit_version": __version__,
-                "recipe": recipe, "sources": data.sources}
-        out[split] = GresDataset(info, [images[k] for k in sorted(images)], expressions, groups,
-                                 targets)
+                asm.add_image(img, im["file_name"], im["height"], im["width"])
+            asm.add_group(gid, [(gid, key, {"sent_ids": sorted(set(sent_ids[key])),
+                                            "ref_ids": sorted(set(ref_ids[key]))})],
+                          image_ids, {"num_positive": len(pos), "num_negative": len(negs)})
+            for img in image_ids:
+                asm.add_target(gid, img, sorted(pos.get(img, ())))
+        out[split] = asm.dataset(options.name, split, recipe, data.sources)
         report.splits[split] = {
             "refs": len(refs), "no_target_refs": no_target, "empty_sentences": empty,
             "sentences": len(sent_images),
@@ -268,35 +237,18 @@ def build_from_refer(data: ReferData, options: BuildOptions,
 
 def build_dataset(name: str, refer_root: str | Path, split_by: str | None = None,
                   min_images: int = 2, neg_ratio: float = 1.0, negatives: str = "random",
-                  seed: int = 0, progress=None) -> tuple[dict[str, GresDataset], BuildReport]:
+                  seed: int = 0, progress: Progress | None = None
+                  ) -> tuple[dict[str, GresDataset], BuildReport]:
     """Read a refer folder and build ``name`` (``g-refcoco``, ``g-refcoco+``, ``g-refcocog``).
 
-    See the module header for the recipe; ``split_by`` defaults to ``unc`` (RefCOCO, RefCOCO+) or
-    ``umd`` (RefCOCOg). Raises :class:`~grdkit.errors.InputError` on bad input and ``ValueError``
-    on bad options.
+    See the module header for the recipe; ``split_by`` defaults to the registry's (``unc`` for
+    RefCOCO and RefCOCO+, ``umd`` for RefCOCOg).
+
+    Raises:
+        InputError: bad input files, or a ``split_by`` the dataset does not have.
+        ValueError: an unknown dataset or a bad option value.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
-    options = BuildOptions(name, split_by or DATASETS[name]["split_by"], min_images, neg_ratio,
-                           negatives, seed)
+    options = BuildOptions(name, dataset_spec(name).check_split_by(split_by), min_images,
+                           neg_ratio, negatives, seed)
     data = read_refer(refer_root, options.split_by)
     return build_from_refer(data, options, progress)
-
-
-def write_build(datasets: dict[str, GresDataset], out: str | Path, report: BuildReport | None = None
-                ) -> list[Path]:
-    """Write ``<out>/<split>.json`` for every split plus the data card ``<out>/README.md``.
-
-    Every file is written atomically; all content is serialised before the first file is
-    written, so an error never leaves a partial build behind.
-    """
-    from .atomic import atomic_write_text
-    from .card import render_card
-    from .dataset import dumps
-
-    out = Path(out)
-    texts = {out / f"{split}.json": dumps(ds) for split, ds in datasets.items()}
-    texts[out / "README.md"] = render_card(datasets, report)
-    for path, text in texts.items():
-        atomic_write_text(path, text)
-    return list(texts)

@@ -1,6 +1,6 @@
 """The canonical GRES dataset format: one JSON file per split, typed records, fast lookups.
 
-File layout (``<out>/<split>.json``; JSON Schema shipped as ``grdkit/schema/gres_dataset.schema.json``)::
+File layout (``<out>/<split>.json``; JSON Schema shipped as ``grdkit/format/schema/gres_dataset.schema.json``)::
 
     {"info":        {"name": str, "split": str, "grdkit_version": str, "recipe": {...},
                      "sources": {"<file name>": "<sha256>"}},
@@ -30,11 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
-from .errors import InputError
-from .jsonfile import read_json
-
-SECTIONS = ("info", "images", "expressions", "groups", "targets")
+from ..errors import InputError
+from ..io import atomic_write_text, read_json
+from .problems import RECORD_FIELDS, SECTIONS, record_problems, reference_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,51 +82,8 @@ class Target:
     extra: dict = field(default_factory=dict, compare=False)
 
 
-_FIELDS = {
-    "images": (("id", int), ("file_name", str), ("height", int), ("width", int)),
-    "expressions": (("id", int), ("text", str), ("group_id", int)),
-    "groups": (("id", int), ("expression_ids", list), ("image_ids", list)),
-    "targets": (("expression_id", int), ("image_id", int), ("positive", bool),
-                ("segmentation", dict), ("ann_ids", list)),
-}
-
-
-_KNOWN = {s: frozenset(k for k, _ in f) for s, f in _FIELDS.items()}
-_NFIELDS = {s: len(f) for s, f in _FIELDS.items()}
-
-
-def _record_name(section: str, i: int, rec: Any) -> str:
-    if isinstance(rec, dict):
-        if section == "targets":
-            return (f"targets[{i}] (expression_id {rec.get('expression_id')!r}, "
-                    f"image_id {rec.get('image_id')!r})")
-        if "id" in rec:
-            return f"{section}[{i}] (id {rec['id']!r})"
-    return f"{section}[{i}]"
-
-
-def _check_record(path: Any, section: str, i: int, rec: Any) -> None:
-    if not isinstance(rec, dict):
-        raise InputError(path, f"is a {type(rec).__name__}, not an object",
-                         _record_name(section, i, rec))
-    for key, typ in _FIELDS[section]:
-        if key not in rec:
-            raise InputError(path, f"missing key {key!r}", _record_name(section, i, rec),
-                             "see the canonical format in the README")
-        v = rec[key]
-        ok = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
-        if not ok:
-            raise InputError(path, f"key {key!r} is {type(v).__name__}, expected {typ.__name__}",
-                             _record_name(section, i, rec))
-        if typ is list and not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-            raise InputError(path, f"key {key!r} must be a list of integers",
-                             _record_name(section, i, rec))
-    if section == "targets":
-        seg = rec["segmentation"]
-        if not (isinstance(seg.get("size"), list) and len(seg["size"]) == 2
-                and isinstance(seg.get("counts"), str)):
-            raise InputError(path, "segmentation must be a compressed RLE "
-                             "{'size': [h, w], 'counts': str}", _record_name(section, i, rec))
+_KNOWN = {s: frozenset(k for k, _ in f) for s, f in RECORD_FIELDS.items()}
+_NFIELDS = {s: len(f) for s, f in RECORD_FIELDS.items()}
 
 
 class GresDataset:
@@ -152,28 +107,30 @@ class GresDataset:
         self.groups = groups
         self.targets = targets
         self.path = None if path is None else str(path)
-        self._images = self._unique("images", images)
-        self._expressions = self._unique("expressions", expressions)
-        self._groups = self._unique("groups", groups)
-        self._targets: dict[tuple[int, int], Target] = {}
-        for i, t in enumerate(targets):
-            key = (t.expression_id, t.image_id)
-            if key in self._targets:
-                raise InputError(self.path, "duplicate target pair",
-                                 f"targets[{i}] (expression_id {key[0]}, image_id {key[1]})",
-                                 "keep exactly one target per (expression, image) pair")
-            self._targets[key] = t
+        self._images = {r.id: r for r in images}
+        self._expressions = {r.id: r for r in expressions}
+        self._groups = {r.id: r for r in groups}
+        self._targets: dict[tuple[int, int], Target] = {
+            (t.expression_id, t.image_id): t for t in targets}
+        if (len(self._images), len(self._expressions), len(self._groups), len(self._targets)) \
+                != (len(images), len(expressions), len(groups), len(targets)):
+            # lookups would be ambiguous: name the first duplicate
+            self._raise_first({"duplicate_id", "duplicate_target"},
+                              "ids must be unique within a section")
         self._by_expr: dict[int, list[Target]] | None = None
         self._by_image: dict[int, list[Target]] | None = None
 
-    def _unique(self, section: str, records: list) -> dict:
-        index = {}
-        for i, r in enumerate(records):
-            if r.id in index:
-                raise InputError(self.path, "duplicate id", f"{section}[{i}] (id {r.id})",
-                                 "ids must be unique within a section")
-            index[r.id] = r
-        return index
+    def _reference_problems(self):
+        return reference_problems(
+            ((i, r.id) for i, r in enumerate(self.images)),
+            ((i, r.id, r.group_id) for i, r in enumerate(self.expressions)),
+            ((i, r.id, r.expression_ids, r.image_ids) for i, r in enumerate(self.groups)),
+            ((i, t.expression_id, t.image_id) for i, t in enumerate(self.targets)))
+
+    def _raise_first(self, kinds: set[str] | None, hint: str) -> None:
+        for f in self._reference_problems():
+            if kinds is None or f.kind in kinds:
+                raise InputError(self.path, f.message, f.record, hint)
 
     @property
     def name(self) -> str:
@@ -238,29 +195,7 @@ class GresDataset:
         Raises:
             InputError: naming the record and pointing at ``grdkit validate``.
         """
-        hint = "run `grdkit validate` on it to list every problem"
-        for e in self.expressions:
-            g = self._groups.get(e.group_id)
-            if g is None or e.id not in g.expression_ids:
-                raise InputError(self.path, f"names group {e.group_id}, which does not list it",
-                                 f"expression id {e.id}", hint)
-        expected = 0
-        for g in self.groups:
-            for eid in g.expression_ids:
-                if eid not in self._expressions:
-                    raise InputError(self.path, f"lists missing expression {eid}",
-                                     f"group id {g.id}", hint)
-                for iid in g.image_ids:
-                    if iid not in self._images:
-                        raise InputError(self.path, f"lists missing image {iid}",
-                                         f"group id {g.id}", hint)
-                    if (eid, iid) not in self._targets:
-                        raise InputError(self.path, f"has no target for (expression_id {eid}, "
-                                         f"image_id {iid})", f"group id {g.id}", hint)
-                    expected += 1
-        if expected != len(self._targets):
-            raise InputError(self.path, f"has {len(self._targets) - expected} targets outside "
-                             "their expression's group", hint=hint)
+        self._raise_first(None, "run `grdkit validate` on it to list every problem")
 
     def pairs(self) -> Iterator[tuple[int, int]]:
         """Every (expression_id, image_id) pair that has a target, in file order."""
@@ -289,7 +224,8 @@ class GresDataset:
             if not isinstance(data[s], list):
                 raise InputError(path, f"{s!r} is not a list")
             for i, rec in enumerate(data[s]):
-                _check_record(path, s, i, rec)
+                for f in record_problems(s, i, rec):
+                    raise InputError(path, f.message, f.record)
 
         def extra(rec: dict, section: str) -> dict:
             if len(rec) == _NFIELDS[section]:  # only the required keys (checked above)

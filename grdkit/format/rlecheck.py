@@ -38,7 +38,6 @@ def _parse(counts: list[str | bytes]) -> dict:
     buf = np.frombuffer(b"".join(raw), dtype=np.uint8).astype(np.int64)
     n = len(raw)
     seg_end = np.cumsum(lens)
-    seg_start = seg_end - lens
     seg = np.repeat(np.arange(n), lens)
     bad = np.zeros(n, bool)
     c = buf - 48
@@ -76,7 +75,7 @@ def _parse(counts: list[str | bytes]) -> dict:
         base = np.where(tok_start > 0, cs[np.maximum(tok_start - 1, 0)], 0)
         values = np.where(sel, cs - base[tok_seg], values)
     return {"values": values, "tok_start": tok_start, "tok_end": tok_end, "tok_seg": tok_seg,
-            "odd": odd, "bad": bad, "seg_start": seg_start}
+            "odd": odd, "bad": bad}
 
 
 def check_rles(counts: list[str | bytes], sizes: list[tuple[int, int]]

@@ -5,8 +5,6 @@ All counts are plain integers; expression length is in words (whitespace tokens)
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 
 from .dataset import GresDataset
@@ -33,15 +31,10 @@ def dataset_stats(ds: GresDataset) -> dict:
 
     Returns a dict with: ``groups``, ``expressions``, ``images``, ``pairs``, ``positive_pairs``,
     ``negative_pairs``, ``positive_ratio`` (0-1), ``group_size_histogram`` (images per group),
-    ``positives_per_group_histogram``, ``expression_length`` (words: min, mean, median, max).
+    ``expression_length`` (words: min, mean, median, max).
     """
     pos = sum(1 for t in ds.targets if t.positive)
     sizes = [len(g.image_ids) for g in ds.groups]
-    pos_per_group = Counter()
-    group_of_expr = {e.id: e.group_id for e in ds.expressions}
-    for t in ds.targets:
-        if t.positive:
-            pos_per_group[group_of_expr.get(t.expression_id)] += 1
     lengths = [len(e.text.split()) for e in ds.expressions]
     n = len(ds.targets)
     return {
@@ -53,7 +46,6 @@ def dataset_stats(ds: GresDataset) -> dict:
         "negative_pairs": n - pos,
         "positive_ratio": round(pos / n, 4) if n else 0.0,
         "group_size_histogram": histogram(sizes),
-        "positives_per_group_histogram": histogram([pos_per_group[g.id] for g in ds.groups]),
         "expression_length": {
             "min": min(lengths) if lengths else 0,
             "mean": round(float(np.mean(lengths)), 2) if lengths else 0.0,

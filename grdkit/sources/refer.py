@@ -1,6 +1,6 @@
 """Readers for the refer toolkit format (RefCOCO, RefCOCO+, RefCOCOg) and gRefCOCO.
 
-Input contract (a ``--refer-root`` folder, as the refer toolkit lays out one dataset)::
+Input contract (a refer folder, as the refer toolkit lays out one dataset)::
 
     instances.json       COCO: {"images": [{id, file_name, height, width}],
                                 "annotations": [{id, image_id, category_id, iscrowd,
@@ -12,25 +12,22 @@ Input contract (a ``--refer-root`` folder, as the refer toolkit lays out one dat
     grefs(unc).json      gRefCOCO: the same refs as JSON, ann_id a list; [-1] means no target
 
 The original pickles were written by Python 2, whose ``str`` objects are byte strings; they are
-decoded as strict UTF-8 while unpickling (an undecodable one is an error, not a guess). Pickles are read with an unpickler that refuses every global, so a pickle can
-only build plain lists, dicts, strings and numbers and cannot run code.
+decoded as strict UTF-8 while unpickling (an undecodable one is an error, not a guess). Pickles are
+read with :mod:`grdkit.io.pickles`, whose unpickler refuses every global, so a pickle can only build
+plain lists, dicts, strings and numbers and cannot run code.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-
-SPLIT_BYS = ("unc", "umd", "google")
-
+from ..errors import InputError
+from ..io import loads_pickle, read_bytes
 
 @dataclass(frozen=True, slots=True)
 class Sentence:
@@ -70,22 +67,8 @@ class ReferData:
     sources: dict[str, str]  # file name -> sha256 hex digest
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Builds only built-in containers and scalars: every global lookup is refused."""
-
-    def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"refers to {module}.{name}; grdkit reads pickles of "
-                                     "plain lists, dicts, strings and numbers only")
-
-
-def _read_bytes(path: Path, what: str) -> bytes:
-    if not path.exists():
-        raise InputError(path, f"{what} not found",
-                         hint="pass --refer-root pointing at a refer-format folder")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise InputError(path, f"cannot be read: {e}") from None
+_REFER_HINT = "point at a refer-format folder (refs(<splitBy>).p and instances.json)"
+_PICKLE_HINT = "pass the refer toolkit's refs(*).p file"
 
 
 def load_pickle(path: str | Path) -> Any:
@@ -94,30 +77,7 @@ def load_pickle(path: str | Path) -> Any:
     Raises:
         InputError: missing file, not a pickle, truncated, or holding anything but plain data.
     """
-    path = Path(path)
-    data = _read_bytes(path, "pickle")
-    return _loads_pickle(path, data)
-
-
-def _loads_pickle(path: Path, data: bytes,
-                  hint: str = "pass the refer toolkit's refs(*).p file") -> Any:
-    try:
-        # Python 2 `str` objects are decoded by the C unpickler as strict UTF-8 (fast, and an
-        # undecodable byte string is an error rather than a guess).
-        return _SafeUnpickler(io.BytesIO(data), encoding="utf-8", errors="strict").load()
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"holds a Python 2 byte string that is not UTF-8 ({e.reason} at "
-                         f"byte {e.start} of {e.object[:40]!r})") from None
-    except EOFError:
-        raise InputError(path, "pickle is truncated (unexpected end of file)",
-                         hint="download the file again") from None
-    except (pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, MemoryError) as e:
-        if "truncated" in str(e):
-            raise InputError(path, "pickle is truncated (data ends early)",
-                             hint="download the file again") from None
-        raise InputError(path, f"is not a readable pickle of plain data: {e}",
-                         hint=hint) from None
+    return loads_pickle(path, read_bytes(path, "pickle", _REFER_HINT), _PICKLE_HINT)
 
 
 def _int(v: Any) -> bool:
@@ -184,7 +144,7 @@ def parse_refs(path: str | Path, refs: Any, grefs: bool = False) -> list[Ref]:
 def load_refs(path: str | Path) -> list[Ref]:
     """Read ``refs(*).p`` (Python 2 or 3 pickle) or gRefCOCO ``grefs(*).json``."""
     path = Path(path)
-    data = _read_bytes(path, "refs file")
+    data = read_bytes(path, "refs file", _REFER_HINT)
     return _parse_loaded_refs(path, data)
 
 
@@ -195,7 +155,7 @@ def _parse_loaded_refs(path: Path, data: bytes) -> list[Ref]:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(path, f"invalid JSON: {e}") from None
         return parse_refs(path, obj, grefs=True)
-    return parse_refs(path, _loads_pickle(path, data))
+    return parse_refs(path, loads_pickle(path, data, _PICKLE_HINT))
 
 
 def _parse_instances(path: Path, data: bytes) -> tuple[dict, dict, dict]:
@@ -244,7 +204,7 @@ def _parse_instances(path: Path, data: bytes) -> tuple[dict, dict, dict]:
 def load_instances(path: str | Path) -> tuple[dict, dict, dict]:
     """Read a COCO ``instances.json``: (images by id, annotations by id, category names by id)."""
     path = Path(path)
-    return _parse_instances(path, _read_bytes(path, "instances.json"))
+    return _parse_instances(path, read_bytes(path, "instances.json", _REFER_HINT))
 
 
 def ref_problems(refs: list[Ref], images: dict, annotations: dict
@@ -269,13 +229,13 @@ def refs_file(refer_root: str | Path, split_by: str) -> Path:
     """Locate ``refs(<split_by>).p`` (or gRefCOCO's ``grefs(<split_by>).json``) in a refer folder."""
     root = Path(refer_root)
     if not root.is_dir():
-        raise InputError(root, "refer root folder not found", hint="pass an existing --refer-root")
+        raise InputError(root, "refer root folder not found", hint=_REFER_HINT)
     for name in (f"refs({split_by}).p", f"grefs({split_by}).json"):
         if (root / name).exists():
             return root / name
     present = sorted(p.name for p in root.glob("*refs(*)*"))
     raise InputError(root / f"refs({split_by}).p", "refs file not found",
-                     hint=f"choose --split-by to match a file present: {present or 'none'}")
+                     hint=f"choose the splitBy of a file present: {present or 'none'}")
 
 
 def read_refer(refer_root: str | Path, split_by: str) -> ReferData:
@@ -287,8 +247,8 @@ def read_refer(refer_root: str | Path, split_by: str) -> ReferData:
     root = Path(refer_root)
     rpath = refs_file(root, split_by)
     ipath = root / "instances.json"
-    rdata = _read_bytes(rpath, "refs file")
-    idata = _read_bytes(ipath, "instances.json")
+    rdata = read_bytes(rpath, "refs file", _REFER_HINT)
+    idata = read_bytes(ipath, "instances.json", _REFER_HINT)
     sources = {rpath.name: hashlib.sha256(rdata).hexdigest(),
                ipath.name: hashlib.sha256(idata).hexdigest()}
     refs = _parse_loaded_refs(rpath, rdata)

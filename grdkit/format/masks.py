@@ -15,6 +15,7 @@ benchmark uses), so masks agree bit for bit with ``COCO.annToMask``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -44,35 +45,74 @@ def _to_py(rle: dict) -> RLE:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
 
 
-def check_polygons(polygons: Any, height: int, width: int) -> None:
-    """Check COCO polygons before rasterisation.
+POLY_TOL_PX = 1.0  # a polygon may reach this far beyond the image border (pixels)
+
+
+def polygon_problems(polygons: Any, height: int, width: int, geometry: bool = True
+                     ) -> Iterator[tuple[int | None, str, str, str]]:
+    """Every problem of a COCO polygon segmentation, as ``(part, kind, severity, message)``.
 
     Args:
-        polygons: list of parts, each a flat list ``[x1, y1, ...]`` in pixels.
+        polygons: list of parts, each a flat list ``[x1, y1, x2, y2, ...]`` in pixels.
         height, width: image size in pixels.
+        geometry: also check each part's geometry with shapely (slower): ``polygon_outside``
+            (beyond the image by more than :data:`POLY_TOL_PX`), ``polygon_zero_area`` (errors)
+            and ``polygon_invalid`` (self-intersection with its location; a warning, since
+            rasterisation stays well defined).
 
-    Raises:
-        MaskError: no parts, a part with an odd number of coordinates or fewer than 3 points,
-            or a non-finite coordinate. (pycocotools would silently read a 4-number part as a
-            bounding box, hence the explicit check.)
+    Yields:
+        ``part`` is the part index (None for the whole segmentation). Structural errors, always
+        checked: ``polygon_points`` (no parts, not a list, an odd number of coordinates or fewer
+        than 3 points: pycocotools would silently read a 4-number part as a box) and
+        ``polygon_nonfinite``. The builders raise the first error; ``grdkit validate`` lists all.
     """
     if not isinstance(polygons, list) or not polygons:
-        raise MaskError("polygon segmentation has no parts")
+        yield None, "polygon_points", "error", "polygon segmentation has no parts"
+        return
     for k, part in enumerate(polygons):
         if not isinstance(part, (list, tuple)):
-            raise MaskError(f"polygon part {k} is not a list of coordinates")
+            yield k, "polygon_points", "error", f"polygon part {k} is not a list of coordinates"
+            continue
         if len(part) % 2:
-            raise MaskError(f"polygon part {k} has an odd number of coordinates ({len(part)})")
+            yield k, "polygon_points", "error", (
+                f"polygon part {k} has an odd number of coordinates ({len(part)})")
+            continue
         if len(part) < 6:
-            raise MaskError(f"polygon part {k} has {len(part) // 2} points; at least 3 are needed")
-        try:
-            finite = all(map(math.isfinite, part))
-        except TypeError:
-            finite = False
-        if not finite or any(isinstance(v, bool) for v in part):
-            bad = next((v for v in part if isinstance(v, bool) or not isinstance(v, (int, float))
-                        or not math.isfinite(v)), None)
-            raise MaskError(f"polygon part {k} has a non-finite or non-numeric coordinate {bad!r}")
+            yield k, "polygon_points", "error", (
+                f"polygon part {k} has {len(part) // 2} points; at least 3 are needed")
+            continue
+        if not _all_finite(part):
+            bad = next((v for v in part if isinstance(v, bool)
+                        or not isinstance(v, (int, float)) or not math.isfinite(v)), None)
+            yield k, "polygon_nonfinite", "error", (
+                f"polygon part {k} has a non-finite or non-numeric coordinate {bad!r}")
+            continue
+        if geometry:
+            yield from ((k, *p) for p in _geometry_problems(part, height, width))
+
+
+def _all_finite(part) -> bool:
+    try:
+        return all(map(math.isfinite, part)) and not any(isinstance(v, bool) for v in part)
+    except TypeError:
+        return False
+
+
+def _geometry_problems(part, h: int, w: int) -> Iterator[tuple[str, str, str]]:
+    from shapely.geometry import Polygon
+    from shapely.validation import explain_validity, make_valid
+
+    xs, ys = part[0::2], part[1::2]
+    if (min(xs) < -POLY_TOL_PX or max(xs) > w + POLY_TOL_PX or min(ys) < -POLY_TOL_PX
+            or max(ys) > h + POLY_TOL_PX):
+        yield "polygon_outside", "error", (
+            f"x in [{min(xs)}, {max(xs)}], y in [{min(ys)}, {max(ys)}] outside the {w}x{h} image")
+    poly = Polygon(list(zip(xs, ys)))
+    # a bow-tie's signed parts cancel in poly.area: measure the repaired geometry instead
+    if make_valid(poly).area == 0:
+        yield "polygon_zero_area", "error", "polygon has zero area"
+    elif not poly.is_valid:
+        yield "polygon_invalid", "warning", explain_validity(poly)
 
 
 def to_rle(segmentation: Any, height: int, width: int) -> RLE:
@@ -86,13 +126,14 @@ def to_rle(segmentation: Any, height: int, width: int) -> RLE:
         ``{"size": [height, width], "counts": str}``; several polygon parts are merged into one.
 
     Raises:
-        MaskError: invalid polygon, RLE whose size differs from ``(height, width)``, or an
+        MaskError: a structurally invalid polygon (see :func:`polygon_problems`), RLE whose size differs from ``(height, width)``, or an
             unknown segmentation type.
     """
     if height <= 0 or width <= 0:
         raise MaskError(f"image size {height}x{width} is not positive")
     if isinstance(segmentation, list):
-        check_polygons(segmentation, height, width)
+        for _, _, _, message in polygon_problems(segmentation, height, width, geometry=False):
+            raise MaskError(message)
         parts = mask_utils.frPyObjects([[float(v) for v in p] for p in segmentation], height,
                                        width)
         return _to_py(mask_utils.merge(parts) if len(parts) > 1 else parts[0])
@@ -158,3 +199,24 @@ def encode(mask: np.ndarray) -> RLE:
     if m.ndim != 2:
         raise MaskError(f"mask must be 2-D, got shape {m.shape}")
     return _to_py(mask_utils.encode(m))
+
+
+AREA_TOL_REL, AREA_TOL_PX, BBOX_TOL_PX = 0.02, 2.0, 2.0
+
+
+def area_agrees(recorded: Any, area_px: int) -> bool:
+    """A recorded ``area`` agrees with the mask's pixel count within 2% + 2 px (False when it is
+    not a number). COCO's ``area`` of a polygon is the polygon's area, not the raster's."""
+    try:
+        return abs(float(recorded) - area_px) <= AREA_TOL_PX + AREA_TOL_REL * area_px
+    except (TypeError, ValueError):
+        return False
+
+
+def bbox_agrees(recorded: Any, mask_bbox: np.ndarray) -> bool:
+    """A recorded ``[x, y, w, h]`` agrees with the mask's box within 2 px per coordinate."""
+    try:
+        return all(abs(float(a) - float(b)) <= BBOX_TOL_PX
+                   for a, b in zip(recorded, mask_bbox, strict=True))
+    except (TypeError, ValueError):
+        return False

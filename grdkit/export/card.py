@@ -4,7 +4,8 @@ Templates are the Markdown files of ``data_cards/`` (shipped in the wheel as ``g
 ``g-refcoco.md``, ``g-refcoco+.md``, ``g-refcocog.md``, ``grd.md`` and ``generic.md`` for any
 other name. Placeholders: ``{{size_category}}``, ``{{front_matter}}`` (HF configs and features,
 filled by ``grdkit export hf``), ``{{recipe}}``, ``{{statistics}}``, ``{{sources}}``,
-``{{name}}``, ``{{source}}``, ``{{pretty_name}}``, and ``{{include:FILE}}`` for shared parts.
+``{{name}}``, ``{{source}}``, ``{{pretty_name}}`` (from the dataset registry,
+:mod:`grdkit.builders.registry`), and ``{{include:FILE}}`` for shared parts.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from .dataset import GresDataset
-from .stats import dataset_stats, summary_rows
-
-PRETTY = {"g-refcoco": "G-RefC", "g-refcoco+": "G-RefC+", "g-refcocog": "G-RefCg", "grd": "GRD"}
-SOURCE = {"g-refcoco": "RefCOCO", "g-refcoco+": "RefCOCO+", "g-refcocog": "RefCOCOg"}
+from ..builders.registry import DATASETS
+from ..format import GresDataset, dumps
+from ..format.stats import dataset_stats, summary_rows
+from ..io import atomic_write_text
 
 
 def _template_dir():
@@ -29,7 +29,7 @@ def _template_dir():
             return d
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parents[1] / "data_cards"
+    return Path(__file__).resolve().parents[2] / "data_cards"
 
 
 def load_template(name: str) -> str:
@@ -49,8 +49,10 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def statistics_markdown(datasets: dict[str, GresDataset], report=None) -> str:
-    """Counts per split, images-per-group histograms, expression lengths, build notes."""
+def statistics_markdown(datasets: dict[str, GresDataset], notes: dict[str, str] | None = None
+                        ) -> str:
+    """Counts per split, images-per-group histograms, expression lengths, and ``notes``
+    (``{split: text}``, e.g. :meth:`grdkit.builders.BuildReport.notes`)."""
     lines = ["| split | groups | expressions | images | pairs | positive | negative |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in summary_rows(datasets):
@@ -65,31 +67,33 @@ def statistics_markdown(datasets: dict[str, GresDataset], report=None) -> str:
         lines += ["", f"**{split}**. {length} Groups by number of images:", "",
                   "| " + " | ".join(hist) + " |", "|" + "---:|" * len(hist),
                   "| " + " | ".join(str(v) for v in hist.values()) + " |"]
-        if report is not None and split in report.splits:
-            rp = report.splits[split]
-            note = (f"Build: {rp['refs']} refs, {rp['sentences']} distinct sentences, "
-                    f"{rp['dropped_groups']} groups dropped (< min_images), "
-                    f"{rp['negative_shortfall_groups']} groups short of "
-                    f"{rp['negative_shortfall_images']} negatives, "
-                    f"{rp['no_target_refs']} no-target refs and {rp['empty_sentences']} empty "
-                    "sentences ignored.")
-            lines += ["", note]
+        if notes and split in notes:
+            lines += ["", notes[split]]
     return "\n".join(lines)
 
 
-def _fill(datasets: dict[str, GresDataset], front_matter: str, report=None) -> str:
+def render_card(datasets: dict[str, GresDataset], notes: dict[str, str] | None = None,
+                front_matter: str = "") -> str:
+    """A data card for ``datasets`` (one entry per split), from its dataset's template.
+
+    Args:
+        datasets: the splits of one dataset.
+        notes: ``{split: text}`` added under each split's statistics.
+        front_matter: YAML lines for the card's header (HF configs and features); optional.
+    """
     first = next(iter(datasets.values()))
     name = first.name
     pairs = sum(len(d.targets) for d in datasets.values())
     sources = "\n".join(f"| `{f}` | `{h}` |" for f, h in
                         sorted(first.info.get("sources", {}).items())) or "| (none) | |"
+    spec = DATASETS.get(name)
     values = {
-        "name": name, "pretty_name": PRETTY.get(name, name or "GRES dataset"),
-        "source": SOURCE.get(name, name), "size_category": size_category(pairs),
+        "name": name, "pretty_name": spec.pretty_name if spec else (name or "GRES dataset"),
+        "source": spec.source if spec else name, "size_category": size_category(pairs),
         "front_matter": front_matter,
         "recipe": json.dumps(first.info.get("recipe", {}), indent=2, sort_keys=True,
                              ensure_ascii=False),
-        "statistics": statistics_markdown(datasets, report), "sources": sources,
+        "statistics": statistics_markdown(datasets, notes), "sources": sources,
     }
     text = load_template(name)
     if not front_matter:
@@ -97,27 +101,16 @@ def _fill(datasets: dict[str, GresDataset], front_matter: str, report=None) -> s
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], text)
 
 
-def render_card(datasets: dict[str, GresDataset], report=None) -> str:
-    """Card of a built canonical dataset folder (written as ``<out>/README.md``)."""
-    return _fill(datasets, "", report)
+def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
+                  notes: dict[str, str] | None = None) -> list[Path]:
+    """Write ``<out>/<split>.json`` for every split plus the data card ``<out>/README.md``.
 
-
-def render_hf_card(datasets: dict[str, GresDataset], result: dict, embed: bool) -> str:
-    """Card of an exported HF folder: YAML declares configs, splits (with files) and features."""
-    import datasets as hfd
-    import yaml
-
-    from .hf import _features
-
-    configs, infos = [], []
-    for k, (config, splits) in enumerate(result.items()):
-        configs.append({"config_name": config, **({"default": True} if k == 0 else {}),
-                        "data_files": [{"split": s, "path": f"{config}/{s}-*.parquet"}
-                                       for s in splits]})
-        info = hfd.DatasetInfo(features=_features(config, embed))._to_yaml_dict()
-        infos.append({"config_name": config, "features": info["features"],
-                      "splits": [{"name": s, "num_examples": v["rows"], "num_bytes": v["bytes"]}
-                                 for s, v in splits.items()]})
-    fm = yaml.safe_dump({"configs": configs, "dataset_info": infos}, sort_keys=False,
-                        allow_unicode=True).rstrip("\n")
-    return _fill(datasets, fm)
+    Every file is written atomically; all content is serialised before the first file is
+    written, so an error never leaves a partial folder behind. Returns the paths written.
+    """
+    out = Path(out)
+    texts = {out / f"{split}.json": dumps(ds) for split, ds in datasets.items()}
+    texts[out / "README.md"] = render_card(datasets, notes)
+    for path, text in texts.items():
+        atomic_write_text(path, text)
+    return list(texts)

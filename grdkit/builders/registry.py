@@ -1,0 +1,94 @@
+"""The dataset registry: one typed record per dataset grdkit builds (TFDS-style config table).
+
+Everything that names a dataset reads it from here: the CLI's choices and defaults, the data
+cards' names and sources, the builders' split order, and the paper counts printed beside ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset grdkit builds.
+
+    Attributes:
+        name: registry key and ``info.name`` (``g-refcocog``).
+        pretty_name: the name papers use (``G-RefCg``).
+        source: the released dataset it is built from (``RefCOCOg``).
+        split_bys: refer partitions it exists in, the default first (empty: not refer-based).
+        splits: split names in the order they are written and reported.
+        paper: the counts its paper publishes (``groups``, ``images``, ``expressions``,
+            ``pairs``), printed next to ours; empty when none is published.
+        citation: where ``paper`` comes from.
+    """
+
+    name: str
+    pretty_name: str
+    source: str
+    split_bys: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ("train", "val", "test")
+    paper: dict[str, int] = field(default_factory=dict)
+    citation: str = ""
+
+    @property
+    def default_split_by(self) -> str | None:
+        return self.split_bys[0] if self.split_bys else None
+
+    def check_split_by(self, split_by: str | None) -> str:
+        """The partition to read: ``split_by`` or the default.
+
+        Raises:
+            InputError: ``split_by`` is not a partition of this dataset.
+        """
+        if split_by is None:
+            if not self.split_bys:
+                raise InputError(None, f"{self.name} is not built from a refer partition")
+            return self.split_bys[0]
+        if split_by not in self.split_bys:
+            raise InputError(None, f"{self.source} has no splitBy {split_by!r}",
+                             self.name, f"choose one of {', '.join(self.split_bys)}")
+        return split_by
+
+
+_GRES = "Wu et al., Advancing Referring Expression Segmentation Beyond Single Image, ICCV 2023"
+
+DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
+    DatasetSpec("g-refcoco", "G-RefC", "RefCOCO", ("unc", "google"),
+                ("train", "val", "test", "testA", "testB"), {"groups": 8717}, f"{_GRES}, §5.1"),
+    DatasetSpec("g-refcoco+", "G-RefC+", "RefCOCO+", ("unc",),
+                ("train", "val", "testA", "testB"), {"groups": 8020}, f"{_GRES}, §5.1"),
+    DatasetSpec("g-refcocog", "G-RefCg", "RefCOCOg", ("umd", "google"),
+                ("train", "val", "test"), {"groups": 2451}, f"{_GRES}, §5.1"),
+    DatasetSpec("grd", "GRD", "D³", (), ("test",),
+                {"groups": 106, "images": 10578, "expressions": 316, "pairs": 31524},
+                f"{_GRES}, §4.3"),
+)}
+
+# every refer partition any dataset has (the refer toolkit's names)
+SPLIT_BYS = ("unc", "umd", "google")
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry record of ``name``; ``ValueError`` naming the choices if unknown."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}") from None
+
+
+def refer_datasets() -> list[str]:
+    """Names of the datasets built from refer-format data (``grdkit build`` choices)."""
+    return sorted(n for n, s in DATASETS.items() if s.split_bys)
+
+
+def split_order(names, spec: DatasetSpec | None = None) -> list[str]:
+    """``names`` in the dataset's split order (all known refer split names when ``spec`` is
+    None), unknown names last, sorted."""
+    known_order = spec.splits if spec else ("train", "val", "test", "testA", "testB", "testC")
+    names = set(names)
+    known = [s for s in known_order if s in names]
+    return known + sorted(names - set(known))

@@ -1,0 +1,122 @@
+"""Evaluation shards: save an evaluator's per-pair statistics and merge shards exactly.
+
+``grdkit eval preds_part1.json --gt val.json --save-state s1.npz`` on each machine, then
+``grdkit eval merge s1.npz s2.npz --gt val.json`` gives exactly the single-pass report: the state
+holds integer statistics per pair plus what identifies the ground truth (its fingerprint) and the
+options, and merging refuses shards of another ground truth, other options, or overlapping pairs.
+File: ``.npz`` (no pickles), keys ``meta`` (JSON), ``rows``, ``pred_area``, ``inter``,
+``union``, ``pred_pos`` and, with Co-SOD, ``c_mae``, ``c_sm``, ``c_em``, ``c_f``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from ..format import GresDataset
+from ..io import atomic_write_bytes
+from .gres import GresEvaluator
+
+STATE_FORMAT = "grdkit-eval-state/1"
+_COSOD_KEYS = ("c_mae", "c_sm", "c_em", "c_f")
+
+
+def state_dict(ev: GresEvaluator) -> dict[str, np.ndarray]:
+    """The processed pairs' statistics plus what identifies the ground truth and options."""
+    rows = np.flatnonzero(ev.has_pred)
+    meta = {"format": STATE_FORMAT, "fingerprint": ev.fingerprint, "min_pixels": ev.min_pixels,
+            "cosod": ev.cosod, "splits": list(ev.gt.splits), "grdkit_version": __version__}
+    st = {"meta": np.array(json.dumps(meta)), "rows": rows, "pred_area": ev.pred_area[rows],
+          "inter": ev.inter[rows], "union": ev.union[rows], "pred_pos": ev.pred_pos[rows]}
+    if ev.cosod:
+        st.update({k: getattr(ev, k)[rows] for k in _COSOD_KEYS})
+    return st
+
+
+def save_state(ev: GresEvaluator, path: str | Path) -> None:
+    """Write :func:`state_dict` as compressed ``.npz``, atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **state_dict(ev))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_state(path: str | Path) -> dict:
+    """Read a ``.npz`` evaluation state (``allow_pickle=False``).
+
+    Raises:
+        InputError: missing, or not a grdkit evaluation state.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            st = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise InputError(path, "state file not found") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(path, f"is not a grdkit evaluation state: {e}") from None
+    try:
+        meta = json.loads(str(st["meta"]))
+        ok = meta.get("format") == STATE_FORMAT
+    except (KeyError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise InputError(path, "is not a grdkit evaluation state",
+                         hint="pass files written by grdkit eval --save-state")
+    return st
+
+
+def state_meta(state: dict) -> dict:
+    """The ``meta`` record of a state: format, fingerprint, min_pixels, cosod, splits."""
+    return json.loads(str(state["meta"]))
+
+
+def load_state(ev: GresEvaluator, state: dict, name: str = "state") -> None:
+    """Add a shard's processed pairs to ``ev``.
+
+    Raises:
+        InputError: another ground truth, other options, indices outside the ground truth, or
+            a pair another shard already predicted.
+    """
+    meta = state_meta(state)
+    if meta["fingerprint"] != ev.fingerprint:
+        raise InputError(name, "was evaluated against another ground truth",
+                         hint="merge shards evaluated against the same ground truth")
+    for opt in ("min_pixels", "cosod"):
+        if meta[opt] != getattr(ev, opt):
+            raise InputError(name, f"was evaluated with {opt}={meta[opt]}, "
+                             f"not {getattr(ev, opt)}", hint="use the same options")
+    rows = np.asarray(state["rows"], np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= len(ev.keys)):
+        raise InputError(name, "holds pair indices outside the ground truth")
+    dup = rows[ev.has_pred[rows]]
+    if dup.size:
+        raise InputError(name, "predicts a pair another shard already predicted",
+                         f"(split, expression_id, image_id) {ev.keys[int(dup[0])]}")
+    ev.has_pred[rows] = True
+    for k in ("pred_area", "inter", "union", "pred_pos", *(_COSOD_KEYS if ev.cosod else ())):
+        getattr(ev, k)[rows] = state[k]
+
+
+def merge_states(paths: Iterable[str | Path], gt: dict[str, GresDataset]) -> GresEvaluator:
+    """An evaluator holding every shard of ``paths`` (evaluated against ``gt``).
+
+    Raises:
+        InputError: see :func:`read_state` and :func:`load_state`.
+    """
+    loaded = [(p, read_state(p)) for p in paths]
+    meta = state_meta(loaded[0][1])
+    ev = GresEvaluator(gt, min_pixels=meta["min_pixels"], cosod=meta["cosod"])
+    for p, st in loaded:
+        load_state(ev, st, str(p))
+    return ev
+
+
+__all__ = ["STATE_FORMAT", "load_state", "merge_states", "read_state", "save_state",
+           "state_dict", "state_meta"]

@@ -1,0 +1,75 @@
+"""Reading pickles safely: plain data only, Python 2 byte strings decoded as UTF-8.
+
+The refer toolkit's ``refs(*).p`` were written by Python 2 (``str`` objects are byte strings) and
+hold only lists, dicts, strings and numbers. :func:`loads_pickle` uses an unpickler whose
+``find_class`` refuses every global, so a pickle can only build built-in containers and scalars
+and can never call a function (``os.system`` and friends are refused, not run).
+
+The caller supplies ``hint``: how to fix the file, in the caller's terms.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Builds only built-in containers and scalars: every global lookup is refused."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refers to {module}.{name}; grdkit reads pickles of "
+                                     "plain lists, dicts, strings and numbers only")
+
+
+def read_bytes(path: str | Path, what: str, hint: str | None = None) -> bytes:
+    """The bytes of ``path``; :class:`InputError` ("<what> not found", or unreadable) otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, f"{what} not found", hint=hint)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot be read: {e}") from None
+
+
+def loads_pickle(path: str | Path, data: bytes, hint: str | None = None,
+                 unpickler: type[pickle.Unpickler] = SafeUnpickler) -> Any:
+    """Unpickle ``data`` (read from ``path``, named in errors) with a safe unpickler.
+
+    Args:
+        path: the file the bytes came from (for messages).
+        data: the pickle bytes.
+        hint: how to fix an unreadable file, e.g. which file the caller expects.
+        unpickler: a subclass of :class:`SafeUnpickler` that allows a few more globals.
+
+    Raises:
+        InputError: truncated, not a pickle, a Python 2 byte string that is not UTF-8, or a
+            global the unpickler refuses (named in the message).
+    """
+    try:
+        # Python 2 `str` objects are decoded by the C unpickler as strict UTF-8 (fast, and an
+        # undecodable byte string is an error rather than a guess).
+        return unpickler(io.BytesIO(data), encoding="utf-8", errors="strict").load()
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"holds a Python 2 byte string that is not UTF-8 ({e.reason} at "
+                         f"byte {e.start} of {e.object[:40]!r})") from None
+    except EOFError:
+        raise InputError(path, "pickle is truncated (unexpected end of file)",
+                         hint="download the file again") from None
+    except (pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError, MemoryError) as e:
+        if "truncated" in str(e):
+            raise InputError(path, "pickle is truncated (data ends early)",
+                             hint="download the file again") from None
+        raise InputError(path, f"is not a readable pickle of plain data: {e}",
+                         hint=hint) from None
+
+
+def load_pickle(path: str | Path, hint: str | None = None) -> Any:
+    """Read and safely unpickle a file; see :func:`loads_pickle`."""
+    return loads_pickle(path, read_bytes(path, "pickle", hint), hint)

@@ -1,0 +1,41 @@
+"""Image and mask files: sizes and binary masks read from PNG / JPEG files.
+
+Mask PNGs may be grey or RGB (converted to grey, ITU-R 601-2); a pixel is foreground when its grey
+value is >= ``threshold`` (default 128, which also removes the stray grey edge pixels of hand-made
+masks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from ..errors import InputError
+
+
+def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
+    """A mask file as bool ``(h, w)``: grey value >= ``threshold`` (0-255).
+
+    Raises:
+        InputError: the file cannot be read as an image.
+    """
+    try:
+        with PILImage.open(path) as im:
+            return np.asarray(im.convert("L"), np.uint8) >= threshold
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot be read as a mask image: {e}") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, in pixels (header only).
+
+    Raises:
+        InputError: the file cannot be read as an image.
+    """
+    try:
+        with PILImage.open(path) as im:
+            return im.height, im.width
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot be read as an image: {e}") from None
