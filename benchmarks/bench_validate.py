@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     a = ap.parse_args()
     from grdkit.builders import convert_d3
-    from grdkit.sources.d3 import read_d3
     from grdkit.format.dataset import save_dataset
+    from grdkit.sources.d3 import read_d3
     from grdkit.testing.synth import generate_d3, write_d3
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="grdkit-bench-validate-"))

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch", reason="needs the grdkit[baselines] extra")
 
 import grdkit
 from grdkit.baselines.data import GroupDataset, collate, sample_group
-from grdkit.baselines.engine import TrainConfig, pick_device, train
+from grdkit.baselines.engine import TrainConfig, pick_device
 from grdkit.errors import InputError
 
 from .conftest import COCO_IMAGES, MSRC_COW, SHARED, cow_dataset, need, run_cli
@@ -173,7 +173,7 @@ def test_device_choice():
 def test_train_config_defaults_follow_the_paper():
     cfg = TrainConfig()
     assert (cfg.group_size, cfg.size, cfg.lr, cfg.weight_decay) == (8, 416, 5e-5, 0.01)
-    assert train.__doc__
+    assert (cfg.poly_power, cfg.threshold) == (0.9, 0.25)  # poly decay; LTS's 0.25 threshold
 
 
 def test_local_vision_weights(tmp_path):

@@ -8,8 +8,8 @@ from pycocotools import mask as mask_utils
 
 from grdkit import masks
 from grdkit.builders import convert_d3
-from grdkit.sources.d3 import read_d3
 from grdkit.errors import InputError
+from grdkit.sources.d3 import read_d3
 from grdkit.testing.synth import generate_d3, write_d3
 
 from .conftest import run_cli
@@ -82,6 +82,7 @@ def test_shared_sentence_becomes_one_expression_per_group(d3_root):
     root, t = d3_root
     ds = convert_d3(read_d3(root))
     shared = [s for s, r in t["sentences.pkl"].items() if len(r["group_id"]) > 1]
+    assert shared  # the fixture lists a presence sentence in two groups
     for s in shared:
         es = [e for e in ds.expressions if e.extra["d3_sent_id"] == s]
         assert sorted(e.group_id for e in es) == sorted(t["sentences.pkl"][s]["group_id"])

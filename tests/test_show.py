@@ -1,4 +1,8 @@
-"""`grdkit show`: the picture holds the masks where they are, and bad input exits 2."""
+"""`grdkit show`: the picture shows the masks where they are, and bad input exits 2.
+
+The checks read the picture as a person would (where is green, where is red, what shape), not the
+drawing code's offsets.
+"""
 
 import numpy as np
 from PIL import Image as PILImage
@@ -9,19 +13,46 @@ from grdkit.export.show import TILE, render_group
 from .conftest import dataset_from_dense, run_cli
 
 
-def test_render_marks_ground_truth(tmp_path):
+def _green(img):
+    r, g, b = (img[..., k].astype(int) for k in range(3))
+    return (g > r + 50) & (g > b + 50)
+
+
+def _red(img):
+    r, g, b = (img[..., k].astype(int) for k in range(3))
+    return (r > 180) & (g < 90) & (b < 90)
+
+
+def _box(m):
+    ys, xs = np.nonzero(m)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def test_render_marks_ground_truth_and_prediction():
     gt = np.zeros((60, 80), bool)
-    gt[10:30, 20:60] = True
+    gt[10:30, 20:60] = True                      # 40 x 20 px
+    pred = np.zeros((60, 80), bool)
+    pred[30:50, 10:30] = True                    # 20 x 20 px, on the negative image
     ds = dataset_from_dense([[gt, np.zeros((60, 80), bool)]])
-    img = np.asarray(render_group(ds, 1, columns=2))
     scale = TILE / 80
-    # a pixel inside the mask of tile 1 is green-tinted, one outside stays grey (90)
-    y0 = 28 + 18
-    inside = img[y0 + int(20 * scale), 6 + int(40 * scale)]
-    outside = img[y0 + int(50 * scale), 6 + int(10 * scale)]
-    assert inside[1] > inside[0] + 50 and tuple(outside) == (90, 90, 90)
-    right = img[y0 + int(20 * scale), 6 + TILE + 6 + int(40 * scale)]
-    assert tuple(right) == (90, 90, 90)  # negative tile: nothing drawn
+    img = np.asarray(render_group(ds, 1, columns=2))
+    green = _green(img)
+    # the positive (first) tile's mask is green, at the tile's scale, with the mask's shape;
+    # nothing is green on the negative (second) tile
+    assert abs(green.sum() / (gt.sum() * scale ** 2) - 1) < 0.1
+    x0, y0, x1, y1 = _box(green)
+    assert abs((x1 - x0) / (y1 - y0) - 2) < 0.15 and x1 < img.shape[1] / 2
+    assert not _red(img).any()
+    with_pred = np.asarray(render_group(ds, 1, predictions={1: None, 2: grdkit.masks.encode(pred)},
+                                        columns=2))
+    red = _red(with_pred)
+    # the prediction is outlined on the second tile: a square outline, hollow inside
+    x0, y0, x1, y1 = _box(red)
+    assert x0 > with_pred.shape[1] / 2
+    assert abs((x1 - x0) - 20 * scale) <= 2 and abs((y1 - y0) - 20 * scale) <= 2
+    assert not red[(y0 + y1) // 2, (x0 + x1) // 2]
+    assert red.sum() < 0.5 * (20 * scale) ** 2
+    assert abs(_green(with_pred).sum() - green.sum()) <= 0.02 * green.sum()
 
 
 def test_cli_show(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """Builders: grouping rules that turn a source's records into canonical GRES splits.
 
-* :mod:`.registry`: one typed record per dataset (names, sources, splitBy, splits, paper counts);
 * :mod:`.assemble`: the split assembler every builder uses (positive = union of referred masks,
   negative = empty RLE, cached annotation RLEs, ``info``);
 * :mod:`.refer`: G-RefC / G-RefC+ / G-RefCg from refer data (:func:`build_dataset`);
@@ -8,14 +7,15 @@
 * :mod:`.imagegroup`: one group from image files and PNG masks (:func:`group_from_files`).
 
 A new source is a reader in :mod:`grdkit.sources` plus a builder here that feeds a
-:class:`SplitAssembler`, and a :class:`DatasetSpec` in the registry.
+:class:`SplitAssembler`, and a :class:`~grdkit.registry.DatasetSpec` in :mod:`grdkit.registry`
+(one typed record per dataset: names, sources, splitBy, splits, paper counts).
 """
 
+from ..registry import DATASETS, DatasetSpec, dataset_spec, refer_datasets
 from .assemble import AnnotationMasks, SplitAssembler
 from .grd import EXPRESSION_SETS, SETTINGS, convert_d3
 from .imagegroup import group_from_files
 from .refer import NEGATIVE_MODES, BuildOptions, BuildReport, build_dataset, build_from_refer
-from .registry import DATASETS, DatasetSpec, dataset_spec, refer_datasets
 
 __all__ = ["DATASETS", "EXPRESSION_SETS", "NEGATIVE_MODES", "SETTINGS", "AnnotationMasks",
            "BuildOptions", "BuildReport", "DatasetSpec", "SplitAssembler", "build_dataset",

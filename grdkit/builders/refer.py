@@ -37,9 +37,9 @@ import numpy as np
 from ..errors import InputError
 from ..format import GresDataset
 from ..progress import Progress, tracked
+from ..registry import dataset_spec, split_order
 from ..sources.refer import ReferData, read_refer, ref_problems
 from .assemble import AnnotationMasks, SplitAssembler
-from .registry import dataset_spec, split_order
 
 NEGATIVE_MODES = ("random", "category-disjoint")
 
@@ -54,7 +54,7 @@ class BuildOptions:
     """Options of a build; stored verbatim as ``info.recipe`` in every split file.
 
     Attributes:
-        name: a refer-based dataset of :data:`grdkit.builders.registry.DATASETS`.
+        name: a refer-based dataset of :data:`grdkit.registry.DATASETS`.
         split_by: refer partition (``unc``, ``umd``, ``google``); default per dataset.
         min_images: minimum distinct positive images per group (>= 1).
         neg_ratio: negatives per positive image (>= 0); 1.0 is the paper's 1:1.

@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 
 from ..builders import NEGATIVE_MODES, build_dataset, dataset_spec, refer_datasets
-from ..builders.registry import SPLIT_BYS
 from ..export import write_dataset
 from ..format import load_dataset, load_splits
 from ..format.stats import SUMMARY_COLUMNS, dataset_stats, summary_rows
+from ..registry import SPLIT_BYS
 from ..testing import demo_root
 from .ui import err, out, progress_bar, table
 

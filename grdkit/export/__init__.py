@@ -5,7 +5,8 @@
 * :mod:`.hf`: HuggingFace ``datasets`` (Parquet shards, exact round trip);
 * :mod:`.show`: a group's contact sheet as a picture.
 
-Export reads the canonical format (and display names from the dataset registry), never a source.
+Export reads the canonical format (and display names from :mod:`grdkit.registry`), never a
+source or a builder.
 """
 
 from .card import render_card, write_dataset

@@ -5,7 +5,7 @@ Templates are the Markdown files of ``data_cards/`` (shipped in the wheel as ``g
 other name. Placeholders: ``{{size_category}}``, ``{{front_matter}}`` (HF configs and features,
 filled by ``grdkit export hf``), ``{{recipe}}``, ``{{statistics}}``, ``{{sources}}``,
 ``{{name}}``, ``{{source}}``, ``{{pretty_name}}`` (from the dataset registry,
-:mod:`grdkit.builders.registry`), and ``{{include:FILE}}`` for shared parts.
+:mod:`grdkit.registry`), and ``{{include:FILE}}`` for shared parts.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from ..builders.registry import DATASETS
 from ..format import GresDataset, dumps
 from ..format.stats import dataset_stats, summary_rows
 from ..io import atomic_write_text
+from ..registry import DATASETS
 
 
 def _template_dir():

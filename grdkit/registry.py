@@ -2,13 +2,15 @@
 
 Everything that names a dataset reads it from here: the CLI's choices and defaults, the data
 cards' names and sources, the builders' split order, and the paper counts printed beside ours.
+It is shared vocabulary (like :mod:`grdkit.errors`): it imports nothing but errors, so builders
+and exporters can both read it without depending on each other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import InputError
+from .errors import InputError
 
 
 @dataclass(frozen=True)
