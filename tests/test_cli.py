@@ -16,6 +16,12 @@ def test_help_explains(capsys):
         assert word in out
 
 
+def test_build_prints_the_paper_counts(tmp_path, capsys):
+    code, out, _ = run_cli(["build", "g-refcocog", "--out", tmp_path / "o", "--no-progress"],
+                           capsys)
+    assert code == 0 and "2451 in the paper" in out
+
+
 def test_demo_build_and_stats(tmp_path, capsys):
     out = tmp_path / "demo"
     code, stdout, stderr = run_cli(["build", "g-refcocog", "--out", out, "--no-progress"], capsys)
@@ -102,6 +108,10 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert code == 2
     code, _, err = run_cli(["stats", tmp_path / "absent"], capsys)
     assert code == 2
+    # a splitBy the dataset does not have: one line naming the dataset and the choices
+    code, _, err = run_cli(["build", "g-refcoco+", "--split-by", "umd", "--out", tmp_path],
+                           capsys)
+    assert code == 2 and "RefCOCO+ has no splitBy 'umd'" in err and "choose one of unc" in err
 
 
 def test_existing_output_replaced_atomically(tmp_path, capsys):

@@ -86,6 +86,29 @@ def test_invalid_predictions_named(case, capsys, mutate):
     assert code == 2 and "Traceback" not in err and str(p) in err
 
 
+@pytest.mark.parametrize("mutate, pattern", [
+    (_mut_unknown, "unknown pair"), (_mut_size, r"size \[4, 4\] differs from the image size"),
+    (_mut_runs, r"runs sum to \d+, not height\*width = 99")])
+def test_evaluator_process_validates_like_the_cli(case, mutate, pattern):
+    """The Python API cannot skip the checks: GresEvaluator.process validates dicts and
+    Prediction objects against the ground truth (pair, size, RLE integrity)."""
+    from grdkit.evaluators import GresEvaluator
+    from grdkit.evaluators.predictions import Prediction
+
+    ds, _gt, _p, preds, _ = case
+    preds = json.loads(json.dumps(preds))
+    mutate(preds, ds)
+    with pytest.raises(InputError, match=pattern):
+        GresEvaluator(ds).process(preds)
+    objs = [Prediction(ds.split, r["expression_id"], r["image_id"], r["segmentation"])
+            for r in preds]
+    with pytest.raises(InputError, match=pattern):
+        GresEvaluator(ds).process(objs)
+    ev = GresEvaluator(ds)
+    ev.process(objs[:0])  # an empty batch is fine
+    assert not ev.has_pred.any()
+
+
 def test_nan_scores_and_malformed_json(case, capsys):
     _ds, gt, p, preds, _ = case
     text = json.dumps(preds)
@@ -111,7 +134,7 @@ def test_missing_predictions_reported_and_strict(case, capsys):
     with pytest.raises(InputError, match="3 pairs have no prediction"):
         grdkit.evaluate(p, gt, strict=True)
     code, _, err = run_cli(["eval", p, "--gt", gt, "--strict"], capsys)
-    assert code == 2 and "--strict" in err
+    assert code == 2 and "(strict)" in err
 
 
 def test_multi_split_needs_split_key(tmp_path):
@@ -212,7 +235,7 @@ def test_gate_exit_codes_and_markdown(case, tmp_path, capsys):
     assert code == 0 and "gate passed" in out
     code, out, _ = run_cli(["eval", p, "--gt", gt, "--fail-under", f"gres_miou={score + 1}",
                             "--markdown", md], capsys)
-    assert code == 1 and "below --fail-under" in out and "Gate: FAILED" in md.read_text()
+    assert code == 1 and "below the minimum" in out and "Gate: FAILED" in md.read_text()
     # a worse submission: every prediction dropped -> large fall vs. the baseline
     worse = tmp_path / "worse.json"
     worse.write_text(json.dumps([dict(x, segmentation=None) for x in preds]))
@@ -232,7 +255,7 @@ def test_gate_mae_direction():
 
     rep = {"metrics": {"mae": 0.10, "gres_miou": 50.0}}
     assert check_gate(rep, {"mae": 0.2}) == []
-    assert check_gate(rep, {"mae": 0.05})[0]["reason"] == "above --fail-under"
+    assert check_gate(rep, {"mae": 0.05})[0]["reason"] == "above the maximum"
     base = {"metrics": {"mae": 0.09, "gres_miou": 50.4}}
     fails = check_gate(rep, None, base, max_drop=0.5)
     assert [f["metric"] for f in fails] == ["mae"]  # 1 hundredth worse > 0.5; miou -0.4 ok

@@ -172,3 +172,13 @@ def test_per_group_and_per_split_breakdown(tmp_path):
     assert [g["group_id"] for g in r.per_group] == [1, 2, 3]
     assert sum(g["pairs"] for g in r.per_group) == r.counts["pairs"]
     assert r.per_split["val"]["metrics"] == r.metrics
+
+
+def test_functional_doctest_is_pinned():
+    """The worked example in gres_metrics' docstring (hand-computed values) holds."""
+    import doctest
+
+    from grdkit.evaluators import functional
+
+    res = doctest.testmod(functional)
+    assert res.attempted >= 2 and res.failed == 0

@@ -49,7 +49,7 @@ class ImageCache:
                 arr = np.asarray(rgb.resize((self.size, self.size), PILImage.BILINEAR))
         except OSError as e:
             raise InputError(p, f"cannot open image: {e}", f"image id {image_id}",
-                             "check --img-root") from None
+                             "check the image root") from None
         if self.cache:
             self._store[image_id] = arr
         return arr

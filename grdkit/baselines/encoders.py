@@ -113,7 +113,7 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
     if weights == "bundled":
         if name != DEFAULT_VISION:
             raise InputError(None, f"no bundled weights for {name!r}",
-                             hint="pass --vision-weights PATH to a local state dict")
+                             hint="give the vision weights as the path of a local state dict")
         state = torch.load(bundled_lite0_path(), map_location="cpu", weights_only=True)
         full.load_state_dict(map_lite0(state, full), strict=True)
     elif weights is not None:

@@ -35,8 +35,8 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "--device cuda but no CUDA device is available",
-                         hint="use --device auto or cpu")
+        raise InputError(None, "device cuda was asked for but no CUDA device is available",
+                         hint="use device auto or cpu")
     return torch.device(name)
 
 
@@ -162,7 +162,7 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
     ckpt_path = out / "checkpoint.pt"
     cfg_json = json.dumps(asdict(cfg), indent=1, sort_keys=True)
     if ckpt_path.exists() and not resume:
-        raise InputError(out, "already holds a run", hint="pass --resume or a new --out")
+        raise InputError(out, "already holds a run", hint="resume it or choose a new run folder")
     if resume and ckpt_path.exists():
         saved = json.loads((out / "config.json").read_text())
         for key in ("model", "model_args", "size", "group_size"):
@@ -261,7 +261,7 @@ def load_run(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module
         raw = json.loads((run / "config.json").read_text())
     except FileNotFoundError:
         raise InputError(run, "is not a run folder (no config.json)",
-                         hint="pass the --out folder of grdkit train") from None
+                         hint="pass the run folder that training wrote") from None
     cfg = TrainConfig(**raw)
     if not (run / "checkpoint.pt").exists():
         raise InputError(run, "has no checkpoint.pt yet")

@@ -142,7 +142,7 @@ class GresEvaluator:
         missing = np.flatnonzero(~self.has_pred)
         if strict and missing.size:
             names = ", ".join(f"{self.keys[r]}" for r in missing[:5])
-            raise InputError(None, f"{missing.size} pairs have no prediction (--strict)",
+            raise InputError(None, f"{missing.size} pairs have no prediction (strict)",
                              f"(split, expression_id, image_id) {names}"
                              f"{' ...' if missing.size > 5 else ''}",
                              "predict every pair, null for no target")

@@ -121,8 +121,8 @@ def check_gate(report: dict, fail_under: dict[str, float] | None = None,
                              "reason": "undefined on this data"})
         elif (v > limit) if k in LOWER_IS_BETTER else (v < limit):
             failures.append({"metric": k, "value": v, "limit": limit,
-                             "reason": f"{'above' if k in LOWER_IS_BETTER else 'below'} "
-                                       "--fail-under"})
+                             "reason": "above the maximum" if k in LOWER_IS_BETTER
+                             else "below the minimum"})
     if baseline is not None and max_drop is not None:
         for k, ref in baseline.get("metrics", {}).items():
             v = metrics.get(k)

@@ -68,7 +68,7 @@ def read_state(path: str | Path) -> dict:
         ok = False
     if not ok:
         raise InputError(path, "is not a grdkit evaluation state",
-                         hint="pass files written by grdkit eval --save-state")
+                         hint="pass files written by saving an evaluation state")
     return st
 
 

@@ -80,7 +80,7 @@ def _image_value(img: Image, img_root: Path | None) -> Any:
         return {"bytes": p.read_bytes(), "path": img.file_name}
     except OSError as e:
         raise InputError(p, f"cannot read image: {e}", f"image id {img.id}",
-                         "check --img-root") from None
+                         "check the image root") from None
 
 
 def iter_rows(ds: GresDataset, config: str = "groups", img_root: str | Path | None = None
