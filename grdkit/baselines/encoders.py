@@ -178,15 +178,24 @@ def bundled_text_path() -> Path:
 
 
 class TextEncoder(nn.Module):
-    """Sentence features ``(B, C_l)`` from a list of B strings (masked mean of token states).
+    """Word and sentence features of a list of B strings.
 
     Args:
         name: ``all-MiniLM-L6-v2`` (bundled) or a local folder readable by
-            ``transformers.AutoModel.from_pretrained``.
+            ``transformers.AutoModel.from_pretrained`` (e.g. ``bert-base-uncased``).
         gru: add a bidirectional GRU over the token states before pooling (as LTS).
+        max_length: tokens per sentence at most (truncated).
+        trainable: fine-tune the transformer. A frozen one stays in eval mode whatever
+            ``train()`` says (dropout noise would blur the small L vs L_anti gap GRSer relies on)
+            and its outputs are cached per sentence (computed once, on the module's device).
+
+    :meth:`encode` gives ``(words (B, T, C_l), mask (B, T) bool, sentence (B, C_l))``;
+    ``forward`` gives the sentence features ``(B, C_l)``: the attention-masked mean of the token
+    states (sentence-transformers' pooling for MiniLM; LTS averages bi-GRU states).
     """
 
-    def __init__(self, name: str = DEFAULT_TEXT, gru: bool = False, max_length: int = 32):
+    def __init__(self, name: str = DEFAULT_TEXT, gru: bool = False, max_length: int = 32,
+                 trainable: bool = False):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -203,16 +212,60 @@ class TextEncoder(nn.Module):
         self.gru = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True) if gru \
             else None
         self.dim = hidden
+        self.trainable = bool(trainable)
+        for p in self.model.parameters():
+            p.requires_grad_(self.trainable)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.model.eval()
 
-    def forward(self, texts: list[str]) -> torch.Tensor:
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.trainable:
+            self.model.eval()  # frozen: no dropout, deterministic features
+        return self
+
+    def _token_states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         dev = next(self.model.parameters()).device
         tok = self.tokenizer(list(texts), padding=True, truncation=True,
                              max_length=self.max_length, return_tensors="pt").to(dev)
-        states = self.model(**tok).last_hidden_state
+        return self.model(**tok).last_hidden_state, tok["attention_mask"].bool()
+
+    def _frozen_states(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states of a frozen transformer, each sentence computed once and cached."""
+        dev = next(self.model.parameters()).device
+        todo = sorted({t for t in texts if t not in self._cache})
+        if todo:
+            with torch.no_grad():
+                states, mask = self._token_states(todo)
+            for k, t in enumerate(todo):
+                n = int(mask[k].sum())
+                self._cache[t] = (states[k, :n].detach().float(), mask[k, :n])
+        rows = [self._cache[t] for t in texts]
+        if rows and rows[0][0].device != dev:  # moved since cached
+            self._cache = {t: (s.to(dev), m.to(dev)) for t, (s, m) in self._cache.items()}
+            rows = [self._cache[t] for t in texts]
+        n = max(r[0].shape[0] for r in rows)
+        states = rows[0][0].new_zeros(len(rows), n, self.dim)
+        mask = torch.zeros(len(rows), n, dtype=torch.bool, device=dev)
+        for k, (s, m) in enumerate(rows):
+            states[k, : s.shape[0]] = s
+            mask[k, : s.shape[0]] = m
+        return states, mask
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(words (B, T, C_l) float, mask (B, T) bool, sentence (B, C_l) float)``; T is the
+        longest tokenised sentence of the batch (special tokens included), padding masked."""
+        if self.trainable:
+            states, mask = self._token_states(texts)
+        else:
+            states, mask = self._frozen_states(texts)
         if self.gru is not None:
             states, _ = self.gru(states)
-        m = tok["attention_mask"].unsqueeze(-1).to(states.dtype)
-        return (states * m).sum(1) / m.sum(1).clamp_min(1.0)
+        m = mask.unsqueeze(-1).to(states.dtype)
+        return states, mask, (states * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        return self.encode(texts)[2]
 
 
 def attach_encoders(module: nn.Module, vision: str, vision_weights, text: str, text_gru: bool,
@@ -223,9 +276,7 @@ def attach_encoders(module: nn.Module, vision: str, vision_weights, text: str, t
     the visual backbone is frozen with ``freeze_vision``.
     """
     module.vision = VisionEncoder(vision, vision_weights)
-    module.text = TextEncoder(text, gru=text_gru)
+    module.text = TextEncoder(text, gru=text_gru, trainable=train_text)
     module.train_text, module.freeze_vision = train_text, freeze_vision
-    for p in module.text.model.parameters():
-        p.requires_grad_(train_text)
     for p in module.vision.parameters():
         p.requires_grad_(not freeze_vision)

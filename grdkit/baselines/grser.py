@@ -142,8 +142,7 @@ class GRSer(nn.Module):
 
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         anti = [f"<no> {t}" for t in texts]
-        with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
-            both = self.text(list(texts) + anti)
+        both = self.text(list(texts) + anti)  # a frozen transformer is cached, its GRU trains
         return both[: len(texts)], both[len(texts):]
 
     def _group(self, v: torch.Tensor, f8: torch.Tensor, q: torch.Tensor, q_anti: torch.Tensor

@@ -88,16 +88,10 @@ class LTS(nn.Module):
         self.up = nn.Sequential(nn.ConvTranspose2d(c, c // 2, 2, stride=2), nn.BatchNorm2d(c // 2),
                                 nn.ReLU(inplace=True), nn.Conv2d(c // 2, 1, 1))
 
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        if self.train_text:
-            return self.text(texts)
-        with torch.no_grad():
-            return self.text(texts)
-
     def forward(self, batch: dict) -> dict:
         valid = batch["valid"]
         x = batch["images"][valid]
-        t = self.encode_text(batch["expression"])
+        t = self.text(batch["expression"])  # a frozen transformer is cached, its GRU trains
         t = t.repeat_interleave(valid.sum(1), dim=0)  # one sentence feature per valid image
         f8, f16, f32 = self.vision(x)
         fm = None
