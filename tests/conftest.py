@@ -12,6 +12,27 @@ MSRC_COW = SHARED / "msrc_cow"
 COCO_IMAGES = SHARED / "coco_train2014_images"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _resized_store_cache(tmp_path_factory):
+    """Baseline training builds resized stores: keep them in a temporary folder, never in ~."""
+    import os
+
+    old = os.environ.get("GRDKIT_CACHE")
+    os.environ["GRDKIT_CACHE"] = str(tmp_path_factory.mktemp("grdkit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GRDKIT_CACHE", None)
+    else:
+        os.environ["GRDKIT_CACHE"] = old
+
+
+def cow_store(size: int = 64):
+    """The resized store of :func:`cow_dataset` (built once per session)."""
+    from grdkit.baselines.data import build_store
+
+    return build_store(cow_dataset(), SHARED, size)
+
+
 def need(path: Path) -> Path:
     """Skip (with the reason) when a ../shared/data folder is absent, as in a user's clone."""
     if not path.exists():

@@ -17,7 +17,7 @@ from grdkit.baselines.data import GroupDataset, collate, sample_group
 from grdkit.baselines.engine import TrainConfig, pick_device
 from grdkit.errors import InputError
 
-from .conftest import COCO_IMAGES, MSRC_COW, SHARED, cow_dataset, need, run_cli
+from .conftest import COCO_IMAGES, MSRC_COW, SHARED, cow_dataset, cow_store, need, run_cli
 
 SMALL = {"width": 16, "d_k": 16}
 BOVINE = {345, 346, 347}  # ImageNet: ox, water buffalo, bison
@@ -67,13 +67,13 @@ def test_sample_group_is_balanced():
 
 def test_group_dataset_and_collate():
     ds = cow_dataset()
-    gd = GroupDataset(ds, SHARED, group_size=6, size=64, seed=1)
-    a, b = gd[0], gd[0]
+    gd = GroupDataset(ds, cow_store(), group_size=6, seed=1)
+    a, b = gd[0], gd[(0, 0)]
     assert a["image_ids"] == b["image_ids"]  # deterministic within an epoch
     gd.set_epoch(1)
-    assert gd[0]["image_ids"] != a["image_ids"]
-    assert a["images"].shape == (6, 3, 64, 64) and a["images"].dtype == torch.float32
-    assert 0 <= float(a["images"].min()) and float(a["images"].max()) <= 1
+    assert gd[0]["image_ids"] != a["image_ids"] and gd[0]["image_ids"] == gd[(1, 0)]["image_ids"]
+    assert a["images"].shape == (6, 3, 64, 64) and a["images"].dtype == torch.uint8
+    assert int(a["images"].max()) > 1  # 0-255 pixels, normalised later on the device
     assert int(a["positive"].sum()) == 3
     for k, iid in enumerate(a["image_ids"]):
         assert bool(a["masks"][k].any()) == bool(a["positive"][k])
@@ -83,14 +83,18 @@ def test_group_dataset_and_collate():
                  positive=a["positive"][:2], sizes=a["sizes"][:2])
     c = collate([a, short])
     assert c["images"].shape == (2, 6, 3, 64, 64)
-    assert c["valid"].sum(1).tolist() == [6, 2]
+    assert c["valid"].sum(1).tolist() == [6, 2] and c["counts"] == [6, 2]
+    assert c["index"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7] and c["group"].tolist() == [0] * 6 + [1] * 2
+    from grdkit.baselines.data import valid_rows
+
+    assert torch.equal(valid_rows(c, "images"), c["images"][c["valid"]])
 
 
 def test_lts_shapes_and_finite_loss():
     from grdkit.baselines.lts import LTS
 
     ds = cow_dataset()
-    b = collate([GroupDataset(ds, SHARED, group_size=4, size=64)[0]])
+    b = collate([GroupDataset(ds, cow_store(), group_size=4)[0]])
     m = LTS(vision_weights=None, **SMALL)
     out = m(b)
     assert out["p"].shape == (4, 1, 16, 16) and out["h"].shape == (4, 1, 8, 8)

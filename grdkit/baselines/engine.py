@@ -1,10 +1,21 @@
-"""Training: AdamW with polynomial decay, bf16 autocast on CUDA, gradient clipping, a checkpoint
-every epoch, ``resume``, a JSON-lines metrics log and the run config in the run folder; several
-processes through torch.distributed (``torchrun``; NCCL on CUDA, gloo on CPU).
+"""Training: AdamW with polynomial decay, bf16 autocast on CUDA, optional gradient clipping, a
+checkpoint every epoch, ``resume``, a JSON-lines metrics log, per-epoch validation and the run
+config in the run folder; several processes through torch.distributed (``torchrun``; NCCL on
+CUDA, gloo on CPU).
 
-Run folder: ``config.json`` (everything needed to rebuild the model), ``checkpoint.pt`` (model,
-optimiser, scheduler, epoch, step; written atomically), ``metrics.jsonl`` (one JSON object per
-logged step, per epoch, and a final ``done`` record with ``ranks_in_sync``).
+Run folder: ``config.json`` (everything needed to rebuild the model), ``checkpoint.pt`` (model
+including its input normalisation, optimiser, scheduler, epoch, step; written atomically),
+``metrics.jsonl`` (one JSON object per logged step, per epoch (with ``"val"``: the report metrics
+on ``val_data``, computed by the very code ``grdkit predict`` runs), and a final ``done`` record
+with ``ranks_in_sync``).
+
+Data: a :class:`torch.utils.data.DataLoader` over :class:`.data.GroupDataset` (worker processes,
+pinned memory on CUDA, persistent workers, prefetching) reading the memory-mapped uint8 store of
+:func:`.data.build_store`; images travel as uint8 and are normalised on the device. Rank 0
+builds the store, the other ranks wait for it.
+
+Presets (:data:`PRESETS`) fill the settings a paper states; every setting a paper does not state
+is an explicit option with its source in :class:`TrainConfig`.
 """
 
 from __future__ import annotations
@@ -12,10 +23,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +36,8 @@ from ..errors import InputError
 from ..format import GresDataset, load_dataset
 from ..io import atomic_write_bytes, atomic_write_text
 from ..progress import Progress, tracked
-from . import model_class
-from .data import GroupDataset, collate
+from . import model_class, model_options
+from .data import EpochBatches, GroupDataset, build_store, collate
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -44,8 +54,15 @@ def pick_device(name: str = "auto") -> torch.device:
 class TrainConfig:
     """Options of a training run (saved as ``config.json``).
 
-    Defaults follow GRES §5.2: group size 8, 416x416, AdamW lr 5e-5, weight decay 0.01,
-    polynomial decay (power 0.9), no augmentation.
+    Defaults follow GRES §5.2 (group size 8, 416x416, AdamW lr 5e-5, weight decay 0.01,
+    polynomial decay, no augmentation). Settings no paper states, with their source:
+
+    * ``poly_power`` 0.9: the usual polynomial-decay power (DeepLab); GRES says "polynomial".
+    * ``clip`` 1.0: gradient-norm clipping, grdkit's choice for stable CPU runs (0 disables);
+      neither GRES nor LTS mentions clipping.
+    * ``threshold`` 0.25: LTS binarises its mask at 0.25 (LTS paper §3.4); GRES publishes no
+      threshold for GRSer, so it uses LTS's.
+    * ``workers``: DataLoader worker processes (0: load in the main process).
     """
 
     model: str = "lts"
@@ -63,7 +80,32 @@ class TrainConfig:
     threshold: float = 0.25
     log_every: int = 10
     max_steps: int | None = None  # stop early (smoke tests; 0 saves the initial model)
+    workers: int = 2
+    channels_last: bool = False
+    compile: bool = False
+    preset: str | None = None
     model_args: dict = field(default_factory=dict)
+
+
+# Settings each paper states. ``config``: TrainConfig fields; ``model``: model options;
+# ``required``: options the user must give (local weights: nothing is downloaded).
+PRESETS: dict[str, dict] = {
+    # GRES (ICCV 2023) §5.2: Swin-B (LAVT encoder), BERT-base, N = 8, 416 x 416, AdamW lr 5e-5,
+    # weight decay 0.01, polynomial decay, 80 epochs, batch 4 groups (in total), margin m = 1.
+    "gres-paper": {"model": "grser",
+                   "config": {"group_size": 8, "size": 416, "lr": 5e-5, "weight_decay": 0.01,
+                              "epochs": 80, "batch_size": 4},
+                   "model_args": {"vision": "swin_base_patch4_window12_384", "fusion": "pwam",
+                                  "train_text": True, "width": 512},
+                   "required": ("vision_weights", "text")},
+    # LTS (CVPR 2021): 416 x 416 input, relevance filter d_k = 1024, threshold 0.25, text only at
+    # the coarsest fusion level (eq. 5-7). Its optimiser and schedule could not be read in this
+    # workplace (no copy of the paper's text): grdkit's defaults stay, and the preset says so.
+    "lts-paper": {"model": "lts",
+                  "config": {"size": 416, "threshold": 0.25},
+                  "model_args": {"d_k": 1024, "fusion": "paper"},
+                  "required": ()},
+}
 
 
 def _dist() -> tuple[int, int]:
@@ -72,22 +114,41 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def _init_dist(device: torch.device) -> torch.device:
+def _init_dist(device: torch.device) -> tuple[torch.device, bool]:
+    """Join the process group torchrun describes (the device is set first). Returns the device
+    and whether this call created the group (then :func:`train` destroys it at the end)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            device = torch.device("cuda", local)
-    return device
+    if world <= 1 or dist.is_initialized():
+        if dist.is_initialized() and device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return device, False
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, True
 
 
 def build_model(cfg: TrainConfig, pretrained: bool = True) -> torch.nn.Module:
+    """The model of a config. Without ``pretrained`` the checkpoint supplies every weight (and the
+    input normalisation, a buffer of the vision encoder).
+
+    Raises:
+        InputError: the model cannot be built with these options (e.g. a backbone that does not
+            take the image size), named with its options.
+    """
     args = dict(cfg.model_args)
     if not pretrained:
-        args["vision_weights"] = None  # the checkpoint supplies every trained weight
-    return model_class(cfg.model)(**args)
+        args["vision_weights"] = None
+    args.update(model_options(cfg.model, {"image_size": cfg.size}))
+    try:
+        return model_class(cfg.model)(**args)
+    except InputError:
+        raise
+    except (RuntimeError, ValueError, TypeError, AssertionError) as e:
+        raise InputError(None, f"cannot build {cfg.model} with {cfg.model_args}: "
+                         f"{str(e)[:300]}") from None
 
 
 def trainable_state(model: torch.nn.Module) -> dict:
@@ -116,60 +177,113 @@ def param_checksum(model: torch.nn.Module, buffers: bool = False) -> str:
     return h.hexdigest()[:16]
 
 
-def _order(n: int, world: int, bs: int, seed: int, epoch: int) -> np.ndarray:
-    """Epoch order of item indices, padded (wrapping) so every rank gets equal full steps."""
-    idx = np.random.default_rng([seed, epoch, 7]).permutation(n)
-    per = world * bs
-    total = max(per, math.ceil(n / per) * per)
-    return np.resize(idx, total)
-
-
-def _to(batch: dict, device: torch.device) -> dict:
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Tensors of a batch moved to ``device`` (non-blocking from pinned memory)."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in batch.items()}
 
 
+def make_loader(dataset, sampler, workers: int, device: torch.device):
+    """The training DataLoader (see the module header)."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None)
+
+
+def apply_preset(cfg: TrainConfig, explicit: set[str] = frozenset()) -> TrainConfig:
+    """``cfg`` with its preset's settings filled in, except the fields and model options named in
+    ``explicit`` (what the user set by hand wins).
+
+    Raises:
+        InputError: an unknown preset, another model than the preset's, or a required option
+            (local weights) that is missing.
+    """
+    if cfg.preset is None:
+        return cfg
+    p = PRESETS.get(cfg.preset)
+    if p is None:
+        raise InputError(None, f"unknown preset {cfg.preset!r}; choose from {sorted(PRESETS)}")
+    if cfg.model != p["model"]:
+        raise InputError(None, f"preset {cfg.preset} is for {p['model']}, not {cfg.model}")
+    for k in p["required"]:
+        if k not in explicit:
+            raise InputError(None, f"preset {cfg.preset} needs {k} (a local path; nothing is "
+                             "downloaded)")
+    values = {k: v for k, v in p["config"].items() if k not in explicit}
+    args = dict(cfg.model_args)
+    args.update({k: v for k, v in p["model_args"].items() if k not in explicit})
+    return TrainConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, **values,
+                          "model_args": args})
+
+
 def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path,
-          out: str | Path, resume: bool = False,
-          progress: Progress | None = None) -> dict:
-    """Train a baseline; see the module header. Returns a summary (steps, last loss, seconds).
+          out: str | Path, resume: bool = False, progress: Progress | None = None,
+          val_data: str | Path | GresDataset | None = None,
+          cache_dir: str | Path | None = None) -> dict:
+    """Train a baseline; see the module header. Returns a summary (steps, last loss, seconds,
+    the last validation metrics).
+
+    Args:
+        val_data: a canonical split evaluated (with ``img_root``) at the end of every epoch by
+            :func:`.predict.predict_with_model`, the code ``grdkit predict`` runs.
+        cache_dir: where the resized store lives (:func:`.data.default_cache_dir` when None).
 
     Raises:
         InputError: bad data / image root, a run folder holding another run without
-            ``resume``, or a resume whose config differs.
+            ``resume``, a resume whose config differs, or a model that cannot be built.
     """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    device = _init_dist(pick_device(cfg.device))
+    device, own_group = _init_dist(pick_device(cfg.device))
     rank, world = _dist()
     out = Path(out)
+    try:
+        return _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device,
+                      rank, world)
+    finally:
+        if own_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device, rank,
+           world) -> dict:
     ds = data if isinstance(data, GresDataset) else load_dataset(data)
-    train_set = GroupDataset(ds, img_root, cfg.group_size, cfg.size, cfg.seed,
-                             repeats=cfg.repeats)
+    val_ds = None if val_data is None else (
+        val_data if isinstance(val_data, GresDataset) else load_dataset(val_data))
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise InputError(out, "already holds a run", hint="resume it or choose a new run folder")
+    if rank == 0:  # rank 0 builds the store; the others then open it
+        store = build_store(ds, img_root, cfg.size, cache_dir, progress)
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        store = build_store(ds, img_root, cfg.size, cache_dir)
+    train_set = GroupDataset(ds, store, cfg.group_size, cfg.seed, repeats=cfg.repeats)
     if len(train_set) == 0:
         raise InputError(ds.path, "has no expression to train on")
     model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        model.vision.channels_last = True
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(_order(len(train_set), world, cfg.batch_size, cfg.seed, 0)) // (
-        world * cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    sampler = EpochBatches(len(train_set), cfg.batch_size, rank, world, cfg.seed)
+    total = cfg.epochs * len(sampler)
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: max(0.0, 1 - s / max(1, total)) ** cfg.poly_power)
     start_epoch, step = 0, 0
-    ckpt_path = out / "checkpoint.pt"
     cfg_json = json.dumps(asdict(cfg), indent=1, sort_keys=True)
-    if ckpt_path.exists() and not resume:
-        raise InputError(out, "already holds a run", hint="resume it or choose a new run folder")
     if resume and ckpt_path.exists():
         saved = json.loads((out / "config.json").read_text())
         for key in ("model", "model_args", "size", "group_size"):
             if saved.get(key) != asdict(cfg)[key]:
                 raise InputError(out / "config.json", f"{key} differs from this run's",
                                  hint="resume with the same model options")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ck["model"], strict=False)
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -182,53 +296,69 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=False)
+    if cfg.compile:
+        net = torch.compile(net)
+    loader = make_loader(train_set, sampler, cfg.workers, device)
     # closed in the finally below; opened in append mode so a resumed run extends its log
     log = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None  # noqa: SIM115
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     t0 = time.perf_counter()
-    last = float("nan")
+    last, val_metrics = float("nan"), None
     try:
         for epoch in range(start_epoch, cfg.epochs):
             if step >= total:
                 break
-            train_set.set_epoch(epoch)
+            sampler.set_epoch(epoch)
             model.train()
-            order = _order(len(train_set), world, cfg.batch_size, cfg.seed, epoch)
-            mine = order[rank::world]
-            batches = [mine[k:k + cfg.batch_size] for k in range(0, len(mine), cfg.batch_size)]
             losses = []
-            for idx in tracked(progress, batches, f"epoch {epoch + 1}/{cfg.epochs}",
-                               len(batches)):
+            for batch in tracked(progress if rank == 0 else None, loader,
+                                 f"epoch {epoch + 1}/{cfg.epochs}", len(sampler)):
                 if step >= total:
                     break
-                batch = _to(collate([train_set[int(i)] for i in idx]), device)
+                batch = to_device(batch, device)
                 if amp is not None:
                     with amp:
                         outp = net(batch)
                 else:
                     outp = net(batch)
                 loss, parts = model.loss(outp, batch, epoch, cfg.epochs)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {float(loss)} at step {step}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+                if cfg.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip)
                 opt.step()
                 sched.step()
                 step += 1
-                last = float(loss.detach())
-                losses.append(last)
-                if log and (step % cfg.log_every == 0 or step == 1):
-                    log.write(json.dumps({"epoch": epoch, "step": step, "loss": last,
-                                          "lr": sched.get_last_lr()[0], **parts,
-                                          "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
-                    log.flush()
+                losses.append(loss.detach())
+                if step % cfg.log_every == 0 or step == 1:  # the only host syncs of a step
+                    last = _mean_over_ranks(loss.detach(), world)
+                    if not np.isfinite(last):
+                        raise FloatingPointError(f"loss is {last} at step {step}")
+                    if log:
+                        log.write(json.dumps({
+                            "epoch": epoch, "step": step, "loss": last,
+                            "lr": sched.get_last_lr()[0],
+                            **{k: float(v) for k, v in parts.items()},
+                            "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
+                        log.flush()
+            mean_loss = None
+            if losses:
+                mean_loss = _mean_over_ranks(torch.stack(losses).mean(), world)
+                last = _mean_over_ranks(losses[-1], world)
+            if val_ds is not None and rank == 0:
+                from ..evaluators import evaluate
+                from .predict import predict_with_model
+
+                preds = predict_with_model(model, cfg, val_ds, img_root, device,
+                                           workers=cfg.workers)
+                val_metrics = evaluate(preds, val_ds).metrics
             if rank == 0:
-                save_checkpoint(ckpt_path, model, opt, sched, epoch, step)
+                save_checkpoint(out / "checkpoint.pt", model, opt, sched, epoch, step)
                 if log:
                     log.write(json.dumps({"event": "epoch", "epoch": epoch, "step": step,
-                                          "mean_loss": float(np.mean(losses)) if losses
-                                          else None}) + "\n")
+                                          "mean_loss": mean_loss,
+                                          **({"val": val_metrics} if val_ds is not None
+                                             else {})}) + "\n")
                     log.flush()
         if rank == 0 and not ckpt_path.exists():  # max_steps == 0: save the initial model
             save_checkpoint(ckpt_path, model, opt, sched, -1, step)
@@ -251,22 +381,38 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
         if log:
             log.close()
     return {"steps": step, "last_loss": last, "seconds": time.perf_counter() - t0,
-            "ranks_in_sync": in_sync, "world_size": world, "device": str(device)}
+            "ranks_in_sync": in_sync, "world_size": world, "device": str(device),
+            "rank": rank, "val": val_metrics}
+
+
+def _mean_over_ranks(x: torch.Tensor, world: int) -> float:
+    """The mean of a scalar over every rank (a host sync)."""
+    x = x.detach().float().clone()
+    if world > 1:
+        dist.all_reduce(x)
+        x /= world
+    return float(x)
 
 
 def load_run(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, TrainConfig]:
-    """Rebuild the model of a run folder from ``config.json`` and ``checkpoint.pt``."""
+    """Rebuild the model of a run folder from ``config.json`` and ``checkpoint.pt`` (weights and
+    input normalisation exactly as saved).
+
+    Raises:
+        InputError: not a run folder, no checkpoint yet, or a checkpoint that does not fit.
+    """
     run = Path(run_dir)
     try:
         raw = json.loads((run / "config.json").read_text())
     except FileNotFoundError:
         raise InputError(run, "is not a run folder (no config.json)",
                          hint="pass the run folder that training wrote") from None
-    cfg = TrainConfig(**raw)
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in raw.items() if k in known})
     if not (run / "checkpoint.pt").exists():
         raise InputError(run, "has no checkpoint.pt yet")
     model = build_model(cfg, pretrained=False)
-    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(ck["model"], strict=False)
     missing = [k for k in missing if not k.startswith("text.model.")]
     if missing or unexpected:

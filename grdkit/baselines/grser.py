@@ -2,30 +2,42 @@
 Beyond Single Image", ICCV 2023, §3 and §5.2), reimplemented from the paper: no official code
 exists. Equation numbers are the paper's; every choice it leaves open is marked "choice".
 
-* Text: expression -> L (C_l); anti-expression ``"<no> " + expression`` -> L_anti.
+* Text: expression -> L (C_l); anti-expression ``"<no> " + expression`` -> L_anti (choice: the
+  prefix). Word features feed the optional PWAM fusion.
 * Vision: V_n, C_v = 512 after projection, for each of the N images of a group. Choice: V_n is
   the stride-16 feature merged with the up-sampled stride-32 feature (concat, 1x1 conv, C_v).
-* Triphasic Query Module (``tqm``): language heatmap M^l_n = cos(V_n, w_l(L)) with w_l a 1x1
-  convolution, i.e. a linear map of L to C_v (eq. 1); prototypes p_n = spatial mean of
-  M^l_n * V_n (eq. 2); vision heatmaps M^v_ni = cos(V_n, p_i) for every i of the group (eq. 3).
+  The paper's encoder is LAVT's (Swin-B with pixel-word attention); ``fusion="pwam"`` adds
+  LAVT's pixel-word attention module (PWAM: pixel-to-word attention, element-wise product, a
+  tanh language gate, residual) on the stride 8 / 16 / 32 features. What stays different from
+  LAVT: the fused features are not fed back into the next encoder stage (timm backbones run
+  whole), so language enters after each stage, not between them.
+* omega_l (eq. 1): a linear map of a sentence feature to C_v (a 1x1 convolution on the sentence
+  vector). L' = omega_l(L) and L'_anti = omega_l(L_anti) are used everywhere a sentence meets
+  visual features: the language heatmap, the hierarchizer's ranking (eq. 4), the triplet loss
+  and the decision rule, so the triplet loss shapes the space the hierarchizer ranks in.
+* Triphasic Query Module (``tqm``): language heatmap M^l_n = cos(V_n, L') (eq. 1); prototypes
+  p_n = spatial mean of M^l_n * V_n (eq. 2); vision heatmaps M^v_ni = cos(V_n, p_i) for every i
+  of the group (eq. 3), computed as one batched product.
 * Heatmap Hierarchizer (``hierarchizer``, eq. 4): s_pos_i = ||p_i - L'||, s_neg_i =
-  ||p_i - L'_anti|| with L', L'_anti the projections of L, L_anti to C_v (choice: one shared
-  linear map); R_pos ranks s_pos ascending, R_neg ranks s_neg descending; the N vision heatmaps
-  are reordered by R_pos + R_neg ascending (ties by group order). ``rank`` = ``pos`` / ``neg``
-  uses one ranking, ``random`` a random order (ablations, Table 6).
+  ||p_i - L'_anti||; R_pos ranks s_pos ascending, R_neg ranks s_neg descending; the N vision
+  heatmaps are reordered by R_pos + R_neg ascending (ties by group order). ``rank`` = ``pos`` /
+  ``neg`` uses one ranking, ``random`` a random order (ablations, Table 6).
 * Mask predictor: z_n = conv(concat(V_n, M^l_n, reordered M^v_n1..N)) -> decoder (two
   up-sampling stages with the stride-8 feature) -> mask logits at 1/4. Groups smaller than N are
-  zero-padded to N heatmaps. Choice (the paper does not say how the feature map z_n meets L):
-  z_n is globally average-pooled and linearly projected to C_v, giving a_n.
-* Masks: sigmoid probabilities thresholded at 0.25 (choice: LTS's value; GRSer's is not given).
-* Positive / negative decision: d(a_n, L') + m < d(a_n, L'_anti), Euclidean, m = 1 -> positive;
-  otherwise the predicted mask is all zero.
-* Losses (eq. 5-6): triplet margin loss (margin m = 1) on all images with anchor a_n, positive
-  L' and negative L'_anti for positive images (swapped for negative images), weighted t/T (t the
+  zero-padded to N heatmaps. The triplet anchor a_n is z_n itself, globally average-pooled
+  (z_n has C_v channels: "the feature map z_n" of §3.4, no separate head; choice: the pooling).
+* Masks: sigmoid probabilities thresholded at ``TrainConfig.threshold`` (0.25, choice: LTS's
+  value; GRSer's is not given).
+* Positive / negative decision: d(a_n, L') + m < d(a_n, L'_anti), Euclidean, m = ``margin``
+  (1, §3.4) -> positive; otherwise the predicted mask is all zero.
+* Losses (eq. 5-6): triplet margin loss (margin m) on all images with anchor a_n, positive L'
+  and negative L'_anti for positive images (swapped for negative images), weighted t/T (t the
   epoch counted from 1, T the number of epochs); binary cross-entropy on the masks of positive
   images only; mirror training (``mirror``): the same model queried with L and L_anti swapped must
-  segment the background 1 - Y of positive images, weight lambda = 0.5 (choice: the paper gives
-  no value we can rely on).
+  segment the background 1 - Y of positive images, weight ``mirror_weight`` (lambda = 0.5,
+  choice: the paper gives no value we can rely on). Per-image losses are masked sums divided by
+  max(1, count), so every head stays in the graph when a batch has no positive image (DDP needs
+  every parameter to receive a gradient).
 * Without the TQM (``tqm=False``) only V_n and the language heatmap reach the decoder; without
   the triplet loss (``triplet=False``) the decision rule is untrained, so an image is positive
   when its thresholded mask is not empty.
@@ -37,10 +49,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import valid_rows
 from .encoders import DEFAULT_TEXT, DEFAULT_VISION, attach_encoders
 from .lts import conv_bn
 
 RANKS = ("pos+neg", "pos", "neg", "random")
+FUSIONS = ("none", "pwam")
 MIRROR_LAMBDA = 0.5
 MARGIN = 1.0
 
@@ -83,6 +97,16 @@ def cosine_map(v: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(v, q[:, :, None, None], dim=1, eps=1e-6).unsqueeze(1)
 
 
+def vision_heatmaps(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 for a whole group at once: M^v_ni = cos(V_n, p_i) -> ``(N, N, H, W)``.
+
+    v ``(N, C, H, W)``, p ``(N, C)``; each vector is normalised with eps 1e-6 (as
+    :func:`torch.nn.functional.cosine_similarity`)."""
+    vn = F.normalize(v, dim=1, eps=1e-6)
+    pn = F.normalize(p, dim=1, eps=1e-6)
+    return torch.einsum("nchw,ic->nihw", vn, pn)
+
+
 def prototypes(v: torch.Tensor, m_l: torch.Tensor) -> torch.Tensor:
     """Eq. 2: spatial mean of M^l_n * V_n -> ``(N, C)``."""
     return (m_l * v).mean(dim=(2, 3))
@@ -96,6 +120,34 @@ def decide(a: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor,
     return d_pos + margin < d_neg
 
 
+class PWAM(nn.Module):
+    """LAVT's pixel-word attention module (Yang et al., CVPR 2022, §3.2, eq. 1-5), one head.
+
+    Visual ``(M, C, H, W)`` and words ``(M, T, C_l)`` with mask ``(M, T)`` -> fused
+    ``(M, C, H, W)``: G = softmax_T(Q K^T / sqrt(C)) V_w (pixel-to-word attention, padding
+    masked), F = (W_m V) * (W_w G), gate = tanh(MLP(F)), output V + gate * F.
+    """
+
+    def __init__(self, c_vis: int, c_lang: int):
+        super().__init__()
+        self.q = nn.Conv2d(c_vis, c_vis, 1)
+        self.k = nn.Linear(c_lang, c_vis)
+        self.v = nn.Linear(c_lang, c_vis)
+        self.vis = nn.Sequential(nn.Conv2d(c_vis, c_vis, 1), nn.GELU())
+        self.lang = nn.Sequential(nn.Conv2d(c_vis, c_vis, 1), nn.GELU())
+        self.gate = nn.Sequential(nn.Conv2d(c_vis, c_vis, 1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c_vis, c_vis, 1), nn.Tanh())
+
+    def forward(self, x: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m, c, h, w = x.shape
+        q = self.q(x).flatten(2).transpose(1, 2)                     # (M, HW, C)
+        att = q @ self.k(words).transpose(1, 2) / c ** 0.5           # (M, HW, T)
+        att = att.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+        g = (att @ self.v(words)).transpose(1, 2).reshape(m, c, h, w)
+        fused = self.vis(x) * self.lang(g)
+        return x + self.gate(fused) * fused
+
+
 class GRSer(nn.Module):
     """Grouped Referring Segmenter; see the module header.
 
@@ -104,9 +156,17 @@ class GRSer(nn.Module):
         width: C_v (paper: 512). group_size: N, the number of heatmap channels.
         tqm, hierarchizer, mirror, triplet: the paper's components (ablation switches).
         rank: ``pos+neg`` | ``pos`` | ``neg`` | ``random``.
+        fusion: ``none`` or ``pwam`` (LAVT's pixel-word attention on the encoder features).
+        margin: m of the triplet loss and decision rule (paper: 1).
+        mirror_weight: lambda of the mirror loss (choice: 0.5).
+        image_size: S, for backbones built for an input size (Swin).
 
     Output of ``forward``: ``{"p": (M, 1, S/4, S/4) mask logits, "a": (M, C_v) anchors,
-    "l_pos": (B, C_v), "l_neg": (B, C_v), "mirror": logits with L / L_anti swapped or None}``.
+    "l_pos": (B, C_v) L', "l_neg": (B, C_v) L'_anti, "order": list of each group's heatmap
+    order (eq. 4) or None, "mirror": logits with L / L_anti swapped or None}``.
+
+    Raises:
+        ValueError: an unknown ``rank`` or ``fusion``.
     """
 
     name = "grser"
@@ -115,23 +175,29 @@ class GRSer(nn.Module):
                  text: str = DEFAULT_TEXT, text_gru: bool = False, width: int = 512,
                  group_size: int = 8, train_text: bool = False, freeze_vision: bool = False,
                  tqm: bool = True, hierarchizer: bool = True, mirror: bool = True,
-                 triplet: bool = True, rank: str = "pos+neg", seed: int = 0):
+                 triplet: bool = True, rank: str = "pos+neg", seed: int = 0,
+                 fusion: str = "none", margin: float = MARGIN,
+                 mirror_weight: float = MIRROR_LAMBDA, image_size: int | None = None):
         super().__init__()
         if rank not in RANKS:
             raise ValueError(f"rank must be one of {RANKS}")
-        attach_encoders(self, vision, vision_weights, text, text_gru, train_text, freeze_vision)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}")
+        attach_encoders(self, vision, vision_weights, text, text_gru, train_text, freeze_vision,
+                        image_size)
         c8, c16, c32 = self.vision.channels
         c, cl = width, self.text.dim
         self.n_max, self.use_tqm, self.use_hier = int(group_size), tqm, hierarchizer
         self.use_mirror, self.use_triplet, self.rank_mode = mirror, triplet, rank
+        self.margin, self.mirror_weight = float(margin), float(mirror_weight)
+        self.pwam = nn.ModuleList([PWAM(ch, cl) for ch in (c8, c16, c32)]) \
+            if fusion == "pwam" else None
         self.v16 = nn.Conv2d(c16, c, 1)
         self.v32 = nn.Conv2d(c32, c, 1)
         self.v_merge = conv_bn(2 * c, c, 1)
-        self.w_l = nn.Linear(cl, c)            # eq. 1 (a 1x1 conv on the sentence vector)
-        self.l_proj = nn.Linear(cl, c)         # L -> L', L_anti -> L'_anti (eq. 4, decision)
+        self.w_l = nn.Linear(cl, c)            # omega_l of eq. 1 (a 1x1 conv on a sentence)
         heat = 1 + (self.n_max if tqm else 0)
         self.z_conv = conv_bn(c + heat, c)
-        self.a_proj = nn.Linear(c, c)
         self.dec16 = conv_bn(c, c // 2)
         self.skip8 = nn.Conv2d(c8, c // 2, 1)
         self.dec8 = conv_bn(c, c // 2)
@@ -140,83 +206,93 @@ class GRSer(nn.Module):
                                   nn.Conv2d(c // 4, 1, 1))
         self.generator = torch.Generator().manual_seed(seed)
 
-    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        anti = [f"<no> {t}" for t in texts]
-        both = self.text(list(texts) + anti)  # a frozen transformer is cached, its GRU trains
-        return both[: len(texts)], both[len(texts):]
-
-    def _group(self, v: torch.Tensor, f8: torch.Tensor, q: torch.Tensor, q_anti: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One group of n images queried with sentence q (its anti-sentence q_anti)."""
+    def _heatmaps(self, v: torch.Tensor, q: torch.Tensor, q_anti: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One group's heatmaps (eq. 1-4) with sentence q and anti-sentence q_anti (both already
+        projected by omega_l): ``(n, 1 [+ N], H, W)`` and the heatmap order (or None)."""
         n = v.shape[0]
-        l_pos, l_neg = self.l_proj(q), self.l_proj(q_anti)
-        m_l = cosine_map(v, self.w_l(q))                       # eq. 1
-        maps = [m_l]
-        if self.use_tqm:
-            p = prototypes(v, m_l)                             # eq. 2
-            m_v = torch.stack([cosine_map(v, p[i]) for i in range(n)], 1)[:, :, 0]  # eq. 3
-            if self.use_hier:
-                order = hierarchy_order(p.detach().float(), l_pos.detach().float(),
-                                        l_neg.detach().float(), self.rank_mode,
-                                        self.generator)        # eq. 4
-                m_v = m_v[:, order]
-            if n < self.n_max:
-                m_v = F.pad(m_v, (0, 0, 0, 0, 0, self.n_max - n))
-            maps.append(m_v[:, : self.n_max])
-        z = self.z_conv(torch.cat([v, *maps], 1))
-        a = self.a_proj(z.mean(dim=(2, 3)))
+        m_l = cosine_map(v, q)                                     # eq. 1
+        if not self.use_tqm:
+            return m_l, None
+        p = prototypes(v, m_l)                                     # eq. 2
+        m_v = vision_heatmaps(v, p)                                # eq. 3
+        order = None
+        if self.use_hier:
+            order = hierarchy_order(p.detach().float(), q.detach().float(),
+                                    q_anti.detach().float(), self.rank_mode,
+                                    self.generator)                # eq. 4
+            m_v = m_v[:, order]
+        if n < self.n_max:
+            m_v = F.pad(m_v, (0, 0, 0, 0, 0, self.n_max - n))
+        return torch.cat([m_l, m_v[:, : self.n_max]], 1), order
+
+    def _decode(self, v: torch.Tensor, f8: torch.Tensor, maps: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_n -> (mask logits, anchors a_n = pooled z_n), for all images at once."""
+        z = self.z_conv(torch.cat([v, maps], 1))
         y = self.dec16(z)
         y = F.interpolate(y, size=f8.shape[-2:], mode="bilinear", align_corners=False)
         y = self.dec8(torch.cat([y, self.skip8(f8)], 1))
-        return self.head(y), a, l_pos, l_neg
+        return self.head(y), z.mean(dim=(2, 3))
 
     def forward(self, batch: dict) -> dict:
-        valid = batch["valid"]
-        l, l_anti = self.encode_text(batch["expression"])
-        ps, anchors, lps, lns, mirrors = [], [], [], [], []
-        for b in range(valid.shape[0]):
-            x = batch["images"][b][valid[b]]
-            f8, f16, f32 = self.vision(x)
-            up = F.interpolate(self.v32(f32), size=f16.shape[-2:], mode="bilinear",
-                               align_corners=False)
-            v = self.v_merge(torch.cat([self.v16(f16), up], 1))
-            p, a, lp, ln = self._group(v, f8, l[b], l_anti[b])
-            ps.append(p)
-            anchors.append(a)
-            lps.append(lp)
-            lns.append(ln)
-            if self.use_mirror and self.training:
-                mirrors.append(self._group(v, f8, l_anti[b], l[b])[0])
-        return {"p": torch.cat(ps), "a": torch.cat(anchors), "l_pos": torch.stack(lps),
-                "l_neg": torch.stack(lns), "mirror": torch.cat(mirrors) if mirrors else None}
+        texts = list(batch["expression"])
+        words, wmask, both = self.text.encode(texts + [f"<no> {t}" for t in texts])
+        b = len(texts)
+        q_all = self.w_l(both)                                     # omega_l(L), omega_l(L_anti)
+        q, q_anti = q_all[:b], q_all[b:]
+        x = valid_rows(batch, "images")
+        feats = self.vision(x)                  # one backbone call for every image of the step
+        if self.pwam is not None:
+            g = batch["group"]
+            w, wm = words[:b].index_select(0, g), wmask[:b].index_select(0, g)
+            feats = [mod(f, w, wm) for mod, f in zip(self.pwam, feats)]
+        f8, f16, f32 = feats
+        up = F.interpolate(self.v32(f32), size=f16.shape[-2:], mode="bilinear",
+                           align_corners=False)
+        v = self.v_merge(torch.cat([self.v16(f16), up], 1))
+        groups = torch.split(v, batch["counts"])
+        maps, orders = zip(*(self._heatmaps(vg, q[k], q_anti[k]) for k, vg in enumerate(groups)))
+        p, a = self._decode(v, f8, torch.cat(maps))
+        mirror = None
+        if self.use_mirror and self.training:
+            mirror_maps = [self._heatmaps(vg, q_anti[k], q[k])[0] for k, vg in enumerate(groups)]
+            mirror = self._decode(v, f8, torch.cat(mirror_maps))[0]
+        return {"p": p, "a": a, "l_pos": q, "l_neg": q_anti,
+                "order": list(orders) if self.use_hier and self.use_tqm else None,
+                "mirror": mirror}
 
     def loss(self, out: dict, batch: dict, epoch: int = 0, epochs: int = 1) -> tuple:
-        """Eq. 5-6 (see module header); returns (loss, parts)."""
-        valid = batch["valid"]
-        pos = batch["positive"][valid]
-        y = F.adaptive_avg_pool2d(batch["masks"][valid], out["p"].shape[-2:])
-        counts = valid.sum(1)
-        l_pos = out["l_pos"].repeat_interleave(counts, 0)
-        l_neg = out["l_neg"].repeat_interleave(counts, 0)
-        parts = {}
-        total = out["p"].new_zeros(())
-        if pos.any():
-            ce = F.binary_cross_entropy_with_logits(out["p"][pos].float(), y[pos])
-            total = total + ce
-            parts["bce"] = float(ce.detach())
-            if out["mirror"] is not None:
-                mir = F.binary_cross_entropy_with_logits(out["mirror"][pos].float(), 1 - y[pos])
-                total = total + MIRROR_LAMBDA * mir
-                parts["mirror"] = float(mir.detach())
+        """Eq. 5-6 (see module header); returns (loss, parts as detached 0-d tensors, and the
+        triplet weight as a float)."""
+        pos = valid_rows(batch, "positive")
+        w = pos.float()
+        n_pos = w.sum().clamp_min(1.0)
+        y = F.adaptive_avg_pool2d(valid_rows(batch, "masks").float(), out["p"].shape[-2:])
+        group = batch["group"]
+        l_pos = out["l_pos"].index_select(0, group)
+        l_neg = out["l_neg"].index_select(0, group)
+
+        def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            per_image = F.binary_cross_entropy_with_logits(
+                logits.float(), target, reduction="none").mean(dim=(1, 2, 3))
+            return (per_image * w).sum() / n_pos          # positives only; 0 (in graph) if none
+
+        ce = masked_bce(out["p"], y)
+        total, parts = ce, {"bce": ce.detach()}
+        if out["mirror"] is not None:
+            mir = masked_bce(out["mirror"], 1 - y)
+            total = total + self.mirror_weight * mir
+            parts["mirror"] = mir.detach()
         if self.use_triplet:
             positive = torch.where(pos[:, None], l_pos, l_neg)
             negative = torch.where(pos[:, None], l_neg, l_pos)
             tri = F.triplet_margin_loss(out["a"].float(), positive.float(), negative.float(),
-                                        margin=MARGIN, p=2)
-            w = (epoch + 1) / max(1, epochs)                       # t / T
-            total = total + w * tri
-            parts["triplet"] = float(tri.detach())
-            parts["triplet_weight"] = w
+                                        margin=self.margin, p=2)
+            tw = (epoch + 1) / max(1, epochs)                    # t / T
+            total = total + tw * tri
+            parts["triplet"] = tri.detach()
+            parts["triplet_weight"] = tw
         return total, parts
 
     def probabilities(self, out: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -225,8 +301,7 @@ class GRSer(nn.Module):
         if not self.use_triplet:
             return probs, None
         n = out["a"].shape[0]
-        lp = out["l_pos"].float().expand(n, -1) if out["l_pos"].shape[0] == 1 else None
-        ln = out["l_neg"].float().expand(n, -1) if out["l_neg"].shape[0] == 1 else None
-        if lp is None:
+        if out["l_pos"].shape[0] != 1:
             raise ValueError("probabilities() expects one group per batch")
-        return probs, decide(out["a"].float(), lp, ln)
+        return probs, decide(out["a"].float(), out["l_pos"].float().expand(n, -1),
+                             out["l_neg"].float().expand(n, -1), self.margin)

@@ -1,9 +1,12 @@
-"""Inference: a trained run -> ``preds.json`` (the evaluator's format).
+"""Inference: a trained model -> ``preds.json`` (the evaluator's format).
 
-Each expression is run over every image of its group in chunks of the training group size; the
-foreground probability map is resized to the image's original size (bilinear), thresholded
-(``threshold``, 0.25 for LTS as in the paper), and encoded as COCO RLE. A mask with fewer than
-``min_pixels`` pixels, or an image the model decides is negative (GRSer), is ``null`` (no target).
+Each expression is run over every image of its group in chunks of the training group size (a
+DataLoader decodes and resizes the images in worker processes); the foreground probability map
+is resized to the image's original size (bilinear), thresholded (the run's ``threshold``, 0.25 by
+default, see :class:`~.engine.TrainConfig`), and encoded as COCO RLE. A mask with fewer than
+``min_pixels`` pixels, or an image the model decides is negative (GRSer's triplet rule), is
+``null`` (no target). :func:`predict_with_model` is also what training's per-epoch validation
+runs, so a saved run predicts exactly what training measured.
 """
 
 from __future__ import annotations
@@ -17,45 +20,68 @@ import torch.nn.functional as F
 from ..format import GresDataset, load_dataset, masks
 from ..io import atomic_write_text
 from ..progress import Progress, tracked
-from .data import ImageCache, collate, inference_items
-from .engine import load_run, pick_device
+from .data import InferenceItems, collate
+from .engine import TrainConfig, load_run, pick_device, to_device
+
+
+def collate_one(item: dict) -> dict:
+    """A batch of one item (module-level, so DataLoader workers can use it)."""
+    return collate([item])
 
 
 @torch.no_grad()
+def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset,
+                       img_root: str | Path, device: torch.device, min_pixels: int = 1,
+                       threshold: float | None = None, progress: Progress | None = None,
+                       workers: int = 0) -> list[dict]:
+    """Predictions of an in-memory model for every (expression, image) pair of ``ds``, sorted by
+    (expression_id, image_id): ``{"expression_id", "image_id", "segmentation": RLE | None,
+    "score": max probability (0-1)}``. The model is left in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    thr = cfg.threshold if threshold is None else threshold
+    items = InferenceItems(ds, img_root, cfg.size, cfg.group_size)
+    loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=workers,
+                                         collate_fn=collate_one)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    out = []
+    try:
+        for batch in tracked(progress, loader, "predicting", len(items)):
+            batch = to_device(batch, device)
+            if amp is not None:
+                with amp:
+                    res = model(batch)
+            else:
+                res = model(batch)
+            probs, decision = model.probabilities(res)
+            for k, iid in enumerate(batch["image_ids"][0]):
+                h, w = (int(x) for x in batch["sizes"][0, k])
+                p = F.interpolate(probs[k:k + 1].float(), size=(h, w), mode="bilinear",
+                                  align_corners=False)[0, 0]
+                m = (p > thr).cpu().numpy()
+                keep = (decision is None or bool(decision[k])) and int(m.sum()) >= min_pixels
+                out.append({"expression_id": batch["expression_id"][0], "image_id": iid,
+                            "segmentation": masks.encode(m) if keep else None,
+                            "score": round(float(p.max()), 6)})
+    finally:
+        model.train(was_training)
+    out.sort(key=lambda r: (r["expression_id"], r["image_id"]))
+    return out
+
+
 def predict(run_dir: str | Path, data: str | Path | GresDataset, img_root: str | Path,
             device: str = "auto", min_pixels: int = 1, threshold: float | None = None,
-            progress: Progress | None = None) -> list[dict]:
-    """Predictions for every (expression, image) pair, sorted by (expression_id, image_id)."""
+            progress: Progress | None = None, workers: int = 0) -> list[dict]:
+    """Predictions of a saved run (:func:`~.engine.load_run`); see :func:`predict_with_model`.
+
+    Raises:
+        InputError: not a run folder, a checkpoint that does not fit, unreadable images.
+    """
     dev = pick_device(device)
     model, cfg = load_run(run_dir, dev)
     ds = data if isinstance(data, GresDataset) else load_dataset(data)
-    thr = cfg.threshold if threshold is None else threshold
-    cache = ImageCache(ds, img_root, cfg.size, cache=False)
-    n_items = sum(-(-len(ds.group(e.group_id).image_ids) // cfg.group_size)
-                  for e in ds.expressions)
-    items = inference_items(ds, cache, cfg.group_size)
-    items = tracked(progress, items, "predicting", n_items)
-    out = []
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
-    for it in items:
-        batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in collate([it]).items()}
-        if amp is not None:
-            with amp:
-                res = model(batch)
-        else:
-            res = model(batch)
-        probs, decision = model.probabilities(res)
-        for k, iid in enumerate(it["image_ids"]):
-            h, w = (int(x) for x in it["sizes"][k])
-            p = F.interpolate(probs[k:k + 1].float(), size=(h, w), mode="bilinear",
-                              align_corners=False)[0, 0]
-            m = (p > thr).cpu().numpy()
-            keep = (decision is None or bool(decision[k])) and int(m.sum()) >= min_pixels
-            out.append({"expression_id": it["expression_id"], "image_id": iid,
-                        "segmentation": masks.encode(m) if keep else None,
-                        "score": round(float(p.max()), 6)})
-    out.sort(key=lambda r: (r["expression_id"], r["image_id"]))
-    return out
+    return predict_with_model(model, cfg, ds, img_root, dev, min_pixels, threshold, progress,
+                              workers)
 
 
 def write_predictions(preds: list[dict], path: str | Path) -> None:

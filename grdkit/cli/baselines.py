@@ -1,4 +1,5 @@
-"""``grdkit train lts|grser`` and ``grdkit predict`` (need the ``grdkit[baselines]`` extra)."""
+"""``grdkit train``, ``grdkit predict`` and ``grdkit cache`` (need the ``grdkit[baselines]``
+extra)."""
 
 from __future__ import annotations
 
@@ -54,39 +55,80 @@ from .ui import out, progress_bar, table
 @click.option("--no-triplet", is_flag=True, help="GRSer ablation: no triplet loss / decision.")
 @click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random"]),
               default="pos+neg", show_default=True, help="GRSer heatmap ranking (eq. 4).")
+@click.option("--fusion", type=click.Choice(["paper", "text-every-level", "none", "pwam"]),
+              help="LTS: paper (eq. 5-7 as written; default) or text-every-level. GRSer: none "
+                   "(default) or pwam (LAVT pixel-word attention on the encoder features).")
+@click.option("--margin", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="GRSer triplet margin m (§3.4).")
+@click.option("--mirror-weight", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="GRSer mirror-loss weight lambda (not published; grdkit's choice).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="Mask threshold, saved with the run (LTS's 0.25; GRSer publishes none).")
+@click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Gradient-norm clipping (not in either paper; 0 disables).")
+@click.option("--preset", type=click.Choice(["gres-paper", "lts-paper"]),
+              help="Fill in a paper's stated settings (options given explicitly win). "
+                   "gres-paper needs --vision-weights (Swin-B state dict) and --text "
+                   "(bert-base-uncased folder).")
+@click.option("--val-data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A split evaluated after every epoch with the code of grdkit predict; its "
+                   "metrics are logged under 'val' in metrics.jsonl.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="DataLoader worker processes.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the resized image store lives (default $GRDKIT_CACHE or "
+                   "~/.cache/grdkit); built on first use, see grdkit cache.")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format (CUDA).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--no-progress", is_flag=True)
-def train_cmd(model, data, img_root, out_dir, epochs, batch_size, lr, group_size, size, device,
-              seed, repeats, resume, max_steps, vision, vision_weights, text, text_gru, train_text,
-              freeze_vision, width, d_k, no_tqm, no_hierarchizer, no_mirror, no_triplet, rank,
-              no_progress):
-    """Train a baseline (LTS or GRSer) on a canonical dataset; CPU or CUDA (bf16).
+@click.pass_context
+def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group_size, size,
+              device, seed, repeats, resume, max_steps, vision, vision_weights, text, text_gru,
+              train_text, freeze_vision, width, d_k, no_tqm, no_hierarchizer, no_mirror,
+              no_triplet, rank, fusion, margin, mirror_weight, threshold, clip, preset, val_data,
+              workers, cache_dir, channels_last, compile_, no_progress):
+    """Train a baseline on a canonical dataset; CPU or CUDA (bf16).
 
     Several GPUs or nodes: launch with torchrun, e.g.
     torchrun --nproc_per_node 4 -m grdkit.cli.main train lts ...
+    (only rank 0 prints and writes the run folder).
     """
     from ..baselines import model_options, require_torch
 
     require_torch()
-    from ..baselines.engine import TrainConfig, train
+    from ..baselines.engine import TrainConfig, apply_preset, train
 
     options = {"vision": vision, "vision_weights": vision_weights, "text": text,
                "text_gru": text_gru, "train_text": train_text, "freeze_vision": freeze_vision,
                "d_k": d_k, "group_size": group_size, "tqm": not no_tqm,
                "hierarchizer": not no_hierarchizer, "mirror": not no_mirror,
-               "triplet": not no_triplet, "rank": rank, "seed": seed}
+               "triplet": not no_triplet, "rank": rank, "seed": seed, "margin": margin,
+               "mirror_weight": mirror_weight}
     if width is not None:
         options["width"] = width
+    if fusion is not None:
+        options["fusion"] = fusion
     args = model_options(model, options)  # each model takes the options its constructor names
     cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                       group_size=group_size, size=size, seed=seed, device=device,
-                      repeats=repeats,
-                      max_steps=max_steps, model_args=args)
+                      repeats=repeats, max_steps=max_steps, threshold=threshold, clip=clip,
+                      workers=workers, channels_last=channels_last, compile=compile_,
+                      preset=preset, model_args=args)
+    explicit = {k for k in ctx.params
+                if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    cfg = apply_preset(cfg, explicit)
     with progress_bar(not no_progress) as track:
-        res = train(cfg, data, img_root, out_dir, resume=resume, progress=track)
-    out.print(table(f"trained {model} -> {out_dir}", [
-        {"steps": res["steps"], "last loss": round(res["last_loss"], 4),
-         "seconds": round(res["seconds"], 1), "device": res["device"],
-         "processes": res["world_size"], "in sync": res["ranks_in_sync"]}]))
+        res = train(cfg, data, img_root, out_dir, resume=resume, progress=track,
+                    val_data=val_data, cache_dir=cache_dir)
+    if res["rank"] != 0:
+        return
+    row = {"steps": res["steps"], "last loss": round(res["last_loss"], 4),
+           "seconds": round(res["seconds"], 1), "device": res["device"],
+           "processes": res["world_size"], "in sync": res["ranks_in_sync"]}
+    if res["val"]:
+        row.update({f"val {k}": round(res["val"][k], 2) for k in ("gres_miou", "t_acc", "n_acc")
+                    if res["val"].get(k) is not None})
+    out.print(table(f"trained {model} -> {out_dir}", [row]))
 
 
 @click.command("predict")
@@ -103,8 +145,11 @@ def train_cmd(model, data, img_root, out_dir, epochs, batch_size, lr, group_size
 @click.option("--min-pixels", type=click.IntRange(min=1), default=1, show_default=True,
               help="Masks with fewer pixels are 'no target' (null).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="DataLoader worker processes decoding images.")
 @click.option("--no-progress", is_flag=True)
-def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold, no_progress):
+def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold, workers,
+                no_progress):
     """Predict masks for every (expression, image) pair and write preds.json."""
     from ..baselines import require_torch
 
@@ -112,8 +157,37 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
     from ..baselines.predict import predict, write_predictions
 
     with progress_bar(not no_progress) as track:
-        preds = predict(run_dir, data, img_root, device, min_pixels, threshold, track)
+        preds = predict(run_dir, data, img_root, device, min_pixels, threshold, track, workers)
     write_predictions(preds, out_path)
     n_pos = sum(p["segmentation"] is not None for p in preds)
     out.print(f"Wrote {out_path}: {len(preds)} pairs, {n_pos} predicted targeted, "
               f"{len(preds) - n_pos} no-target")
+
+
+@click.command("cache")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Canonical split file whose images and positive masks are stored.")
+@click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
+                                                            path_type=Path))
+@click.option("--size", type=click.IntRange(min=32), default=416, show_default=True,
+              help="S: images resized to S x S (as grdkit train --size).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Parent folder (default $GRDKIT_CACHE or ~/.cache/grdkit).")
+@click.option("--no-progress", is_flag=True)
+def cache_cmd(data, img_root, size, cache_dir, no_progress):
+    """Pre-resize every image and mask once into a memory-mapped uint8 store.
+
+    Training reads it from every DataLoader worker and every rank (and builds it on first use
+    when it is missing). The store is keyed by the dataset's content, the image root and S.
+    """
+    from ..baselines import require_torch
+
+    require_torch()
+    from ..baselines.data import build_store
+    from ..format import load_dataset
+
+    with progress_bar(not no_progress) as track:
+        store = build_store(load_dataset(data), img_root, size, cache_dir, track)
+    nbytes = sum(f.stat().st_size for f in store.folder.iterdir())
+    out.print(f"Store {store.folder}: {len(store.image_row)} images, {len(store.mask_row)} "
+              f"masks at {size} px, {nbytes / 2**20:.1f} MiB")

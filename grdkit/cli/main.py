@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import GrdkitError
-from .baselines import predict_cmd, train_cmd
+from .baselines import cache_cmd, predict_cmd, train_cmd
 from .build import build_cmd, stats_cmd
 from .evaluate import eval_group
 from .export import export_group
@@ -51,6 +51,7 @@ cli.add_command(export_group)
 cli.add_command(show_cmd)
 cli.add_command(train_cmd)
 cli.add_command(predict_cmd)
+cli.add_command(cache_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
