@@ -28,9 +28,9 @@ from .format import (
     Target,
     load_dataset,
     load_splits,
+    masks,
     save_dataset,
 )
-from .format import masks
 
 
 def __getattr__(name):  # lazy: keep `import grdkit` light

@@ -8,8 +8,8 @@ from pycocotools import mask as mask_utils
 
 from grdkit import masks
 from grdkit.builders import convert_d3
-from grdkit.sources.d3 import read_d3
 from grdkit.errors import InputError
+from grdkit.sources.d3 import read_d3
 from grdkit.testing.synth import generate_d3, write_d3
 
 from .conftest import run_cli

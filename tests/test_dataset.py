@@ -7,9 +7,9 @@ import pytest
 
 from grdkit import GresDataset, load_dataset, save_dataset
 from grdkit.builders import build_dataset
-from grdkit.format.dataset import dumps, load_splits
 from grdkit.errors import InputError
 from grdkit.format import json_schema
+from grdkit.format.dataset import dumps, load_splits
 from grdkit.testing.synth import demo_root
 
 SCHEMA = json_schema()

@@ -8,8 +8,8 @@ from PIL import Image as PILImage
 
 from grdkit import masks
 from grdkit.builders import build_dataset
-from grdkit.export.card import load_template
 from grdkit.errors import InputError
+from grdkit.export.card import load_template
 from grdkit.hf import decode_mask, export_hf, from_hf, to_hf
 from grdkit.testing.synth import demo_root
 

@@ -5,8 +5,8 @@ import pickle
 
 import pytest
 
-from grdkit.sources import refer
 from grdkit.errors import InputError
+from grdkit.sources import refer
 
 from .conftest import load_refs_py3
 from .py2pickle import dumps_py2, to_py2_strings

@@ -11,9 +11,9 @@ from PIL import Image as PILImage
 from grdkit import masks
 from grdkit.builders import build_dataset
 from grdkit.format.dataset import dumps
+from grdkit.format.masks import polygon_problems
 from grdkit.format.rlecheck import check_rles, decode_counts
 from grdkit.testing.synth import demo_root, generate_d3, write_d3
-from grdkit.format.masks import polygon_problems
 from grdkit.validate import validate_path
 
 from .conftest import dataset_from_dense, run_cli

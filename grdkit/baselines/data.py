@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
+from ..errors import InputError
 from ..format import GresDataset
 from ..format import masks as rle
-from ..errors import InputError
 
 
 class ImageCache:

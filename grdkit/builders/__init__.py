@@ -12,12 +12,19 @@ A new source is a reader in :mod:`grdkit.sources` plus a builder here that feeds
 """
 
 from .assemble import AnnotationMasks, SplitAssembler
-from .grd import EXPRESSION_SETS, SETTINGS, convert_d3
+from .grd import (
+           EXPRESSION_ALIASES,
+           EXPRESSION_SETS,
+           SETTINGS,
+           convert_d3,
+           default_expressions,
+           expression_set,
+)
 from .imagegroup import group_from_files
 from .refer import NEGATIVE_MODES, BuildOptions, BuildReport, build_dataset, build_from_refer
 from .registry import DATASETS, DatasetSpec, dataset_spec, refer_datasets
 
-__all__ = ["DATASETS", "EXPRESSION_SETS", "NEGATIVE_MODES", "SETTINGS", "AnnotationMasks",
+__all__ = ["DATASETS", "EXPRESSION_ALIASES", "EXPRESSION_SETS", "NEGATIVE_MODES", "SETTINGS", "AnnotationMasks",
            "BuildOptions", "BuildReport", "DatasetSpec", "SplitAssembler", "build_dataset",
-           "build_from_refer", "convert_d3", "dataset_spec", "group_from_files",
+           "build_from_refer", "convert_d3", "dataset_spec", "default_expressions", "expression_set", "group_from_files",
            "refer_datasets"]

@@ -7,11 +7,18 @@ from pathlib import Path
 
 import click
 
-from ..builders import DATASETS, EXPRESSION_SETS, SETTINGS, convert_d3
+from ..builders import (
+    DATASETS,
+    EXPRESSION_ALIASES,
+    EXPRESSION_SETS,
+    SETTINGS,
+    convert_d3,
+    default_expressions,
+)
 from ..errors import InputError
 from ..export import write_dataset
 from ..io import atomic_write_text
-from ..sources.d3 import read_d3
+from ..sources.d3 import read_d3, read_d3_json
 from ..validate import ValidationReport, check_images, validate_path
 from .ui import err, out, table
 
@@ -22,9 +29,13 @@ def convert_group():
 
 
 @convert_group.command("d3")
-@click.option("--anno-root", required=True, type=click.Path(path_type=Path),
+@click.option("--anno-root", type=click.Path(path_type=Path),
               help="D³ annotation folder: sentences.pkl, annotations.pkl, images.pkl, "
-                   "groups.pkl.")
+                   "groups.pkl. With --json: the folder whose groups.pkl (and sentences.pkl) "
+                   "give the groups (and presence / absence).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="D³'s COCO-style JSON instead of the pickles (d3_full_annotations.json, "
+                   "d3_pres_annotations.json or d3_abs_annotations.json).")
 @click.option("--img-root", type=click.Path(file_okay=False, path_type=Path),
               help="D³ image folder; every image is checked to exist with its recorded size.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -32,17 +43,25 @@ def convert_group():
 @click.option("--setting", type=click.Choice(SETTINGS), default="intra", show_default=True,
               help="intra: each group's sentences vs. that group's images (GRD); inter: every "
                    "sentence vs. every image.")
-@click.option("--expressions", type=click.Choice(EXPRESSION_SETS), default="presence",
-              show_default=True,
-              help="presence (= GRD's 316 expressions), absence, or all.")
-def convert_d3_cmd(anno_root, img_root, out_dir, setting, expressions):
-    """Convert GRD as released (the D³ pickles) to the canonical format.
+@click.option("--expressions", type=click.Choice([*EXPRESSION_SETS, *EXPRESSION_ALIASES]),
+              help="presence (= GRD's 316 expressions), absence, or all; D³'s names pres, abs, "
+                   "full too. Default: presence for the pickles, the sentences a --json file "
+                   "holds.")
+def convert_d3_cmd(anno_root, json_file, img_root, out_dir, setting, expressions):
+    """Convert GRD as released (the D³ pickles or COCO JSON) to the canonical format.
 
     With the defaults (intra, presence) the result is GRD: the summary prints its counts next
-    to the paper's (316 expressions, 31,524 pairs).
+    to the paper's (316 expressions, 31,524 pairs). A --json file has no groups: the intra
+    setting also needs --anno-root with groups.pkl; otherwise use --setting inter.
     """
-    data = read_d3(anno_root)
-    ds = convert_d3(data, setting, expressions)
+    if json_file is None and anno_root is None:
+        raise click.UsageError("give --anno-root (the D³ pickles) or --json (a D³ COCO JSON)")
+    if json_file is not None:
+        data = read_d3_json(json_file, anno_root)
+    else:
+        data = read_d3(anno_root)
+    ds = convert_d3(data, setting, expressions or default_expressions(data))
+    expressions = ds.info["recipe"]["expressions"]
     if img_root is not None:
         rep = ValidationReport(str(img_root), "images")
         check_images(img_root, [{"id": im.id, "file_name": im.file_name, "height": im.height,

@@ -19,10 +19,10 @@ from typing import Any
 
 from ..format import GresDataset, load_dataset, load_splits
 from ..progress import Progress, tracked
+from . import state
 from .gres import GresEvaluator
 from .predictions import GroundTruth, load_predictions
 from .report import Report, check_gate
-from . import state
 from .state import merge_states
 
 CHUNK = 2048  # predictions validated and processed per batch

@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import InputError
 from ..io import loads_pickle, read_bytes
 
+
 @dataclass(frozen=True, slots=True)
 class Sentence:
     """One sentence of a ref: refer's ``sent_id``, tokenised lower-case ``sent`` and ``raw`` text."""
