@@ -412,3 +412,30 @@ def test_eval_on_the_real_sample_layout(tmp_path):
     ds = splits["val"]
     for mode in ("gt", "mixed", "noise"):
         _compare(ds, *_predict(ds, np.random.default_rng(3), mode))
+
+
+def test_min_pixels_drops_the_small_mask_from_u_unlike_rela(groot):
+    """Known, documented difference (reported, not changed): with ``min_pixels`` > 1 a targeted
+    pair whose small mask counts as "no target" adds only its ground truth to U in grdkit ("counts
+    as an empty mask everywhere"); ReLA, whose no-target flag comes from a separate head, adds
+    |pred ∪ gt| for a targeted sample flagged no-target. With the default ``min_pixels=1`` the
+    two agree (tests above)."""
+    splits, _ = build_grefcoco(groot)
+    ds = splits["train"]
+    preds, gts, first = [], [], True
+    for t in ds.targets:
+        gt = masks.decode(t.segmentation).astype(bool)
+        p = np.zeros_like(gt)
+        if t.positive and first:
+            p, first = gt.copy(), False
+        elif t.positive:
+            p[-2:, -2:] = True  # 4 px away from every square: below min_pixels=5
+        preds.append({"expression_id": t.expression_id, "image_id": t.image_id,
+                      "segmentation": masks.encode(p) if p.any() else None})
+        gts.append((gt, p, t.positive))
+    m = grdkit.evaluate(preds, ds, min_pixels=5).metrics
+    inter = sum(int((g & p).sum()) for g, p, pos in gts if pos and p.sum() >= 5)
+    u_grdkit = sum(int(g.sum()) if p.sum() < 5 else int((g | p).sum()) for g, p, pos in gts)
+    u_rela = sum(int((g | p).sum()) for g, p, pos in gts)
+    assert m["ciou"] == pytest.approx(100 * inter / u_grdkit)
+    assert u_rela == u_grdkit + 2 * 4 and m["ciou"] > 100 * inter / u_rela
