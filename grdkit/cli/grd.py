@@ -1,4 +1,4 @@
-"""``grdkit convert d3`` and ``grdkit validate``."""
+"""``grdkit convert d3``, ``grdkit convert cosod``, ``grdkit validate`` and ``grdkit show``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ..builders import (
     EXPRESSION_ALIASES,
     EXPRESSION_SETS,
     SETTINGS,
+    build_cosod,
     convert_d3,
     default_expressions,
 )
@@ -20,7 +21,7 @@ from ..export import write_dataset
 from ..io import atomic_write_text
 from ..sources.d3 import read_d3, read_d3_json
 from ..validate import ValidationReport, check_images, validate_path
-from .ui import err, out, table
+from .ui import err, out, progress_bar, table
 
 
 @click.group("convert")
@@ -86,6 +87,46 @@ def convert_d3_cmd(anno_root, json_file, img_root, out_dir, setting, expressions
     if shared:
         err.print(f"note: {shared} sentences are listed in several groups and became one "
                   "expression per group")
+    out.print(f"Wrote {', '.join(str(p) for p in paths)}")
+
+
+@convert_group.command("cosod")
+@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Image root: <group>/<name>.jpg (or .png), one folder per group.")
+@click.option("--masks", "masks_root", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Mask root: <group>/<name>.png (foreground where grey >= 128).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: test.json (canonical format) and README.md.")
+@click.option("--negatives", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Negative images per group, drawn from other groups (not certified).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the negative draw; same inputs + seed = byte-identical output.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress):
+    """Convert Co-SOD group folders (CoCA, CoSal2015, CoSOD3k) to the canonical format.
+
+    One group per folder; its expression is the folder name with _ as a space (the GRES
+    paper's Table 3 setting); every image with a mask is positive. An image without a mask or a
+    mask without an image stops the conversion (nothing is dropped).
+
+    \b
+    Example on CoCA:
+        grdkit convert cosod --images CoCA/image --masks CoCA/binary --out out/coca
+    """
+    with progress_bar(not no_progress) as track:
+        ds, report = build_cosod(images, masks_root, negatives, seed, progress=track)
+    paths = write_dataset({"test": ds}, out_dir, report.notes())
+    pos = sum(t.positive for t in ds.targets)
+    out.print(table(f"Co-SOD folders -> canonical (negatives {negatives}, seed {seed})", [
+        {"groups": len(ds.groups), "images": len(ds.images), "pairs": len(ds.targets),
+         "positive": pos, "negative": len(ds.targets) - pos}]))
+    if negatives:
+        err.print("note: negatives drawn from other groups are not certified (an image may "
+                  "show another group's object)")
+    if report.shortfall_groups:
+        err.print(f"[yellow]warning:[/] {report.shortfall_groups} groups got "
+                  f"{report.shortfall_images} fewer negatives than requested (pool too small).")
     out.print(f"Wrote {', '.join(str(p) for p in paths)}")
 
 
