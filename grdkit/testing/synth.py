@@ -380,8 +380,9 @@ def released_layout(tables: dict[str, dict]) -> dict[str, dict]:
             "area": np.array([a["area"]]), "bbox": np.array([a["bbox"]]),
             "iscrowd": np.array([a["iscrowd"]]), "group_id": np.int64(a["group_id"])}
     for iid, im in tables["images.pkl"].items():
-        out["images.pkl"][iid] = {**im, "id": np.int64(iid), "group_id": np.int64(im["group_id"]),
-                                  "anno_id": [np.int64(x) for x in im["anno_id"]]}
+        out["images.pkl"][np.int64(iid)] = {
+            **im, "id": np.int64(iid), "group_id": np.int64(im["group_id"]),
+            "anno_id": [np.int64(x) for x in im["anno_id"]]}
     for sid, s in tables["sentences.pkl"].items():
         out["sentences.pkl"][sid] = {**s, "anno_id": [np.int64(x) for x in s["anno_id"]],
                                      "group_id": [np.int64(x) for x in s["group_id"]]}
