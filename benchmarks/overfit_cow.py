@@ -50,8 +50,9 @@ def main() -> None:
     import torch
 
     import grdkit
-    from grdkit.baselines.engine import TrainConfig, train
+    from grdkit.baselines.engine import train
     from grdkit.baselines.predict import predict
+    from grdkit.baselines.run import TrainConfig
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="grdkit-overfit-"))
     ds = cow_group()

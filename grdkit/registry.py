@@ -26,6 +26,8 @@ class DatasetSpec:
         paper: the counts its paper publishes (``groups``, ``images``, ``expressions``,
             ``pairs``), printed next to ours; empty when none is published.
         citation: where ``paper`` comes from.
+        builder: ``regroup`` (the G-RefC recipe, :mod:`.refer`), ``grefcoco`` (one group per
+            image, :mod:`.grefcoco`), ``d3`` or ``files`` (converted, not built from refer data).
     """
 
     name: str
@@ -35,6 +37,7 @@ class DatasetSpec:
     splits: tuple[str, ...] = ("train", "val", "test")
     paper: dict[str, int] = field(default_factory=dict)
     citation: str = ""
+    builder: str = "regroup"
 
     @property
     def default_split_by(self) -> str | None:
@@ -67,7 +70,12 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
                 ("train", "val", "test"), {"groups": 2451}, f"{_GRES}, §5.1"),
     DatasetSpec("grd", "GRD", "D³", (), ("test",),
                 {"groups": 106, "images": 10578, "expressions": 316, "pairs": 31524},
-                f"{_GRES}, §4.3"),
+                f"{_GRES}, §4.3", "d3"),
+    DatasetSpec("grefcoco", "gRefCOCO", "gRefCOCO", ("unc",), ("train", "val", "testA", "testB"),
+                {}, "Liu et al., GRES: Generalized Referring Expression Segmentation, CVPR 2023",
+                "grefcoco"),
+    DatasetSpec("cosod", "Co-SOD groups", "Co-SOD group folders", (), ("test",), {},
+                "CoCA / CoSal2015 / CoSOD3k folder layout", "files"),
 )}
 
 # every refer partition any dataset has (the refer toolkit's names)
@@ -84,7 +92,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 def refer_datasets() -> list[str]:
     """Names of the datasets built from refer-format data (``grdkit build`` choices)."""
-    return sorted(n for n, s in DATASETS.items() if s.split_bys)
+    return sorted(n for n, s in DATASETS.items() if s.builder in ("regroup", "grefcoco"))
 
 
 def split_order(names, spec: DatasetSpec | None = None) -> list[str]:

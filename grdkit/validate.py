@@ -268,7 +268,7 @@ def check_d3(root: Path, report: ValidationReport, img_root: Path | None = None)
     d = read_d3(root)
     blocked = False
     for file, f, blocking in d3_problems(d):
-        _Collector(report, str(root / file)).finding(f)
+        _Collector(report, str(d.path(file))).finding(f)
         blocked |= blocking
     report.checked.update({"d3_sentences": len(d.sentences),
                            "d3_annotations": len(d.annotations), "d3_images": len(d.images),

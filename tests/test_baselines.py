@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch", reason="needs the grdkit[baselines] extra")
 
 import grdkit
 from grdkit.baselines.data import GroupDataset, collate, sample_group
-from grdkit.baselines.engine import TrainConfig, pick_device
+from grdkit.baselines.run import TrainConfig, pick_device
 from grdkit.errors import InputError
 
 from .conftest import COCO_IMAGES, MSRC_COW, SHARED, cow_dataset, cow_store, need, run_cli

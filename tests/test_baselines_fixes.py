@@ -21,7 +21,7 @@ from grdkit.baselines.data import (
     resized_mask,
     valid_rows,
 )
-from grdkit.baselines.engine import PRESETS, TrainConfig, apply_preset, load_run
+from grdkit.baselines.run import PRESETS, TrainConfig, apply_preset, load_run
 from grdkit.errors import InputError
 
 from .conftest import COCO_IMAGES, SHARED, cow_dataset, cow_store, need, run_cli
@@ -123,7 +123,8 @@ def test_model_that_cannot_be_built_is_exit_2(tmp_path, capsys):
 DDP_SCRIPT = textwrap.dedent("""
     import json, sys
     import torch.distributed as dist
-    from grdkit.baselines.engine import TrainConfig, train
+    from grdkit.baselines.engine import train
+    from grdkit.baselines.run import TrainConfig
     dist.init_process_group("gloo")
     data, root, out = sys.argv[1:4]
     base = dict(vision_weights="bundled", width=16, group_size=2, seed=0)

@@ -27,7 +27,8 @@ ALLOWED = {
     "builders": FOUNDATION | {"format", "sources"},
     "evaluators": FOUNDATION | {"format"},
     "export": FOUNDATION | {"format"},
-    "baselines": FOUNDATION | {"format"},
+    # baselines score their per-epoch validation with the evaluators (never the other way)
+    "baselines": FOUNDATION | {"format", "evaluators"},
     "validate": FOUNDATION | {"format", "sources", "builders"},
     "testing": FOUNDATION | {"format"},
 }

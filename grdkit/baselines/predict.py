@@ -21,7 +21,7 @@ from ..format import GresDataset, load_dataset, masks
 from ..io import atomic_write_text
 from ..progress import Progress, tracked
 from .data import InferenceItems, collate
-from .engine import TrainConfig, load_run, pick_device, to_device
+from .run import TrainConfig, load_run, pick_device, to_device
 
 
 def collate_one(item: dict) -> dict:

@@ -3,7 +3,9 @@
 * :mod:`.assemble`: the split assembler every builder uses (positive = union of referred masks,
   negative = empty RLE, cached annotation RLEs, ``info``);
 * :mod:`.refer`: G-RefC / G-RefC+ / G-RefCg from refer data (:func:`build_dataset`);
+* :mod:`.grefcoco`: gRefCOCO as a benchmark, one group per image (:func:`build_grefcoco`);
 * :mod:`.grd`: GRD from the D³ tables (:func:`convert_d3`);
+* :mod:`.cosod`: Co-SOD group folders, folder name as expression (:func:`build_cosod`);
 * :mod:`.imagegroup`: one group from image files and PNG masks (:func:`group_from_files`).
 
 A new source is a reader in :mod:`grdkit.sources` plus a builder here that feeds a
@@ -13,11 +15,22 @@ A new source is a reader in :mod:`grdkit.sources` plus a builder here that feeds
 
 from ..registry import DATASETS, DatasetSpec, dataset_spec, refer_datasets
 from .assemble import AnnotationMasks, SplitAssembler
-from .grd import EXPRESSION_SETS, SETTINGS, convert_d3
+from .cosod import CosodReport, build_cosod
+from .grd import (
+    EXPRESSION_ALIASES,
+    EXPRESSION_SETS,
+    SETTINGS,
+    convert_d3,
+    default_expressions,
+    expression_set,
+)
+from .grefcoco import GrefcocoReport, build_from_grefs, build_grefcoco
 from .imagegroup import group_from_files
 from .refer import NEGATIVE_MODES, BuildOptions, BuildReport, build_dataset, build_from_refer
 
-__all__ = ["DATASETS", "EXPRESSION_SETS", "NEGATIVE_MODES", "SETTINGS", "AnnotationMasks",
-           "BuildOptions", "BuildReport", "DatasetSpec", "SplitAssembler", "build_dataset",
-           "build_from_refer", "convert_d3", "dataset_spec", "group_from_files",
+__all__ = ["DATASETS", "EXPRESSION_ALIASES", "EXPRESSION_SETS", "NEGATIVE_MODES", "SETTINGS",
+           "AnnotationMasks", "BuildOptions", "BuildReport", "CosodReport", "DatasetSpec",
+           "GrefcocoReport", "SplitAssembler", "build_cosod", "build_dataset",
+           "build_from_grefs", "build_from_refer", "build_grefcoco", "convert_d3",
+           "dataset_spec", "default_expressions", "expression_set", "group_from_files",
            "refer_datasets"]

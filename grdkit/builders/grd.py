@@ -5,7 +5,12 @@ Conversion (:func:`convert_d3`; the reader is :mod:`grdkit.sources.d3`):
 * ``setting="intra"`` (GRD): each group's ``inner_sent_id`` sentences against every image of that
   group; ``"inter"``: one group, every selected sentence against every image.
 * ``expressions="presence"`` (GRD) | ``"absence"`` | ``"all"`` selects sentences by
-  ``is_negative``.
+  ``is_negative``; D³'s own names ``pres`` | ``abs`` | ``full`` are accepted too
+  (:data:`EXPRESSION_ALIASES`; shikras/d-cube ``eval_sota`` modes and JSON file names).
+* Tables read from D³'s COCO JSON (:func:`grdkit.sources.d3.read_d3_json`) have groups only when
+  ``groups.pkl`` was given with it, and may not know ``is_negative``: a setting that the input
+  cannot honour (intra without groups, presence / absence without ``is_negative``) is an error,
+  never a silent fallback.
 * Canonical ids: images keep D³ ids; groups keep D³ group ids (``inter``: one group, id 1);
   expressions are numbered 1..N in (group, sentence id) order, because one D³ sentence listed in
   several groups becomes one expression per group; ``d3_sent_id`` keeps the D³ id.
@@ -22,6 +27,27 @@ from .assemble import AnnotationMasks, SplitAssembler
 
 SETTINGS = ("intra", "inter")
 EXPRESSION_SETS = ("presence", "absence", "all")
+EXPRESSION_ALIASES = {"pres": "presence", "abs": "absence", "full": "all"}
+
+
+def expression_set(name: str) -> str:
+    """``presence`` | ``absence`` | ``all`` for one of those or D³'s ``pres`` | ``abs`` |
+    ``full``; ``ValueError`` otherwise."""
+    name = EXPRESSION_ALIASES.get(name, name)
+    if name not in EXPRESSION_SETS:
+        raise ValueError(f"expressions must be one of {EXPRESSION_SETS} or "
+                         f"{tuple(EXPRESSION_ALIASES)}")
+    return name
+
+
+def default_expressions(data: D3Data) -> str:
+    """GRD's ``presence`` for the pickles; for a COCO JSON the sentences the file holds
+    (``presence`` / ``absence`` when all are of one kind, else ``all``)."""
+    if not data.files:
+        return "presence"
+    kinds = {r["is_negative"] for r in data.sentences.values()}
+    return {frozenset({False}): "presence", frozenset({True}): "absence"}.get(
+        frozenset(kinds), "all")
 
 
 def _selected(s: dict, expressions: str) -> bool:
@@ -41,11 +67,23 @@ def convert_d3(data: D3Data, setting: str = "intra", expressions: str = "presenc
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}")
-    if expressions not in EXPRESSION_SETS:
-        raise ValueError(f"expressions must be one of {EXPRESSION_SETS}")
+    expressions = expression_set(expressions)
+    if setting == "intra" and not data.groups:
+        raise InputError(data.path("groups.pkl"), "no D³ groups: the intra-group setting needs "
+                         "groups.pkl (the COCO JSON does not record groups)",
+                         hint="read the JSON together with the folder holding groups.pkl, or "
+                              "build the inter-group setting")
+    if expressions != "all":
+        unknown = sorted(s for s, r in data.sentences.items() if r["is_negative"] is None)
+        if unknown:
+            raise InputError(data.path("sentences.pkl"), f"cannot select {expressions} "
+                             "sentences: presence / absence is unknown for "
+                             f"{len(unknown)} sentences", f"sentence id {unknown[0]}",
+                             "select all sentences, or give the folder holding sentences.pkl "
+                             "(is_negative)")
     for file, f, blocking in d3_problems(data, integrity=False):
         if blocking:
-            raise InputError(data.root / file, f.message, f.record,
+            raise InputError(data.path(file), f.message, f.record,
                              "run `grdkit validate` on the D³ folder to list every problem")
     by_pair: dict[tuple[int, int], list[int]] = {}
     for aid in sorted(data.annotations):
@@ -63,7 +101,7 @@ def convert_d3(data: D3Data, setting: str = "intra", expressions: str = "presenc
         sids = sorted(s for s, rec in data.sentences.items() if _selected(rec, expressions))
         plan = [(1, sids, sorted(data.images))]
     asm = SplitAssembler(AnnotationMasks(data.annotations, data.images,
-                                         data.root / "annotations.pkl"))
+                                         data.path("annotations.pkl")))
     n_expr = 0
     for gid, sids, img_ids in plan:
         if not sids or not img_ids:
@@ -76,7 +114,8 @@ def convert_d3(data: D3Data, setting: str = "intra", expressions: str = "presenc
             n_expr += 1
             s = data.sentences[sid]
             exprs.append((n_expr, str(s["raw_sent"]),
-                          {"d3_sent_id": sid, "is_negative": bool(s["is_negative"])}))
+                          {"d3_sent_id": sid, "is_negative": None if s["is_negative"] is None
+                           else bool(s["is_negative"])}))
         extra = {}
         if setting == "intra" and "group_name" in data.groups[gid]:
             extra["name"] = str(data.groups[gid]["group_name"])
@@ -84,6 +123,7 @@ def convert_d3(data: D3Data, setting: str = "intra", expressions: str = "presenc
         for eid, _, e_extra in exprs:
             for iid in img_ids:
                 asm.add_target(eid, iid, by_pair.get((e_extra["d3_sent_id"], iid), ()))
+    source = "D³ COCO JSON" if data.files else "D³ pickles"
     return asm.dataset("grd", "test",
-                       {"source": "D³ pickles", "setting": setting, "expressions": expressions},
+                       {"source": source, "setting": setting, "expressions": expressions},
                        data.sources)

@@ -40,6 +40,7 @@ from ..progress import Progress, tracked
 from ..registry import dataset_spec, split_order
 from ..sources.refer import ReferData, read_refer, ref_problems
 from .assemble import AnnotationMasks, SplitAssembler
+from .grefcoco import build_grefcoco
 
 NEGATIVE_MODES = ("random", "category-disjoint")
 
@@ -70,7 +71,10 @@ class BuildOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        dataset_spec(self.name).check_split_by(self.split_by)
+        spec = dataset_spec(self.name)
+        if spec.builder != "regroup":
+            raise ValueError(f"{self.name} is not built by the G-RefC regrouping recipe")
+        spec.check_split_by(self.split_by)
         if self.min_images < 1:
             raise ValueError("min_images must be >= 1")
         if not (self.neg_ratio >= 0 and math.isfinite(self.neg_ratio)):
@@ -239,15 +243,23 @@ def build_dataset(name: str, refer_root: str | Path, split_by: str | None = None
                   min_images: int = 2, neg_ratio: float = 1.0, negatives: str = "random",
                   seed: int = 0, progress: Progress | None = None
                   ) -> tuple[dict[str, GresDataset], BuildReport]:
-    """Read a refer folder and build ``name`` (``g-refcoco``, ``g-refcoco+``, ``g-refcocog``).
+    """Read a refer folder and build ``name`` (``g-refcoco``, ``g-refcoco+``, ``g-refcocog``, or
+    ``grefcoco``).
 
     See the module header for the recipe; ``split_by`` defaults to the registry's (``unc`` for
-    RefCOCO and RefCOCO+, ``umd`` for RefCOCOg).
+    RefCOCO and RefCOCO+, ``umd`` for RefCOCOg). ``grefcoco`` is built by
+    :func:`grdkit.builders.grefcoco.build_grefcoco` (one group per image, nothing sampled): the
+    regrouping options must keep their defaults for it.
 
     Raises:
         InputError: bad input files, or a ``split_by`` the dataset does not have.
-        ValueError: an unknown dataset or a bad option value.
+        ValueError: an unknown dataset, a bad option value, or a regrouping option for grefcoco.
     """
+    if dataset_spec(name).builder == "grefcoco":
+        if (min_images, neg_ratio, negatives, seed) != (2, 1.0, "random", 0):
+            raise ValueError(f"{name} has one group per image and no sampled negatives: "
+                             "min_images, neg_ratio, negatives and seed do not apply")
+        return build_grefcoco(refer_root, split_by, progress)
     options = BuildOptions(name, dataset_spec(name).check_split_by(split_by), min_images,
                            neg_ratio, negatives, seed)
     data = read_refer(refer_root, options.split_by)

@@ -96,7 +96,8 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group
     from ..baselines import model_options, require_torch
 
     require_torch()
-    from ..baselines.engine import TrainConfig, apply_preset, train
+    from ..baselines.engine import train
+    from ..baselines.run import TrainConfig, apply_preset
 
     options = {"vision": vision, "vision_weights": vision_weights, "text": text,
                "text_gru": text_gru, "train_text": train_text, "freeze_vision": freeze_vision,

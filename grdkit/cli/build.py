@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..builders import NEGATIVE_MODES, build_dataset, dataset_spec, refer_datasets
+from ..builders.grefcoco import build_grefcoco
 from ..export import write_dataset
 from ..format import load_dataset, load_splits
 from ..format.stats import SUMMARY_COLUMNS, dataset_stats, summary_rows
@@ -36,7 +37,8 @@ from .ui import err, out, progress_bar, table
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of negative sampling; same inputs + seed = byte-identical output.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def build_cmd(dataset, refer_root, out_dir, split_by, min_images, neg_ratio, negatives, seed,
+@click.pass_context
+def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio, negatives, seed,
               no_progress):
     """Regroup a refer dataset into one expression vs. a group of images (GRES §5.1).
 
@@ -45,16 +47,33 @@ def build_cmd(dataset, refer_root, out_dir, split_by, min_images, neg_ratio, neg
     <out>/<split>.json in the canonical format and <out>/README.md (data card).
     Without --refer-root it runs on grdkit's bundled demo sample (synthetic data).
 
+    grefcoco (gRefCOCO, ReLA CVPR 2023) is the generalized-RES benchmark as released: one group
+    per image, every sentence an expression, no-target refs as empty targets; the regrouping
+    options do not apply to it.
+
     \b
     Example on real RefCOCOg (umd):
         grdkit build g-refcocog --refer-root refer/data/refcocog --out out/g-refcocog
+        grdkit build grefcoco --refer-root datasets/grefcoco --out out/grefcoco
     """
+    spec = dataset_spec(dataset)
+    if spec.builder == "grefcoco":
+        given = [f"--{p.replace('_', '-')}" for p in ("min_images", "neg_ratio", "negatives",
+                                                      "seed")
+                 if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT]
+        if given:
+            verb = "does" if len(given) == 1 else "do"
+            raise click.UsageError(f"{', '.join(given)} {verb} not apply to {dataset} (one "
+                                   "group per image, no sampled negatives)")
+        if refer_root is None:
+            raise click.UsageError(f"{dataset} needs --refer-root (a folder with "
+                                   "grefs(unc).json and instances.json)")
+        return _build_grefcoco(dataset, refer_root, out_dir, split_by, no_progress)
     if refer_root is None:
         refer_root = demo_root()
         err.print(f"[bold]No --refer-root given: using grdkit's bundled demo sample[/] "
                   f"({refer_root}), small synthetic refer-format data. Pass --refer-root "
                   "for real RefCOCO / RefCOCO+ / RefCOCOg.")
-    spec = dataset_spec(dataset)
     split_by = spec.check_split_by(split_by)
     with progress_bar(not no_progress) as track:
         datasets, report = build_dataset(dataset, refer_root, split_by, min_images, neg_ratio,
@@ -76,6 +95,30 @@ def build_cmd(dataset, refer_root, out_dir, split_by, min_images, neg_ratio, neg
         err.print(f"[yellow]warning:[/] {s}: {v['negative_shortfall_groups']} groups got "
                   f"{v['negative_shortfall_images']} fewer negatives than requested "
                   "(pool too small).")
+    out.print(f"Wrote {', '.join(str(p) for p in paths)}")
+
+
+def _build_grefcoco(dataset, refer_root, out_dir, split_by, no_progress):
+    with progress_bar(not no_progress) as track:
+        datasets, report = build_grefcoco(refer_root, split_by, progress=track)
+    paths = write_dataset(datasets, out_dir, report.notes())
+    keys = ("expressions", "no_target_expressions", "multi_target_expressions")
+    total = {k: sum(v[k] for v in report.splits.values())
+             for k in (*keys, "refs_without_sentences", "crowd_only_refs", "empty_sentences")}
+    rows = []
+    for r in summary_rows(datasets):
+        rp = report.splits.get(r["split"], total)
+        rows.append({"split": r["split"], "images": r["images"],
+                     **{h: rp[k] for h, k in zip(("expr.", "no-target", "multi-target"), keys)}})
+    spec = dataset_spec(dataset)
+    out.print(table(f"{dataset} (splitBy {spec.check_split_by(split_by)})", rows))
+    if report.splits:
+        out.print(f"skipped (counted in the card): {total['refs_without_sentences']} refs "
+                  f"without sentences, {total['crowd_only_refs']} refs whose referents are all "
+                  f"crowd, {total['empty_sentences']} empty sentences")
+    if spec.paper:
+        out.print(f"paper ({spec.citation}): " + ", ".join(f"{v} {k}"
+                                                           for k, v in spec.paper.items()))
     out.print(f"Wrote {', '.join(str(p) for p in paths)}")
 
 

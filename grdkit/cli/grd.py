@@ -1,4 +1,4 @@
-"""``grdkit convert d3`` and ``grdkit validate``."""
+"""``grdkit convert d3``, ``grdkit convert cosod``, ``grdkit validate`` and ``grdkit show``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ from pathlib import Path
 
 import click
 
-from ..builders import DATASETS, EXPRESSION_SETS, SETTINGS, convert_d3
+from ..builders import (
+    DATASETS,
+    EXPRESSION_ALIASES,
+    EXPRESSION_SETS,
+    SETTINGS,
+    build_cosod,
+    convert_d3,
+    default_expressions,
+)
 from ..errors import InputError
 from ..export import write_dataset
 from ..io import atomic_write_text
-from ..sources.d3 import read_d3
+from ..sources.d3 import read_d3, read_d3_json
 from ..validate import ValidationReport, check_images, validate_path
-from .ui import err, out, table
+from .ui import err, out, progress_bar, table
 
 
 @click.group("convert")
@@ -22,9 +30,13 @@ def convert_group():
 
 
 @convert_group.command("d3")
-@click.option("--anno-root", required=True, type=click.Path(path_type=Path),
+@click.option("--anno-root", type=click.Path(path_type=Path),
               help="D³ annotation folder: sentences.pkl, annotations.pkl, images.pkl, "
-                   "groups.pkl.")
+                   "groups.pkl. With --json: the folder whose groups.pkl (and sentences.pkl) "
+                   "give the groups (and presence / absence).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="D³'s COCO-style JSON instead of the pickles (d3_full_annotations.json, "
+                   "d3_pres_annotations.json or d3_abs_annotations.json).")
 @click.option("--img-root", type=click.Path(file_okay=False, path_type=Path),
               help="D³ image folder; every image is checked to exist with its recorded size.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -32,17 +44,25 @@ def convert_group():
 @click.option("--setting", type=click.Choice(SETTINGS), default="intra", show_default=True,
               help="intra: each group's sentences vs. that group's images (GRD); inter: every "
                    "sentence vs. every image.")
-@click.option("--expressions", type=click.Choice(EXPRESSION_SETS), default="presence",
-              show_default=True,
-              help="presence (= GRD's 316 expressions), absence, or all.")
-def convert_d3_cmd(anno_root, img_root, out_dir, setting, expressions):
-    """Convert GRD as released (the D³ pickles) to the canonical format.
+@click.option("--expressions", type=click.Choice([*EXPRESSION_SETS, *EXPRESSION_ALIASES]),
+              help="presence (= GRD's 316 expressions), absence, or all; D³'s names pres, abs, "
+                   "full too. Default: presence for the pickles, the sentences a --json file "
+                   "holds.")
+def convert_d3_cmd(anno_root, json_file, img_root, out_dir, setting, expressions):
+    """Convert GRD as released (the D³ pickles or COCO JSON) to the canonical format.
 
     With the defaults (intra, presence) the result is GRD: the summary prints its counts next
-    to the paper's (316 expressions, 31,524 pairs).
+    to the paper's (316 expressions, 31,524 pairs). A --json file has no groups: the intra
+    setting also needs --anno-root with groups.pkl; otherwise use --setting inter.
     """
-    data = read_d3(anno_root)
-    ds = convert_d3(data, setting, expressions)
+    if json_file is None and anno_root is None:
+        raise click.UsageError("give --anno-root (the D³ pickles) or --json (a D³ COCO JSON)")
+    if json_file is not None:
+        data = read_d3_json(json_file, anno_root)
+    else:
+        data = read_d3(anno_root)
+    ds = convert_d3(data, setting, expressions or default_expressions(data))
+    expressions = ds.info["recipe"]["expressions"]
     if img_root is not None:
         rep = ValidationReport(str(img_root), "images")
         check_images(img_root, [{"id": im.id, "file_name": im.file_name, "height": im.height,
@@ -67,6 +87,46 @@ def convert_d3_cmd(anno_root, img_root, out_dir, setting, expressions):
     if shared:
         err.print(f"note: {shared} sentences are listed in several groups and became one "
                   "expression per group")
+    out.print(f"Wrote {', '.join(str(p) for p in paths)}")
+
+
+@convert_group.command("cosod")
+@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Image root: <group>/<name>.jpg (or .png), one folder per group.")
+@click.option("--masks", "masks_root", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Mask root: <group>/<name>.png (foreground where grey >= 128).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: test.json (canonical format) and README.md.")
+@click.option("--negatives", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Negative images per group, drawn from other groups (not certified).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the negative draw; same inputs + seed = byte-identical output.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress):
+    """Convert Co-SOD group folders (CoCA, CoSal2015, CoSOD3k) to the canonical format.
+
+    One group per folder; its expression is the folder name with _ as a space (the GRES
+    paper's Table 3 setting); every image with a mask is positive. An image without a mask or a
+    mask without an image stops the conversion (nothing is dropped).
+
+    \b
+    Example on CoCA:
+        grdkit convert cosod --images CoCA/image --masks CoCA/binary --out out/coca
+    """
+    with progress_bar(not no_progress) as track:
+        ds, report = build_cosod(images, masks_root, negatives, seed, progress=track)
+    paths = write_dataset({"test": ds}, out_dir, report.notes())
+    pos = sum(t.positive for t in ds.targets)
+    out.print(table(f"Co-SOD folders -> canonical (negatives {negatives}, seed {seed})", [
+        {"groups": len(ds.groups), "images": len(ds.images), "pairs": len(ds.targets),
+         "positive": pos, "negative": len(ds.targets) - pos}]))
+    if negatives:
+        err.print("note: negatives drawn from other groups are not certified (an image may "
+                  "show another group's object)")
+    if report.shortfall_groups:
+        err.print(f"[yellow]warning:[/] {report.shortfall_groups} groups got "
+                  f"{report.shortfall_images} fewer negatives than requested (pool too small).")
     out.print(f"Wrote {', '.join(str(p) for p in paths)}")
 
 

@@ -9,7 +9,7 @@
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .jsonfile import read_json
-from .pickles import SafeUnpickler, load_pickle, loads_pickle, read_bytes
+from .pickles import NumpyUnpickler, SafeUnpickler, load_pickle, loads_pickle, read_bytes
 
-__all__ = ["SafeUnpickler", "atomic_write_bytes", "atomic_write_text", "load_pickle",
+__all__ = ["NumpyUnpickler", "SafeUnpickler", "atomic_write_bytes", "atomic_write_text", "load_pickle",
            "loads_pickle", "read_bytes", "read_json"]

@@ -10,6 +10,8 @@ The caller supplies ``hint``: how to fix the file, in the caller's terms.
 
 from __future__ import annotations
 
+import codecs
+import importlib
 import io
 import pickle
 from pathlib import Path
@@ -24,6 +26,42 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         raise pickle.UnpicklingError(f"refers to {module}.{name}; grdkit reads pickles of "
                                      "plain lists, dicts, strings and numbers only")
+
+
+class NumpyUnpickler(SafeUnpickler):
+    """Also rebuilds numpy arrays, scalars and dtypes, and nothing else.
+
+    Allowed globals (recorded by pickling real arrays and scalars with protocols 2-5 under numpy 1
+    and numpy 2; both spellings, so either version reads the other's pickles):
+    ``numpy.core.multiarray._reconstruct`` / ``scalar``, ``numpy.core.numeric._frombuffer`` (and
+    their ``numpy._core`` paths), ``numpy.ndarray``, ``numpy.dtype``, and ``_codecs.encode``
+    (protocol 2 stores bytes as ``encode(str, "latin1")``). Every other global is refused, so a
+    pickle still cannot call ``os.system`` or any other function.
+    """
+
+    ALLOWED = frozenset({
+        *((f"numpy.{core}.multiarray", n) for core in ("core", "_core")
+          for n in ("_reconstruct", "scalar")),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refers to {module}.{name}; grdkit reads pickles of "
+                                         "plain data and numpy arrays only")
+        if module == "_codecs":
+            return codecs.encode
+        import numpy as np
+
+        if module == "numpy":
+            return getattr(np, name)
+        sub = module.rsplit(".", 1)[1]  # multiarray | numeric, from the installed numpy
+        try:
+            mod = importlib.import_module(f"numpy._core.{sub}")
+        except ImportError:  # numpy 1
+            mod = importlib.import_module(f"numpy.core.{sub}")
+        return getattr(mod, name)
 
 
 def read_bytes(path: str | Path, what: str, hint: str | None = None) -> bytes:

@@ -9,7 +9,10 @@ Input contract (a refer folder, as the refer toolkit lays out one dataset)::
     refs(unc).p | refs(umd).p | refs(google).p
                          pickle of a list of refs {ref_id, image_id, ann_id: int, category_id,
                                                    split, sentences: [{sent_id, sent, raw}]}
-    grefs(unc).json      gRefCOCO: the same refs as JSON, ann_id a list; [-1] means no target
+    grefs(unc).json      gRefCOCO (ReLA, CVPR 2023): the same refs as JSON (or ``grefs(unc).p``,
+                         which ReLA's ``grefer.py`` tries first); ``ann_id`` an int or a list,
+                         ``[-1]`` (or -1) means no target, and an optional ref-level ``no_target``
+                         flag must agree with it; ``sentences`` may be empty
 
 The original pickles were written by Python 2, whose ``str`` objects are byte strings; they are
 decoded as strict UTF-8 while unpickling (an undecodable one is an error, not a guess). Pickles are
@@ -41,7 +44,8 @@ class Sentence:
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """A referring-expression record. ``ann_ids`` is empty for a gRefCOCO no-target ref."""
+    """A referring-expression record. ``ann_ids`` is empty for a gRefCOCO no-target ref, and
+    ``sentences`` may be empty in gRefCOCO (refs files reject that)."""
 
     ref_id: int
     image_id: int
@@ -97,6 +101,8 @@ def _parse_ref(path: Path, i: int, r: Any, grefs: bool) -> Ref:
     if not _int(r["ref_id"]) or not _int(r["image_id"]):
         raise InputError(path, "ref_id and image_id must be integers", rec)
     ann = r["ann_id"]
+    if grefs and _int(ann):  # ReLA grefer.py: ann_id = self._toList(ann_id)
+        ann = [ann]
     if grefs or isinstance(ann, list):
         if not isinstance(ann, list) or not ann or not all(_int(a) for a in ann):
             raise InputError(path, f"ann_id {ann!r} must be a non-empty list of integers", rec)
@@ -110,10 +116,18 @@ def _parse_ref(path: Path, i: int, r: Any, grefs: bool) -> Ref:
         ann_ids = (ann,)
     else:
         raise InputError(path, f"ann_id {ann!r} is not an integer", rec)
+    if grefs and "no_target" in r:
+        flag = r["no_target"]
+        if not isinstance(flag, bool):
+            raise InputError(path, f"no_target {flag!r} is not a boolean", rec)
+        if flag != (not ann_ids):
+            raise InputError(path, f"no_target is {str(flag).lower()} but ann_id is "
+                             f"{r['ann_id']!r}",
+                             rec, "no_target must be true exactly when ann_id is [-1]")
     if not isinstance(r["split"], str):
         raise InputError(path, "split must be a string", rec)
     sents = r["sentences"]
-    if not isinstance(sents, list) or not sents:
+    if not isinstance(sents, list) or (not sents and not grefs):
         raise InputError(path, "sentences must be a non-empty list", rec)
     out = []
     for k, s in enumerate(sents):
@@ -156,7 +170,8 @@ def _parse_loaded_refs(path: Path, data: bytes) -> list[Ref]:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(path, f"invalid JSON: {e}") from None
         return parse_refs(path, obj, grefs=True)
-    return parse_refs(path, loads_pickle(path, data, _PICKLE_HINT))
+    return parse_refs(path, loads_pickle(path, data, _PICKLE_HINT),
+                      grefs=path.name.startswith("grefs("))
 
 
 def _parse_instances(path: Path, data: bytes) -> tuple[dict, dict, dict]:
@@ -226,27 +241,35 @@ def ref_problems(refs: list[Ref], images: dict, annotations: dict
                                  f"ref's image {r.image_id}")
 
 
-def refs_file(refer_root: str | Path, split_by: str) -> Path:
-    """Locate ``refs(<split_by>).p`` (or gRefCOCO's ``grefs(<split_by>).json``) in a refer folder."""
+def refs_file(refer_root: str | Path, split_by: str, grefs: bool = False) -> Path:
+    """Locate ``refs(<split_by>).p`` (or gRefCOCO's ``grefs(<split_by>).json``) in a refer folder.
+
+    With ``grefs`` only gRefCOCO's files are taken: ``grefs(<split_by>).p`` then ``.json``, the
+    order of ReLA's ``grefer.py``.
+    """
     root = Path(refer_root)
     if not root.is_dir():
         raise InputError(root, "refer root folder not found", hint=_REFER_HINT)
-    for name in (f"refs({split_by}).p", f"grefs({split_by}).json"):
+    names = ((f"grefs({split_by}).p", f"grefs({split_by}).json") if grefs
+             else (f"refs({split_by}).p", f"grefs({split_by}).json"))
+    for name in names:
         if (root / name).exists():
             return root / name
     present = sorted(p.name for p in root.glob("*refs(*)*"))
-    raise InputError(root / f"refs({split_by}).p", "refs file not found",
+    raise InputError(root / names[-1 if grefs else 0], "refs file not found",
                      hint=f"choose the splitBy of a file present: {present or 'none'}")
 
 
-def read_refer(refer_root: str | Path, split_by: str) -> ReferData:
+def read_refer(refer_root: str | Path, split_by: str, grefs: bool = False) -> ReferData:
     """Read a refer-format folder: refs for ``split_by`` plus ``instances.json``, with checksums.
+
+    ``grefs``: read gRefCOCO's ``grefs(<split_by>)`` file only (see :func:`refs_file`).
 
     Raises:
         InputError: a missing, truncated or malformed file, naming file and record.
     """
     root = Path(refer_root)
-    rpath = refs_file(root, split_by)
+    rpath = refs_file(root, split_by, grefs)
     ipath = root / "instances.json"
     rdata = read_bytes(rpath, "refs file", _REFER_HINT)
     idata = read_bytes(ipath, "instances.json", _REFER_HINT)

@@ -5,6 +5,17 @@
 ``--refer-root`` builds it).
 """
 
-from .synth import demo_root, generate_d3, generate_refer, write_d3, write_demo, write_refer
+from .synth import (
+    d3_json,
+    demo_root,
+    generate_d3,
+    generate_refer,
+    released_layout,
+    write_d3,
+    write_d3_json,
+    write_demo,
+    write_refer,
+)
 
-__all__ = ["demo_root", "generate_d3", "generate_refer", "write_d3", "write_demo", "write_refer"]
+__all__ = ["d3_json", "demo_root", "generate_d3", "generate_refer", "released_layout",
+           "write_d3", "write_d3_json", "write_demo", "write_refer"]

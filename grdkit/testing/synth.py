@@ -239,8 +239,12 @@ def write_demo(folder: str | Path | None = None) -> Path:
 # -- D³ (GRD) format --------------------------------------------------------------------------
 def generate_d3(n_groups: int = 106, images_per_group: int = 100, presence_per_group: float = 2.98,
                 absence_per_group: int = 1, p_positive: float = 0.52, shared_sentences: int = 3,
-                seed: int = 0, first_image_id: int = 1) -> dict[str, dict]:
-    """Generate the four D³ tables (see :mod:`grdkit.d3`) with the released files' quirks.
+                seed: int = 0, first_image_id: int = 1, layout: str = "documented"
+                ) -> dict[str, dict]:
+    """Generate the four D³ tables (see :mod:`grdkit.sources.d3`) with the released files' quirks.
+
+    ``layout="documented"`` gives the field types of d-cube's ``doc.md``; ``"released"`` the same
+    data in the layout the authors' code reads (:func:`released_layout`).
 
     Quirks reproduced: tables are dicts keyed by id; RLE ``counts`` alternate between bytes and
     str; ``shared_sentences`` presence sentences are listed in two groups (``group_id`` has two
@@ -324,13 +328,110 @@ def generate_d3(n_groups: int = 106, images_per_group: int = 100, presence_per_g
                      "img_id": list(group_imgs[g]), "scene": ["outdoor"],
                      "group_name": f"{CATEGORIES[(g - 1) % len(CATEGORIES)]} {g}",
                      "group_name_zh": f"组 {g}"}
-    return {"sentences.pkl": sentences, "annotations.pkl": annotations, "images.pkl": images,
-            "groups.pkl": groups}
+    tables = {"sentences.pkl": sentences, "annotations.pkl": annotations, "images.pkl": images,
+              "groups.pkl": groups}
+    if layout == "released":
+        return released_layout(tables)
+    if layout != "documented":
+        raise ValueError("layout must be 'documented' or 'released'")
+    return tables
 
 
-def write_d3(folder: str | Path, tables: dict[str, dict]) -> Path:
-    """Write D³ tables as the four pickles (protocol 4)."""
+def _split_rle(rle: dict) -> list[dict]:
+    """A mask as two RLEs (left / right of its box's middle column) whose union is the mask."""
+    from pycocotools import mask as mask_utils
+
+    c = dict(rle, counts=rle["counts"] if isinstance(rle["counts"], bytes)
+             else rle["counts"].encode("ascii"))
+    m = mask_utils.decode(c)
+    x, _, w, _ = mask_utils.toBbox(c)
+    mid = int(x + w / 2)
+    left, right = m.copy(), m.copy()
+    left[:, mid:] = 0
+    right[:, :mid] = 0
+    return [mask_utils.encode(np.asfortranarray(p)) for p in (left, right)]
+
+
+def released_layout(tables: dict[str, dict]) -> dict[str, dict]:
+    """The same D³ tables in the layout the released pickles have (documented -> released).
+
+    Each quirk and the file that shows it:
+
+    * ``segmentation`` is a list of RLE dicts with bytes ``counts``: shikras/d-cube
+      ``d_cube/d3.py`` ``convert2coco`` reads ``segmentation[0]`` and decodes bytes counts;
+      ``get_mask`` and ``d_cube/data_util.py`` ``rle2bmask`` decode a list and sum it, so every
+      fifth annotation here is split into two RLEs whose union is the mask;
+    * ``area`` a one-element numpy array (``int(area[0])`` in ``convert2coco``);
+    * ``bbox`` a (1, 4) numpy array (``bbox[0].tolist()`` in ``convert2coco``);
+    * ``iscrowd`` a one-element array (never read by d-cube, hard-coded 0; YZk67/ovd-poc
+      ``tools/prepare_d3_metadata.py`` unwraps it with ``_first_scalar``);
+    * ``group_id`` a numpy scalar (``convert2coco`` / ``get_group_ids`` use it as a hashable;
+      ovd-poc ``int(_first_scalar(annotation["group_id"]))``); ids numpy ints.
+    """
+    out = {name: {} for name in tables}
+    for aid, a in tables["annotations.pkl"].items():
+        seg = dict(a["segmentation"])
+        if isinstance(seg["counts"], str):
+            seg["counts"] = seg["counts"].encode("ascii")
+        segs = _split_rle(seg) if aid % 5 == 0 else [seg]
+        out["annotations.pkl"][aid] = {
+            **a, "id": np.int64(aid), "image_id": np.int64(a["image_id"]),
+            "sent_id": [np.int64(s) for s in a["sent_id"]], "segmentation": segs,
+            "area": np.array([a["area"]]), "bbox": np.array([a["bbox"]]),
+            "iscrowd": np.array([a["iscrowd"]]), "group_id": np.int64(a["group_id"])}
+    for iid, im in tables["images.pkl"].items():
+        out["images.pkl"][np.int64(iid)] = {
+            **im, "id": np.int64(iid), "group_id": np.int64(im["group_id"]),
+            "anno_id": [np.int64(x) for x in im["anno_id"]]}
+    for sid, s in tables["sentences.pkl"].items():
+        out["sentences.pkl"][sid] = {**s, "anno_id": [np.int64(x) for x in s["anno_id"]],
+                                     "group_id": [np.int64(x) for x in s["group_id"]]}
+    for gid, g in tables["groups.pkl"].items():
+        out["groups.pkl"][gid] = {**g, "img_id": [np.int64(x) for x in g["img_id"]]}
+    return out
+
+
+def write_d3(folder: str | Path, tables: dict[str, dict], protocol: int = 4) -> Path:
+    """Write D³ tables as the four pickles (d-cube ``save_pkl`` uses ``pickle.dump``)."""
     folder = Path(folder)
     for name, table in tables.items():
-        atomic_write_bytes(folder / name, pickle.dumps(table, protocol=4))
+        atomic_write_bytes(folder / name, pickle.dumps(table, protocol=protocol))
     return folder
+
+
+D3_JSON_FILES = {"full": "d3_full_annotations.json", "pres": "d3_pres_annotations.json",
+                 "abs": "d3_abs_annotations.json"}
+
+
+def d3_json(tables: dict[str, dict], which: str = "full") -> dict:
+    """D³'s COCO-style JSON of (documented-layout) tables, as d-cube ``convert2coco`` writes it.
+
+    ``images`` ``{id, file_name, height, width}``; ``categories`` ``{id: sent_id, name: raw_sent}``
+    (``pres`` / ``abs``: presence / absence sentences only); ``annotations`` one per (annotation,
+    sentence), 0-based running ``id``, ``category_id`` = sent_id, RLE with str counts,
+    ``int(area)``, int bbox, ``iscrowd`` 0 (shikras/d-cube ``d_cube/d3.py`` ``convert2coco``).
+    """
+    sents = tables["sentences.pkl"]
+    keep = {s for s, r in sents.items()
+            if which == "full" or (which == "abs") == bool(r["is_negative"])}
+    images = [{"id": i, "file_name": im["file_name"], "height": im["height"],
+               "width": im["width"]} for i, im in sorted(tables["images.pkl"].items())]
+    cats = [{"id": s, "name": sents[s]["raw_sent"]} for s in sorted(keep)]
+    anns = []
+    for _, a in sorted(tables["annotations.pkl"].items()):
+        seg = dict(a["segmentation"])
+        if isinstance(seg["counts"], bytes):
+            seg["counts"] = seg["counts"].decode("ascii")
+        for s in a["sent_id"]:
+            if s in keep:
+                anns.append({"id": len(anns), "image_id": a["image_id"], "category_id": s,
+                             "segmentation": seg, "area": int(a["area"]),
+                             "bbox": [int(v) for v in a["bbox"]], "iscrowd": 0})
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def write_d3_json(folder: str | Path, tables: dict[str, dict], which: str = "full") -> Path:
+    """Write :func:`d3_json` as ``d3_<which>_annotations.json`` in ``folder``; returns the path."""
+    path = Path(folder) / D3_JSON_FILES[which]
+    atomic_write_text(path, json.dumps(d3_json(tables, which)) + "\n")
+    return path
