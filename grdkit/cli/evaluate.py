@@ -83,7 +83,8 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
              **{k: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
             for s, r in report.per_split.items()]))
     for b, buckets in report.breakdowns.items():
-        out.print(table(b, [{"bucket": k, **e["counts"],
+        out.print(table(b, [{"bucket": k, "pairs": e["counts"]["pairs"],
+                             "pos.": e["counts"]["positives"], "neg.": e["counts"]["negatives"],
                              **{m: fmt(m, e["metrics"][m])
                                 for m in ("gres_miou", "ciou", "n_acc", "t_acc")}}
                             for k, e in buckets.items()]))
