@@ -332,8 +332,8 @@ def test_curves_files(tmp_path, capsys):
     # --curves without --cosod is a usage error
     gt = tmp_path / "val.json"
     grdkit.save_dataset(ds, gt)
-    code, _, err = run_cli(["eval", tmp_path / "none", "--gt", gt, "--curves", tmp_path / "x"],
-                           capsys)
+    code, _, _ = run_cli(["eval", tmp_path / "none", "--gt", gt, "--curves", tmp_path / "x"],
+                         capsys)
     assert code == 2
 
 

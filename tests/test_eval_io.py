@@ -10,9 +10,9 @@ from pycocotools.coco import COCO
 import grdkit
 from grdkit import masks
 from grdkit.builders import build_dataset
-from grdkit.export import write_dataset
 from grdkit.errors import InputError
 from grdkit.evaluators.predictions import GroundTruth, read_prediction_folder
+from grdkit.export import write_dataset
 from grdkit.testing.synth import demo_root
 
 from .conftest import cow_dataset, run_cli

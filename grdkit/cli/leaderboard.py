@@ -34,7 +34,7 @@ def leaderboard_cmd(reports, names, sort, metrics, markdown_out, csv_out, force)
     Confidence intervals are shown where the reports were bootstrapped; the best value per
     column is marked.
     """
-    split = (lambda v: [x.strip() for x in v.split(",")] if v else None)  # noqa: E731
+    split = (lambda v: [x.strip() for x in v.split(",")] if v else None)
     try:
         board = leaderboard(list(reports), names=split(names), sort=sort,
                             metrics=split(metrics), force=force)

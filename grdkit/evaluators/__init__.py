@@ -25,12 +25,12 @@ from typing import Any
 
 from ..format import GresDataset, load_dataset, load_splits
 from ..progress import Progress, tracked
-from .gres import GresEvaluator
-from .predictions import GroundTruth, load_predictions
-from .curves import write_curves
-from .leaderboard import Leaderboard, leaderboard
-from .report import Report, check_gate, comparability_problems
 from . import state
+from .curves import write_curves
+from .gres import GresEvaluator
+from .leaderboard import Leaderboard, leaderboard
+from .predictions import GroundTruth, load_predictions
+from .report import Report, check_gate, comparability_problems
 from .state import merge_states
 
 CHUNK = 2048  # predictions validated and processed per batch

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError
 from ..io import read_json
 from .cosod import COSOD_METRICS
@@ -39,7 +41,7 @@ class Leaderboard:
     def cell(self, method: str, metric: str, bold: str = "**") -> str:
         """One formatted cell: value, ``[low, high]`` when bootstrapped, bold when best."""
         v = self.table.loc[method, metric]
-        v = None if v != v else float(v)  # NaN -> None
+        v = None if np.isnan(v) else float(v)
         s = fmt(metric, v)
         if method in self.best.get(metric, ()):
             s = f"{bold}{s}{bold}"

@@ -99,8 +99,9 @@ class Report:
                              f"{fmt('', m['t_acc'])} |")
             lines.append("")
         for b, buckets in self.breakdowns.items():
-            lines += [f"### {b}", "", "| bucket | pairs | positives | negatives | gres_miou | "
-                      "ciou | n_acc | t_acc |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += [f"### {b}", "",
+                      ("| bucket | pairs | positives | negatives | gres_miou | ciou | n_acc | "
+                       "t_acc |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
             for k, e in buckets.items():
                 c, m = e["counts"], e["metrics"]
                 lines.append(f"| {k} | {c['pairs']} | {c['positives']} | {c['negatives']} | "
