@@ -329,3 +329,33 @@ def test_leaderboard_cli_and_refusals(three_reports, tmp_path, capsys):
     assert code == 2 and "not a grdkit JSON report" in err
     code, _, err = run_cli(["leaderboard", rep["noisy"], rep["perfect"], "--names", "X"], capsys)
     assert code == 2
+
+
+def test_rela_on_real_refcocog(refcocog_root):
+    """Box predictions on the real sample: rela vs the plain reference; pinned values."""
+    from pycocotools.coco import COCO
+
+    from grdkit.builders import build_dataset
+
+    ds, _ = build_dataset("g-refcocog", refcocog_root, min_images=1)
+    coco = COCO(str(refcocog_root / "instances.json"))
+    preds, pairs = [], []
+    for split, d in ds.items():
+        for t in d.targets:
+            im = d.image(t.image_id)
+            box = np.zeros((im.height, im.width), bool)
+            for a in t.ann_ids:
+                x, y, w, h = coco.anns[a]["bbox"]
+                box[int(np.floor(y)):int(np.ceil(y + h)), int(np.floor(x)):int(np.ceil(x + w))] = 1
+            preds.append({"split": split, "expression_id": t.expression_id,
+                          "image_id": t.image_id,
+                          "segmentation": masks.encode(box) if box.any() else None})
+            pairs.append((plain_resize(masks.decode(t.segmentation).astype(bool)),
+                          plain_resize(box) if box.any() else None))
+    r = grdkit.evaluate(preds, ds, protocol="rela")
+    ref = dense_metrics(pairs, pred_pos=[p is not None for _, p in pairs])
+    for k in ("gres_miou", "res_miou", "ciou", "n_acc", "t_acc", "pr@0.5", "pr@0.7"):
+        assert r.metrics[k] == pytest.approx(ref[k], abs=1e-9), k
+    # pinned; grdkit protocol: 76.0642 / 52.8275 (tests/test_eval_io.py); ReLA's own GT
+    # (polygons rasterised at 480): 76.0677 / 52.8601 (benchmarks/rela_protocol_refcocog.py)
+    assert (round(r.metrics["gres_miou"], 4), round(r.metrics["ciou"], 4)) == (76.0753, 52.8676)
