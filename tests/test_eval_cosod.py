@@ -408,3 +408,10 @@ COW_GOLDEN = {
                      "e_adaptive": 0.6267, "s_measure": 0.9579},
 }
 COW_FAINT_FMAX = (0.3235, 0.4399)  # (faint maps zeroed as before the fix, scored as submitted)
+
+
+def test_soft_map_of_wrong_size_is_named():
+    ds = dataset_from_dense([[np.zeros((4, 5), bool)]])
+    bad = [Prediction("val", 1, 1, None, None, np.zeros((5, 4), np.uint8))]
+    with pytest.raises(grdkit.errors.InputError, match=r"predictions\[0\].*soft map"):
+        grdkit.evaluate(bad, ds, cosod=True)

@@ -106,7 +106,8 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
 
 _report_options = [
     click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Write the JSON report {metrics, counts, config, per_split, per_group, ci}."),
+                 help="Write the JSON report {metrics, counts, config, per_split, per_group, ci, "
+                      "breakdowns}."),
     click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False, path_type=Path),
                  help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
     click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -159,7 +160,7 @@ def eval_group():
 @click.option("--cosod-protocol", type=click.Choice(COSOD_PROTOCOLS), default="pysodmetrics",
               show_default=True, help="Co-SOD reference: PySODMetrics or zzhanghub/eval-co-sod.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Resample groups N times for 95%% confidence intervals.")
+              help="Resample groups N times for 95% confidence intervals.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Bootstrap seed.")
 @click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path),
