@@ -303,7 +303,8 @@ def cosod_metrics(tp, pp, g, n, scalars, skipped, protocol: str) -> tuple[dict, 
     if protocol == "eval-co-sod":
         vals["ap"] = _voc_ap(mean["precision"], mean["recall"])
         order = np.argsort(mean["fpr"], kind="stable")
-        vals["auc"] = float(np.trapezoid(mean["recall"][order], mean["fpr"][order]))
+        trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+        vals["auc"] = float(trapezoid(mean["recall"][order], mean["fpr"][order]))
     for k in DEFINED[protocol]:
         out[k] = float(vals[k])
     curves = {"threshold": thresholds(protocol), "precision": mean["precision"],
