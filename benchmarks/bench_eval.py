@@ -9,7 +9,14 @@ plain dense evaluator (tests/dense_reference.py: decode every mask, numpy AND / 
 pairs per second, their ratio, and grdkit's peak memory (VmHWM of a fresh subprocess).
 Targets (issue 3): >= 10x the dense evaluator, >= 10k pairs/s, peak memory < 1 GB.
 
-Usage: python benchmarks/bench_eval.py [--dense-pairs 3000] [--workdir DIR]
+Also timed (issue 12), each in a fresh subprocess: ``--protocol rela`` on the full set (every
+positive GT and every targeted prediction decoded and resized to 480 x 480), and the full Co-SOD
+metric set under both Co-SOD protocols on a subset of whole groups (``--cosod-pairs``, default
+~600 pairs; the full set would take tens of minutes on 2 cores), extrapolated linearly to the full
+set (per-pair cost is constant: every pair is one 480 x 640 map), with the subset's peak memory.
+
+Usage: python benchmarks/bench_eval.py [--dense-pairs 3000] [--cosod-pairs 600] [--workdir DIR]
+        [--skip-extra]
 """
 
 from __future__ import annotations
@@ -94,12 +101,37 @@ def generate(work: Path, seed: int = 0) -> tuple[Path, Path]:
 
 RUN = r"""
 import json, sys, time
+sys.path.insert(0, sys.argv[3])
 import grdkit
+kw = json.loads(sys.argv[4])
 t = time.perf_counter()
-r = grdkit.evaluate(sys.argv[1], sys.argv[2])
+r = grdkit.evaluate(sys.argv[1], sys.argv[2], **kw)
 dt = time.perf_counter() - t
 print(json.dumps({"seconds": dt, "peak_mb": peak_mb(), "metrics": r.metrics, "counts": r.counts}))
 """
+
+
+def run_eval(preds: Path, gt: Path, **kw) -> dict:
+    """grdkit.evaluate in a fresh interpreter (this checkout's grdkit), timed."""
+    return run_python(RUN, str(preds), str(gt), str(ROOT), json.dumps(kw))
+
+
+def write_subset(gt_path: Path, preds_path: Path, n: int, work: Path) -> tuple[Path, Path, int]:
+    """Whole groups (>= n pairs) of the set as their own ground truth and predictions files."""
+    gt = json.loads(gt_path.read_text())
+    keep = subset_keys(gt, n)
+    groups = [g for g in gt["groups"]
+              if all((e, i) in keep for e in g["expression_ids"] for i in g["image_ids"])]
+    exprs = {e for g in groups for e in g["expression_ids"]}
+    imgs = {i for g in groups for i in g["image_ids"]}
+    sub = {"info": gt["info"], "images": [r for r in gt["images"] if r["id"] in imgs],
+           "expressions": [r for r in gt["expressions"] if r["id"] in exprs], "groups": groups,
+           "targets": [t for t in gt["targets"] if (t["expression_id"], t["image_id"]) in keep]}
+    g_out, p_out = work / f"gt_sub{n}.json", work / f"preds_sub{n}.json"
+    g_out.write_text(json.dumps(sub))
+    p_out.write_text(json.dumps([p for p in json.loads(preds_path.read_text())
+                                 if (p["expression_id"], p["image_id"]) in keep]))
+    return g_out, p_out, len(sub["targets"])
 
 
 def subset_keys(gt: dict, n: int) -> set[tuple[int, int]]:
@@ -140,6 +172,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dense-pairs", type=int, default=3000,
                     help="pairs scored by the dense evaluator (it is slow)")
+    ap.add_argument("--cosod-pairs", type=int, default=600,
+                    help="pairs scored with the full Co-SOD set per protocol (it is slow)")
+    ap.add_argument("--skip-extra", action="store_true",
+                    help="only the RLE-domain GRES run and the dense reference")
     ap.add_argument("--workdir", type=Path, default=None)
     a = ap.parse_args()
     work = a.workdir or Path(tempfile.mkdtemp(prefix="grdkit-bench-eval-"))
@@ -149,7 +185,7 @@ def main() -> None:
         t = time.perf_counter()
         gt, pp = generate(work)
         print(f"generated {gt} and {pp} in {time.perf_counter() - t:.1f} s")
-    g = run_python(RUN, str(pp), str(gt))
+    g = run_eval(pp, gt)
     n = g["counts"]["pairs"]
     grd_rate = n / g["seconds"]
     d_s, d_n, d_m = dense_run(gt, pp, a.dense_pairs)
@@ -183,6 +219,23 @@ def main() -> None:
     print(f"metrics: gres_miou {g['metrics']['gres_miou']:.2f}, ciou {g['metrics']['ciou']:.2f}, "
           f"n_acc {g['metrics']['n_acc']:.2f}, t_acc {g['metrics']['t_acc']:.2f}")
     print("targets: >= 10x dense, >= 10000 pairs/s, peak < 1024 MB")
+    if a.skip_extra:
+        return
+    r = run_eval(pp, gt, protocol="rela")
+    print(f"\n{'grdkit --protocol rela (480x480)':<34} {n:7d} {r['seconds']:8.2f} "
+          f"{n / r['seconds']:9.0f} {r['peak_mb']:8.0f}")
+    print(f"  rela metrics: gres_miou {r['metrics']['gres_miou']:.2f}, ciou "
+          f"{r['metrics']['ciou']:.2f} (grdkit protocol {g['metrics']['ciou']:.2f})")
+    sg, sp, sn = write_subset(gt, pp, a.cosod_pairs, work)
+    for proto in ("pysodmetrics", "eval-co-sod"):
+        c = run_eval(sp, sg, cosod=True, cosod_protocol=proto)
+        rate = sn / c["seconds"]
+        print(f"{'Co-SOD full set, ' + proto:<34} {sn:7d} {c['seconds']:8.2f} {rate:9.1f} "
+              f"{c['peak_mb']:8.0f}   -> {n} pairs: ~{n / rate / 60:.0f} min (extrapolated)")
+        print("  " + ", ".join(f"{k} {v:.4f}" for k, v in c["metrics"].items()
+                               if v is not None and k in (
+                                   "mae", "f_max", "e_measure", "s_measure", "ap", "auc",
+                                   "f_weighted")))
 
 
 if __name__ == "__main__":

@@ -7,18 +7,24 @@ out from its definition in the papers (GRES ICCV 2023 §5.1; ReLA / gRefCOCO CVP
 import numpy as np
 
 
-def dense_metrics(pairs, min_pixels=1):
-    """pairs: list of (gt_mask bool HxW, pred_mask bool HxW or None). Returns metrics in percent."""
+def dense_metrics(pairs, min_pixels=1, pred_pos=None):
+    """pairs: list of (gt_mask bool HxW, pred_mask bool HxW or None). Returns metrics in percent.
+
+    pred_pos: optional per-pair "targeted" decisions taken elsewhere (e.g. at another
+    resolution); by default a prediction is targeted when it has >= min_pixels pixels.
+    """
     scores, res_ious, inters, unions = [], [], 0, 0
     tp = tn = fp = fn = 0
     pos_ious = []
-    for gt, pred in pairs:
+    for k, (gt, pred) in enumerate(pairs):
         gt = np.asarray(gt, bool)
-        if pred is None or np.count_nonzero(pred) < min_pixels:
+        decided = None if pred_pos is None else bool(pred_pos[k])
+        if pred is None or decided is False or (
+                decided is None and np.count_nonzero(pred) < min_pixels):
             pred = np.zeros_like(gt)
         pred = np.asarray(pred, bool)
         gt_has = gt.any()
-        pred_has = pred.any()
+        pred_has = pred.any() if decided is None else decided
         i = np.logical_and(gt, pred).sum()
         u = np.logical_or(gt, pred).sum()
         inters += i

@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..evaluators import evaluate, load_ground_truth, merge_states
-from ..evaluators.report import Report, check_gate, fmt
+from ..evaluators import evaluate, load_ground_truth, merge_states, write_curves
+from ..evaluators.cosod import COSOD_PROTOCOLS
+from ..evaluators.functional import PROTOCOLS
+from ..evaluators.report import Report, check_gate, comparability_problems, fmt
 from ..io import atomic_write_text
 from .ui import out, progress_bar, table
 
@@ -40,7 +42,7 @@ def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
 
 
 def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_under,
-            per_group: bool) -> int:
+            per_group: bool, curves=None) -> int:
     gates = _parse_fail_under(fail_under)
     base = None
     if baseline is not None:
@@ -49,11 +51,18 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
             base["metrics"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(baseline, f"is not a grdkit JSON report: {e}") from None
+        problems = comparability_problems(report.config, base.get("config") or {})
+        if problems:
+            raise InputError(baseline, f"cannot be a baseline: it {problems[0]}",
+                             hint="compare against a report on the same ground truth and "
+                                  "protocol")
     try:
         failures = check_gate(report.to_dict(), gates, base, max_drop if base else None)
     except KeyError as e:
         raise click.BadParameter(f"unknown metric {e.args[0]!r}; choose from "
                                  f"{sorted(report.metrics)}", param_hint="--fail-under") from None
+    if curves is not None:
+        write_curves(report, curves)
     if json_out:
         atomic_write_text(json_out, report.to_json())
     if markdown_out:
@@ -73,6 +82,12 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
             {"split": s, "pairs": r["counts"]["pairs"],
              **{k: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
             for s, r in report.per_split.items()]))
+    for b, buckets in report.breakdowns.items():
+        out.print(table(b, [{"bucket": k, "pairs": e["counts"]["pairs"],
+                             "pos.": e["counts"]["positives"], "neg.": e["counts"]["negatives"],
+                             **{m: fmt(m, e["metrics"][m])
+                                for m in ("gres_miou", "ciou", "n_acc", "t_acc")}}
+                            for k, e in buckets.items()]))
     if per_group:
         worst = report.worst_groups(per_group).to_dict("records")
         out.print(table(f"{len(worst)} lowest-scoring groups", [
@@ -91,7 +106,8 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
 
 _report_options = [
     click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Write the JSON report {metrics, counts, config, per_split, per_group, ci}."),
+                 help="Write the JSON report {metrics, counts, config, per_split, per_group, ci, "
+                      "breakdowns}."),
     click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False, path_type=Path),
                  help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
     click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -103,6 +119,9 @@ _report_options = [
                  help="Fail when METRIC is below VALUE (above, for mae); repeatable."),
     click.option("--per-group", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Print the N lowest-scoring groups."),
+    click.option("--curves", type=click.Path(file_okay=False, path_type=Path),
+                 help="With --cosod: write the PR, F- and E-over-threshold curves (CSV + PNG) "
+                      "into this folder."),
 ]
 
 
@@ -117,7 +136,8 @@ def eval_group():
     """Score predictions (every GRES / RES / gRefCOCO / Co-SOD metric) and gate a submission.
 
     \b
-    grdkit eval PREDS --gt DATASET [--json OUT] [--markdown OUT]
+    grdkit eval PREDS --gt DATASET [--protocol grdkit|rela] [--json OUT] [--markdown OUT]
+                [--cosod [--cosod-protocol pysodmetrics|eval-co-sod] [--curves DIR]]
                 [--baseline REF.json --max-drop 0.5] [--fail-under gres_miou=50 ...]
     grdkit eval merge SHARD.npz ... --gt DATASET [...]
 
@@ -132,16 +152,23 @@ def eval_group():
 @click.option("--min-pixels", type=click.IntRange(min=1), default=1, show_default=True,
               help="Predictions with fewer foreground pixels are 'no target'.")
 @click.option("--strict", is_flag=True, help="A pair without prediction is an error.")
-@click.option("--cosod", is_flag=True, help="Also compute Co-SOD MAE / F-max / S / E (slower).")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="grdkit", show_default=True,
+              help="grdkit: I and U at the original resolution; rela: both masks resized to "
+                   "480x480 (centre-sampled nearest), as ReLA tests.")
+@click.option("--cosod", is_flag=True,
+              help="Also compute the Co-SOD metrics (MAE, F, E, S, AP, AUC; slower).")
+@click.option("--cosod-protocol", type=click.Choice(COSOD_PROTOCOLS), default="pysodmetrics",
+              show_default=True, help="Co-SOD reference: PySODMetrics or zzhanghub/eval-co-sod.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Resample groups N times for 95%% confidence intervals.")
+              help="Resample groups N times for 95% confidence intervals.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Bootstrap seed.")
 @click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path),
               help="Also save per-pair statistics (.npz) for `grdkit eval merge`.")
 @report_options
-def eval_run(preds, gt_path, min_pixels, strict, cosod, bootstrap, seed, save_state, json_out,
-             markdown_out, baseline, max_drop, fail_under, per_group):
+def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol, bootstrap, seed,
+             save_state, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
+             curves):
     """Score PREDS (preds.json, or a folder of <expression_id>/<image_id>.png masks).
 
     Predictions are checked first and any invalid record stops the run (exit 2) with its name:
@@ -149,13 +176,17 @@ def eval_run(preds, gt_path, min_pixels, strict, cosod, bootstrap, seed, save_st
     Missing pairs count as 'no target' and are reported (--strict makes them an error).
     """
     _parse_fail_under(fail_under)
+    if curves is not None and not cosod:
+        raise click.BadParameter("needs --cosod", param_hint="--curves")
     with progress_bar() as bar:
         def track(it, desc, n):  # a bar only on long work
             return bar(it, desc, n) if n > 1 or cosod else it
 
         report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict, cosod=cosod,
-                          bootstrap=bootstrap, seed=seed, save_state=save_state, progress=track)
-    return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group)
+                          bootstrap=bootstrap, seed=seed, save_state=save_state, progress=track,
+                          protocol=protocol, cosod_protocol=cosod_protocol)
+    return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
+                   curves)
 
 
 @eval_group.command("merge")
@@ -168,10 +199,15 @@ def eval_run(preds, gt_path, min_pixels, strict, cosod, bootstrap, seed, save_st
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @report_options
 def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out, baseline,
-               max_drop, fail_under, per_group):
-    """Combine shard states saved with --save-state into exactly the single-pass report."""
+               max_drop, fail_under, per_group, curves):
+    """Combine shard states saved with --save-state into exactly the single-pass report.
+
+    The protocol and Co-SOD options are those the shards were evaluated with."""
     _parse_fail_under(fail_under)
     ev = merge_states(states, load_ground_truth(gt_path))
+    if curves is not None and not ev.cosod:
+        raise click.BadParameter("the shards have no Co-SOD statistics", param_hint="--curves")
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
                          config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
-    return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group)
+    return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
+                   curves)

@@ -17,6 +17,7 @@ from .build import build_cmd, stats_cmd
 from .evaluate import eval_group
 from .export import export_group
 from .grd import convert_group, show_cmd, validate_cmd
+from .leaderboard import leaderboard_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,12 +40,15 @@ def cli() -> None:
         grdkit predict --checkpoint runs/lts --data val.json --img-root images --out preds.json
     Score predictions and gate a submission:
         grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
+    Compare methods:
+        grdkit leaderboard a.json b.json --names A,B --markdown board.md
     """
 
 
 cli.add_command(build_cmd)
 cli.add_command(stats_cmd)
 cli.add_command(eval_group)
+cli.add_command(leaderboard_cmd)
 cli.add_command(convert_group)
 cli.add_command(validate_cmd)
 cli.add_command(export_group)

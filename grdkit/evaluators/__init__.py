@@ -3,13 +3,19 @@
 API::
 
     report = grdkit.evaluate(predictions, dataset, min_pixels=1, strict=False, cosod=False,
-                             bootstrap=0, seed=0)
-    report.metrics["gres_miou"], report.counts, report.to_json(), report.to_markdown()
+                             bootstrap=0, seed=0, protocol="grdkit",
+                             cosod_protocol="pysodmetrics")
+    report.metrics["gres_miou"], report.counts, report.breakdowns, report.to_json(),
+    report.to_markdown(), report.frames(); write_curves(report, "curves/")
+    board = leaderboard(["a.json", "b.json"]); board.to_markdown()
 
 ``predictions``: a ``preds.json`` path, a folder of PNG masks, or a list of dicts (see
 :mod:`grdkit.evaluators.predictions`). ``dataset``: a split file, a built folder (several
 splits), a :class:`~grdkit.dataset.GresDataset` or ``{split: GresDataset}``. Metric definitions
-and sources: :mod:`grdkit.evaluators.functional` and :mod:`grdkit.evaluators.cosod`.
+and sources, protocols: :mod:`grdkit.evaluators.functional` (GRES / RES / gRefCOCO, ``grdkit`` /
+``rela``) and :mod:`grdkit.evaluators.cosod` (Co-SOD, ``pysodmetrics`` / ``eval-co-sod``);
+breakdowns: :mod:`grdkit.evaluators.breakdowns`; leaderboards:
+:mod:`grdkit.evaluators.leaderboard`.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from typing import Any
 from ..format import GresDataset, load_dataset, load_splits
 from ..progress import Progress, tracked
 from . import state
+from .curves import write_curves
 from .gres import GresEvaluator
+from .leaderboard import Leaderboard, leaderboard
 from .predictions import GroundTruth, load_predictions
-from .report import Report, check_gate
+from .report import Report, check_gate, comparability_problems
 from .state import merge_states
 
 CHUNK = 2048  # predictions validated and processed per batch
@@ -43,11 +51,13 @@ def load_ground_truth(dataset: Any) -> dict[str, GresDataset]:
 
 def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: bool = False,
              cosod: bool = False, bootstrap: int = 0, seed: int = 0,
-             save_state: str | Path | None = None, progress: Progress | None = None
-             ) -> Report:
+             save_state: str | Path | None = None, progress: Progress | None = None,
+             protocol: str = "grdkit", cosod_protocol: str = "pysodmetrics") -> Report:
     """Score predictions against a canonical dataset; see the module header.
 
     Args:
+        protocol: ``"grdkit"`` (original resolution) or ``"rela"`` (I and U at 480 x 480).
+        cosod_protocol: ``"pysodmetrics"`` or ``"eval-co-sod"`` (with ``cosod``).
         save_state: also write the per-pair statistics (``.npz``) for ``grdkit eval merge``.
         progress: optional progress callback (:mod:`grdkit.progress`), one step per batch.
 
@@ -55,7 +65,8 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
         InputError: invalid predictions (named record) or, with ``strict``, missing pairs.
     """
     gt = load_ground_truth(dataset)
-    ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod)
+    ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod, protocol=protocol,
+                       cosod_protocol=cosod_protocol)
     preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
     batches = [preds[k:k + CHUNK] for k in range(0, len(preds), CHUNK)]
     for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)", len(batches)):
@@ -68,5 +79,5 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     return ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
 
 
-__all__ = ["GresEvaluator", "Report", "check_gate", "evaluate", "load_ground_truth",
-           "merge_states"]
+__all__ = ["GresEvaluator", "Leaderboard", "Report", "check_gate", "comparability_problems",
+           "evaluate", "leaderboard", "load_ground_truth", "merge_states", "write_curves"]

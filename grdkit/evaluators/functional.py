@@ -25,8 +25,25 @@ pycocotools' ``iou`` returns 0 in that case, hence I and U are computed here fro
   targeted / target pairs. ``r_neg`` (GRES R_neg, recall of negative pairs) equals ``n_acc``.
 * ``pr@X`` (X = 0.5 ... 0.9): share of target pairs with IoU >= X.
 
-Some released evaluators use an older N-acc formula, TP/(TP+FP+1); ours are the corrected ones.
-A metric whose denominator is empty (e.g. ``n_acc`` with no negative pair) is ``None``.
+ReLA's own naming (``gres_model/evaluation/refer_evaluation.py``) treats "no target" as the
+positive class: its "TP" is a no-target pair predicted no-target (grdkit's true negative), "FN" a
+no-target pair predicted targeted, "FP" a target pair predicted no-target, "TN" a target pair
+predicted targeted. Its N-acc = TP/(TP+FN) and T-acc = TN/(TN+FP) are fractions (grdkit reports
+percent). ReLA's first release (a389648, before commit 884ef17 "fix eval metrics") had
+T_acc = TP/(TP+FP+1) and N_acc = TP/(TP+FN+1) in that naming, i.e. the precision of no-target
+predictions and a shrunk no-target recall; MABP still ships them. grdkit uses the corrected
+formulas above. A metric whose denominator is empty (e.g. ``n_acc`` with no negative pair) is
+``None``.
+
+Protocols (:data:`PROTOCOLS`): ``grdkit`` counts I and U at the image's original resolution.
+``rela`` follows ReLA's test pipeline (``refcoco_mapper.py``: ``T.Resize((480, 480))``, and the
+evaluator compares masks at that size): every ground-truth and predicted mask is resized to
+480 x 480 with centre-sampled nearest neighbour (:func:`resize_nearest`) and I and U are counted
+there; the no-target decision is still taken on the submitted mask at its own resolution
+(``min_pixels``). ReLA rasterises the GT *polygons after* scaling them to 480 x 480
+(``transform_instance_annotations`` then ``convert_coco_poly_to_mask``), so resizing the
+rasterised GT mask is an approximation at object boundaries (see
+``benchmarks/rela_protocol_refcocog.py`` for its size on real RefCOCOg).
 """
 
 from __future__ import annotations
@@ -35,6 +52,8 @@ import numpy as np
 
 from ..format import masks
 
+PROTOCOLS = ("grdkit", "rela")
+RELA_SIZE = 480  # ReLA configs/referring_R50.yaml INPUT.IMAGE_SIZE
 PR_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 METRICS = ("gres_miou", "res_miou", "giou", "ciou", "n_acc", "t_acc", "r_neg",
            *(f"pr@{t}" for t in PR_THRESHOLDS))
@@ -63,6 +82,53 @@ def pair_stats(pred: dict | None, gt: dict, gt_area: int, min_pixels: int = 1
         return p_area, 0, p_area, True
     inter = masks.area(masks.intersection(pred, gt))
     return p_area, inter, p_area + gt_area - inter, True
+
+
+def resize_index(in_size: int, out_size: int = RELA_SIZE) -> np.ndarray:
+    """Source index of each output pixel for centre-sampled nearest neighbour, int64 ``(out,)``.
+
+    Output pixel i takes input pixel ``floor((i + 0.5) * in_size / out_size)`` (the centre of
+    output pixel i mapped back into the input), computed in exact integer arithmetic.
+    """
+    i = np.arange(out_size, dtype=np.int64)
+    return ((2 * i + 1) * in_size) // (2 * out_size)
+
+
+def resize_nearest(mask: np.ndarray, out_h: int = RELA_SIZE, out_w: int = RELA_SIZE
+                   ) -> np.ndarray:
+    """Resize a ``(H, W)`` mask to ``(out_h, out_w)`` by centre-sampled nearest neighbour.
+
+    ``out[i, j] = mask[floor((i + 0.5) H / out_h), floor((j + 0.5) W / out_w)]``. Written as an
+    index map because library resizers differ at exactly this point: OpenCV's INTER_NEAREST
+    samples ``floor(i H / out_h)`` (no half-pixel offset), and scikit-image / scipy's order-0
+    resize rounds ``(i + 0.5) H / out_h - 0.5``, which breaks ties the other way; PIL's NEAREST
+    computes this map in floating point and lands one pixel lower on exact ties (e.g. 99 of 480
+    rows for H = 640).
+    """
+    h, w = mask.shape
+    # two 1-D gathers (whole rows first on C-ordered masks) are ~8x faster than one np.ix_
+    # gather at 480 x 640
+    return mask[resize_index(h, out_h)][:, resize_index(w, out_w)]
+
+
+def pair_stats_resized(pred: dict | None, pred_pos: bool, gt: dict, gt_area_resized: int,
+                       size: int = RELA_SIZE) -> tuple[int, int]:
+    """``(inter, union)`` of one pair after resizing both masks to ``size x size``.
+
+    Args:
+        pred: prediction RLE (or None); pred_pos: the no-target decision taken at its own
+            resolution (a "no target" prediction is an empty mask).
+        gt: GT RLE; gt_area_resized: foreground pixels of the resized GT.
+    """
+    if pred is None or not pred_pos:
+        return 0, gt_area_resized
+    p = resize_nearest(masks.decode(pred), size, size)  # uint8 0/1
+    pa = int(np.count_nonzero(p))
+    if gt_area_resized == 0:
+        return 0, pa
+    g = resize_nearest(masks.decode(gt), size, size)
+    inter = int(np.count_nonzero(p & g))
+    return inter, pa + gt_area_resized - inter
 
 
 def pair_iou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The GRES evaluator: detectron2-style ``reset`` / ``process`` / ``evaluate`` over a pair table.
 
-Memory holds only per-pair sufficient statistics (I, U, prediction area, target flags; plus four
-Co-SOD values and a 256-point F curve when Co-SOD is on), never masks. Statistics are integers and
+Memory holds only per-pair sufficient statistics (I, U, prediction area, target flags; with
+Co-SOD, integer threshold counts and five scalars per pair, :mod:`.cosod`), never masks. Statistics are integers and
 metrics are always computed from the full arrays in the ground truth's pair order, so shards
 combine exactly (:mod:`.state`). Report assembly and the bootstrap live in :mod:`.report`.
 """
@@ -17,8 +17,9 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..format import GresDataset, masks
-from .cosod import cosod_pair
-from .functional import pair_stats
+from . import breakdowns as bd
+from .cosod import COSOD_PROTOCOLS, SCALARS, cosod_pair, n_thresholds
+from .functional import PROTOCOLS, RELA_SIZE, pair_stats, pair_stats_resized, resize_nearest
 from .predictions import GroundTruth, Prediction, check_predictions
 from .report import Report, assemble_report
 
@@ -30,22 +31,35 @@ class GresEvaluator:
         gt: ``{split: GresDataset}`` (one or more splits) or a single :class:`GresDataset`.
         min_pixels: predictions with fewer foreground pixels are "no target" (>= 1).
         cosod: also compute Co-SOD metrics (decodes masks; slower).
+        protocol: ``"grdkit"`` (original resolution) or ``"rela"`` (I and U at 480 x 480,
+            :mod:`.functional`).
+        cosod_protocol: ``"pysodmetrics"`` or ``"eval-co-sod"`` (:mod:`.cosod`).
 
     Raises:
+        ValueError: an unknown protocol or ``min_pixels < 1``.
         InputError: an incomplete ground truth (see :meth:`GresDataset.require_complete`);
             from :meth:`process`, an invalid prediction or a pair predicted twice.
     """
 
     def __init__(self, gt: dict[str, GresDataset] | GresDataset, min_pixels: int = 1,
-                 cosod: bool = False):
+                 cosod: bool = False, protocol: str = "grdkit",
+                 cosod_protocol: str = "pysodmetrics"):
         if isinstance(gt, GresDataset):
             gt = {gt.split or "test": gt}
         if min_pixels < 1:
             raise ValueError("min_pixels must be >= 1")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+        if cosod_protocol not in COSOD_PROTOCOLS:
+            raise ValueError(f"unknown Co-SOD protocol {cosod_protocol!r}; choose from "
+                             f"{COSOD_PROTOCOLS}")
+        self.protocol = protocol
+        self.cosod_protocol = cosod_protocol
         self.gt = GroundTruth(gt)
         self.min_pixels = int(min_pixels)
         self.cosod = bool(cosod)
-        rows, self.groups = [], []
+        rows, self.groups, labels = [], [], []
+        any_kind = False
         self.row_of: dict[tuple[str, int, int], int] = {}
         group_index: dict[tuple[str, int], int] = {}
         for split, ds in gt.items():
@@ -54,15 +68,28 @@ class GresEvaluator:
                 group_index[(split, g.id)] = len(self.groups)
                 self.groups.append((split, g.id))
             for t in ds.targets:
-                gid = ds.expression(t.expression_id).group_id
+                ex = ds.expression(t.expression_id)
                 self.row_of[(split, t.expression_id, t.image_id)] = len(rows)
-                rows.append((group_index[(split, gid)], t.expression_id, t.image_id,
+                rows.append((group_index[(split, ex.group_id)], t.expression_id, t.image_id,
                              masks.area(t.segmentation), t.positive))
+                neg = ex.extra.get("is_negative")
+                any_kind |= neg is not None
+                labels.append((bd.target_type(t.positive, len(t.ann_ids)),
+                               bd.length_bin(bd.words(ex.text)), bd.kind(neg)))
         arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
         self.group_idx = arr[:, 0]
         self.gt_area = arr[:, 3]
         self.gt_pos = arr[:, 4].astype(bool)
         self.keys = list(self.row_of)
+        lab = np.array(labels, dtype=np.int64).reshape(-1, 3)
+        self.labels = {"by_target_type": lab[:, 0], "by_length": lab[:, 1],
+                       "by_expression_kind": lab[:, 2] if any_kind else None}
+        if protocol == "rela":  # GT foreground at 480 x 480 (what a missing prediction adds to U)
+            self.gt_area_eval = np.array(
+                [int(np.count_nonzero(resize_nearest(masks.decode(self.gt_rle(r)))))
+                 if self.gt_area[r] else 0 for r in range(len(self.keys))], np.int64)
+        else:
+            self.gt_area_eval = self.gt_area
         h = hashlib.sha256()
         h.update(json.dumps([list(gt), self.groups]).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
@@ -78,13 +105,16 @@ class GresEvaluator:
         self.has_pred = np.zeros(n, bool)
         self.pred_area = np.zeros(n, np.int64)
         self.inter = np.zeros(n, np.int64)
-        self.union = self.gt_area.copy()
+        self.union = self.gt_area_eval.copy()
         self.pred_pos = np.zeros(n, bool)
         if self.cosod:
-            self.c_mae = np.full(n, np.nan)
-            self.c_sm = np.full(n, np.nan)
-            self.c_em = np.full(n, np.nan)
-            self.c_f = np.full((n, 256), np.nan)
+            t = n_thresholds(self.cosod_protocol)
+            self.c_done = np.zeros(n, bool)
+            self.c_tp = np.zeros((n, t), np.int32)
+            self.c_pp = np.zeros((n, t), np.int32)
+            self.c_g = np.zeros(n, np.int64)
+            self.c_n = np.zeros(n, np.int64)
+            self.c_scalars = np.full((n, len(SCALARS)), np.nan)
 
     def gt_rle(self, row: int) -> dict:
         """Ground-truth RLE of pair ``row``."""
@@ -109,22 +139,26 @@ class GresEvaluator:
             gt_rle = self.gt_rle(row)
             pa, inter, union, pos = pair_stats(p.rle, gt_rle, int(self.gt_area[row]),
                                                self.min_pixels)
+            if self.protocol == "rela":
+                inter, union = pair_stats_resized(p.rle, pos, gt_rle,
+                                                  int(self.gt_area_eval[row]), RELA_SIZE)
             self.has_pred[row] = True
             self.pred_area[row], self.inter[row], self.union[row] = pa, inter, union
             self.pred_pos[row] = pos
-            if self.cosod:
+            if self.cosod:  # the map as submitted: the no-target decision is GRES-only
                 if p.soft is not None:
-                    dense = p.soft if pos else np.zeros_like(p.soft)
-                elif pos:
+                    dense = p.soft
+                elif p.rle is not None:
                     dense = masks.decode(p.rle) * np.uint8(255)
                 else:
-                    h, w = gt_rle["size"]
-                    dense = np.zeros((h, w), np.uint8)
+                    dense = np.zeros(tuple(gt_rle["size"]), np.uint8)
                 self._cosod_row(row, dense, gt_rle)
 
     def _cosod_row(self, row: int, dense: np.ndarray, gt_rle: dict) -> None:
-        mae, sm, em, f = cosod_pair(dense, masks.decode(gt_rle))
-        self.c_mae[row], self.c_sm[row], self.c_em[row], self.c_f[row] = mae, sm, em, f
+        r = cosod_pair(dense, masks.decode(gt_rle), self.cosod_protocol)
+        self.c_tp[row], self.c_pp[row] = r["tp"], r["pp"]
+        self.c_g[row], self.c_n[row], self.c_scalars[row] = r["g"], r["n"], r["scalars"]
+        self.c_done[row] = True
 
     def evaluate(self, strict: bool = False, bootstrap: int = 0, seed: int = 0,
                  config: dict | None = None) -> Report:
@@ -148,12 +182,20 @@ class GresEvaluator:
                              "predict every pair, null for no target")
         cosod = None
         if self.cosod:
-            for r in missing:  # a missing prediction is an all-zero map
-                if np.isnan(self.c_mae[r]):
-                    gt_rle = self.gt_rle(int(r))
-                    self._cosod_row(int(r), np.zeros(tuple(gt_rle["size"]), np.uint8), gt_rle)
-            cosod = {"mae": self.c_mae, "sm": self.c_sm, "em": self.c_em, "f": self.c_f}
-        cfg = {"min_pixels": self.min_pixels, "strict": strict, "cosod": self.cosod,
+            skipped = ~self.has_pred
+            if self.cosod_protocol == "pysodmetrics":  # a missing prediction: all-zero map
+                skipped = np.zeros_like(skipped)
+                for r in missing:
+                    if not self.c_done[r]:
+                        gt_rle = self.gt_rle(int(r))
+                        self._cosod_row(int(r), np.zeros(tuple(gt_rle["size"]), np.uint8),
+                                        gt_rle)
+            cosod = {"tp": self.c_tp, "pp": self.c_pp, "g": self.c_g, "n": self.c_n,
+                     "scalars": self.c_scalars, "skipped": skipped,
+                     "protocol": self.cosod_protocol}
+        cfg = {"protocol": self.protocol, "min_pixels": self.min_pixels, "strict": strict,
+               "cosod": self.cosod,
+               **({"cosod_protocol": self.cosod_protocol} if self.cosod else {}),
                "bootstrap": bootstrap, "seed": seed, "splits": list(self.gt.splits),
                "gt_fingerprint": self.fingerprint, "grdkit_version": __version__,
                **(config or {})}
@@ -161,7 +203,7 @@ class GresEvaluator:
             inter=self.inter, union=self.union, gt_pos=self.gt_pos, pred_pos=self.pred_pos,
             has_pred=self.has_pred, group_idx=self.group_idx, groups=self.groups,
             splits=list(self.gt.splits), cosod=cosod, config=cfg, bootstrap=bootstrap,
-            seed=seed)
+            seed=seed, labels=self.labels)
 
 
 __all__ = ["GresEvaluator"]

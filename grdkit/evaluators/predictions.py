@@ -9,7 +9,8 @@ Accepted forms:
   when the ground truth has several splits (ids restart in each split).
 * a folder of PNG masks ``<expression_id>/<image_id>.png`` (``<split>/<expression_id>/...`` for
   several splits): 8-bit grey (or RGB, converted to grey), 0/255 binary or soft 0-255 maps. For the
-  IoU family a pixel is foreground when its value is >= 128; the soft map is kept for Co-SOD.
+  IoU family a pixel is foreground when its value is >= 128; the soft map is kept for Co-SOD,
+  which scores it as submitted (even when no pixel reaches 128).
 
 Anything that could silently change a score is an error that names the record: malformed JSON,
 unknown (expression, image) pairs, duplicate pairs, a mask size that differs from the image's,
@@ -183,9 +184,13 @@ def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
         if ds is None or not ds.has_target(p.expression_id, p.image_id):
             raise InputError(None, f"unknown pair in split {p.split!r}", where,
                              "predict only pairs of the dataset")
+        im = ds.image(p.image_id)
         if p.rle is not None:
-            im = ds.image(p.image_id)
             _check_rle(p.rle, im.height, im.width, where, None)
+        if p.soft is not None and (not isinstance(p.soft, np.ndarray) or p.soft.dtype != np.uint8
+                                   or p.soft.shape != (im.height, im.width)):
+            raise InputError(None, "soft map must be a uint8 array of the image's size "
+                             f"({im.height}, {im.width})", where)
     _check_integrity(batch, None, lambda p: next(i for i, q in enumerate(batch) if q is p))
     return batch
 

@@ -2,8 +2,11 @@
 summary), pandas tables and the regression gate.
 
 JSON layout: ``{"metrics": {...}, "counts": {...}, "config": {...}, "per_split": {...},
-"per_group": [...], "ci": {...} | null}``. IoU-family metrics and accuracies are in percent,
-Co-SOD metrics in 0-1.
+"per_group": [...], "ci": {...} | null, "breakdowns": {...}}``. IoU-family metrics and
+accuracies are in percent, Co-SOD metrics in 0-1. ``config`` records ``protocol``,
+``cosod_protocol`` (with Co-SOD) and ``gt_fingerprint``; :func:`comparability_problems` says
+whether two reports may be compared (baseline gate, leaderboard). The pair-averaged Co-SOD
+curves (``Report.curves``) are kept on the object, not in the JSON (:mod:`.curves` writes them).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .breakdowns import all_breakdowns
 from .cosod import COSOD_METRICS, cosod_metrics
 from .functional import METRICS, SUM_FIELDS, confusion, group_sums, metrics_from_sums
 
@@ -30,14 +34,27 @@ class Report:
     per_split: dict[str, dict] = field(default_factory=dict)
     per_group: list[dict] = field(default_factory=list)
     ci: dict[str, list[float]] | None = None
+    breakdowns: dict[str, dict] = field(default_factory=dict)
+    curves: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "counts": self.counts, "config": self.config,
-                "per_split": self.per_split, "per_group": self.per_group, "ci": self.ci}
+                "per_split": self.per_split, "per_group": self.per_group, "ci": self.ci,
+                "breakdowns": self.breakdowns}
+
+    def breakdown_frame(self):
+        """The breakdowns as one DataFrame: a row per (breakdown, bucket) with ``pairs``,
+        ``positives``, ``negatives`` and every GRES metric (percent)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"breakdown": b, "bucket": k, **e["counts"], **e["metrics"]}
+                             for b, buckets in self.breakdowns.items()
+                             for k, e in buckets.items()])
 
     def frames(self) -> dict:
         """The report as pandas DataFrames: ``metrics`` (one row per metric, with the 95% CI
-        when bootstrapped), ``per_split`` and ``per_group`` (one row each)."""
+        when bootstrapped), ``per_split`` and ``per_group`` (one row each), ``breakdowns``
+        (:meth:`breakdown_frame`) and, with Co-SOD, ``curves`` (one row per threshold)."""
         import pandas as pd
 
         metrics = pd.DataFrame({"metric": list(self.metrics), "value": list(self.metrics.values())})
@@ -46,8 +63,11 @@ class Report:
             metrics["ci_high"] = [self.ci.get(k, [None, None])[1] for k in self.metrics]
         per_split = pd.DataFrame([{"split": s, **r["counts"], **r["metrics"]}
                                   for s, r in self.per_split.items()])
-        return {"metrics": metrics.set_index("metric"), "per_split": per_split,
-                "per_group": pd.DataFrame(self.per_group)}
+        out = {"metrics": metrics.set_index("metric"), "per_split": per_split,
+               "per_group": pd.DataFrame(self.per_group), "breakdowns": self.breakdown_frame()}
+        if self.curves is not None:
+            out["curves"] = pd.DataFrame(self.curves)
+        return out
 
     def worst_groups(self, n: int, metric: str = "gres_miou"):
         """The ``n`` lowest-scoring groups by ``metric`` (ties by split and group id), as a
@@ -78,6 +98,16 @@ class Report:
                              f"{fmt('', m['ciou'])} | {fmt('', m['n_acc'])} | "
                              f"{fmt('', m['t_acc'])} |")
             lines.append("")
+        for b, buckets in self.breakdowns.items():
+            lines += [f"### {b}", "",
+                      ("| bucket | pairs | positives | negatives | gres_miou | ciou | n_acc | "
+                       "t_acc |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for k, e in buckets.items():
+                c, m = e["counts"], e["metrics"]
+                lines.append(f"| {k} | {c['pairs']} | {c['positives']} | {c['negatives']} | "
+                             + " | ".join(fmt('', m[x]) for x in ("gres_miou", "ciou", "n_acc",
+                                                                   "t_acc")) + " |")
+            lines.append("")
         if failures is not None:
             if failures:
                 lines += ["### Gate: FAILED", "", "| metric | value | limit | reason |",
@@ -94,6 +124,31 @@ def fmt(metric: str, v: float | None) -> str:
     if v is None:
         return "n/a"
     return f"{v:.4f}" if metric in COSOD_METRICS else f"{v:.2f}"
+
+
+def comparability_problems(config: dict, other: dict) -> list[str]:
+    """Why two reports' configs cannot be compared (empty list = comparable).
+
+    They must be on the same ground truth (``gt_fingerprint``), under the same ``protocol``
+    (missing = ``"grdkit"``, as before protocols existed) and, when both have Co-SOD metrics,
+    the same ``cosod_protocol`` (missing = ``"pysodmetrics"``).
+    """
+    out = []
+    fa, fb = config.get("gt_fingerprint"), other.get("gt_fingerprint")
+    if fa is None or fb is None:
+        out.append("has no gt_fingerprint (not a grdkit report?)")
+    elif fa != fb:
+        out.append(f"was made on other ground truth (gt_fingerprint {fb[:12]}..., this one "
+                   f"{fa[:12]}...)")
+    pa, pb = config.get("protocol", "grdkit"), other.get("protocol", "grdkit")
+    if pa != pb:
+        out.append(f"was made under protocol {pb!r}, this one under {pa!r}")
+    if config.get("cosod") and other.get("cosod"):
+        ca = config.get("cosod_protocol", "pysodmetrics")
+        cb = other.get("cosod_protocol", "pysodmetrics")
+        if ca != cb:
+            out.append(f"was made under Co-SOD protocol {cb!r}, this one under {ca!r}")
+    return out
 
 
 def check_gate(report: dict, fail_under: dict[str, float] | None = None,
@@ -141,32 +196,42 @@ def check_gate(report: dict, fail_under: dict[str, float] | None = None,
 def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
                     pred_pos: np.ndarray, has_pred: np.ndarray, group_idx: np.ndarray,
                     groups: list[tuple[str, int]], splits: list[str], cosod: dict | None,
-                    config: dict, bootstrap: int = 0, seed: int = 0) -> Report:
+                    config: dict, bootstrap: int = 0, seed: int = 0,
+                    labels: dict | None = None) -> Report:
     """A :class:`Report` from per-pair statistics (all arrays of length P, in pair order).
 
     Args:
         inter, union: int64 I and U per pair (pixels). gt_pos, pred_pos, has_pred: bool flags.
         group_idx: int64 index into ``groups`` per pair. groups: ``(split, group id)``.
         splits: split names in report order.
-        cosod: per-pair Co-SOD values ``{"mae", "sm", "em": (P,), "f": (P, 256)}`` or None.
+        cosod: per-pair Co-SOD statistics ``{"tp", "pp": (P, T), "g", "n": (P,), "scalars":
+            (P, 5), "skipped": bool (P,), "protocol": str}`` (:mod:`.cosod`) or None.
         config: the report's ``config``.
         bootstrap, seed: resamples of groups for 95% intervals (:func:`bootstrap_ci`).
+        labels: per-pair bucket codes of each breakdown (:mod:`.breakdowns`); None = none.
     """
     n_groups = len(groups)
     sums = group_sums(inter, union, gt_pos, pred_pos, group_idx, n_groups)
     metrics = metrics_from_sums(sums.sum(axis=0))
 
-    def cosod_of(rows=slice(None)) -> dict:
-        return cosod_metrics(cosod["mae"][rows], cosod["sm"][rows], cosod["em"][rows],
-                             cosod["f"][rows]) if cosod is not None else {}
+    def cosod_of(rows=slice(None), with_curves=False):
+        if cosod is None:
+            return ({}, None) if with_curves else {}
+        m, c = cosod_metrics(cosod["tp"][rows], cosod["pp"][rows], cosod["g"][rows],
+                             cosod["n"][rows], cosod["scalars"][rows], cosod["skipped"][rows],
+                             cosod["protocol"])
+        return (m, c) if with_curves else m
 
     def counts_of(rows=slice(None)) -> dict:
         return {"pairs": int(np.asarray(gt_pos[rows]).size), "positive": int(gt_pos[rows].sum()),
                 "negative": int((~gt_pos[rows]).sum()), **confusion(gt_pos[rows], pred_pos[rows])}
 
-    metrics.update(cosod_of())
+    cm, curves = cosod_of(with_curves=True)
+    metrics.update(cm)
     counts = {**counts_of(), "predictions": int(has_pred.sum()),
               "missing": int((~has_pred).sum()), "groups": n_groups}
+    if cosod is not None and cosod["protocol"] == "eval-co-sod":
+        counts["cosod_skipped"] = int(np.sum(cosod["skipped"]))
     per_split = {}
     split_of_group = np.array([s for s, _ in groups])
     for s in splits:
@@ -181,7 +246,8 @@ def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
                           "positive": int(sums[k][SUM_FIELDS.index("pos")]),
                           **{x: m[x] for x in ("gres_miou", "ciou", "n_acc", "t_acc")}})
     ci = bootstrap_ci(sums, bootstrap, seed) if bootstrap else None
-    return Report(metrics, counts, config, per_split, per_group, ci)
+    breakdowns = all_breakdowns(labels or {}, inter, union, gt_pos, pred_pos)
+    return Report(metrics, counts, config, per_split, per_group, ci, breakdowns, curves)
 
 
 def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0) -> dict[str, list[float]]:

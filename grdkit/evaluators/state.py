@@ -3,9 +3,13 @@
 ``grdkit eval preds_part1.json --gt val.json --save-state s1.npz`` on each machine, then
 ``grdkit eval merge s1.npz s2.npz --gt val.json`` gives exactly the single-pass report: the state
 holds integer statistics per pair plus what identifies the ground truth (its fingerprint) and the
-options, and merging refuses shards of another ground truth, other options, or overlapping pairs.
-File: ``.npz`` (no pickles), keys ``meta`` (JSON), ``rows``, ``pred_area``, ``inter``,
-``union``, ``pred_pos`` and, with Co-SOD, ``c_mae``, ``c_sm``, ``c_em``, ``c_f``.
+options (``min_pixels``, ``protocol``, ``cosod``, ``cosod_protocol``), and merging refuses shards
+of another ground truth, other options, or overlapping pairs. File: ``.npz`` (no pickles), keys
+``meta`` (JSON), ``rows``, ``pred_area``, ``inter``, ``union``, ``pred_pos`` and, with Co-SOD,
+the per-pair statistics of :mod:`.cosod` (``c_tp``, ``c_pp`` integer threshold counts, ``c_g``,
+``c_n``, ``c_scalars``, ``c_done``). Every Co-SOD metric, curves included, is a function of these,
+so merged shards give exactly the single-pass report (eval-co-sod's "skip missing predictions"
+is decided at merge time from which pairs no shard predicted).
 """
 
 from __future__ import annotations
@@ -24,19 +28,21 @@ from ..format import GresDataset
 from ..io import atomic_write_bytes
 from .gres import GresEvaluator
 
-STATE_FORMAT = "grdkit-eval-state/1"
-_COSOD_KEYS = ("c_mae", "c_sm", "c_em", "c_f")
+STATE_FORMAT = "grdkit-eval-state/2"
+COSOD_KEYS = ("c_tp", "c_pp", "c_g", "c_n", "c_scalars", "c_done")
+OPTIONS = ("min_pixels", "protocol", "cosod", "cosod_protocol")
 
 
 def state_dict(ev: GresEvaluator) -> dict[str, np.ndarray]:
     """The processed pairs' statistics plus what identifies the ground truth and options."""
     rows = np.flatnonzero(ev.has_pred)
-    meta = {"format": STATE_FORMAT, "fingerprint": ev.fingerprint, "min_pixels": ev.min_pixels,
-            "cosod": ev.cosod, "splits": list(ev.gt.splits), "grdkit_version": __version__}
+    meta = {"format": STATE_FORMAT, "fingerprint": ev.fingerprint,
+            **{k: getattr(ev, k) for k in OPTIONS}, "splits": list(ev.gt.splits),
+            "grdkit_version": __version__}
     st = {"meta": np.array(json.dumps(meta)), "rows": rows, "pred_area": ev.pred_area[rows],
           "inter": ev.inter[rows], "union": ev.union[rows], "pred_pos": ev.pred_pos[rows]}
     if ev.cosod:
-        st.update({k: getattr(ev, k)[rows] for k in _COSOD_KEYS})
+        st.update({k: getattr(ev, k)[rows] for k in COSOD_KEYS})
     return st
 
 
@@ -68,12 +74,12 @@ def read_state(path: str | Path) -> dict:
         ok = False
     if not ok:
         raise InputError(path, "is not a grdkit evaluation state",
-                         hint="pass files written by saving an evaluation state")
+                         hint="pass files written by saving an evaluation state with this grdkit version")
     return st
 
 
 def state_meta(state: dict) -> dict:
-    """The ``meta`` record of a state: format, fingerprint, min_pixels, cosod, splits."""
+    """The ``meta`` record of a state: format, fingerprint, :data:`OPTIONS`, splits."""
     return json.loads(str(state["meta"]))
 
 
@@ -88,7 +94,7 @@ def load_state(ev: GresEvaluator, state: dict, name: str = "state") -> None:
     if meta["fingerprint"] != ev.fingerprint:
         raise InputError(name, "was evaluated against another ground truth",
                          hint="merge shards evaluated against the same ground truth")
-    for opt in ("min_pixels", "cosod"):
+    for opt in OPTIONS:
         if meta[opt] != getattr(ev, opt):
             raise InputError(name, f"was evaluated with {opt}={meta[opt]}, "
                              f"not {getattr(ev, opt)}", hint="use the same options")
@@ -100,7 +106,7 @@ def load_state(ev: GresEvaluator, state: dict, name: str = "state") -> None:
         raise InputError(name, "predicts a pair another shard already predicted",
                          f"(split, expression_id, image_id) {ev.keys[int(dup[0])]}")
     ev.has_pred[rows] = True
-    for k in ("pred_area", "inter", "union", "pred_pos", *(_COSOD_KEYS if ev.cosod else ())):
+    for k in ("pred_area", "inter", "union", "pred_pos", *(COSOD_KEYS if ev.cosod else ())):
         getattr(ev, k)[rows] = state[k]
 
 
@@ -112,11 +118,12 @@ def merge_states(paths: Iterable[str | Path], gt: dict[str, GresDataset]) -> Gre
     """
     loaded = [(p, read_state(p)) for p in paths]
     meta = state_meta(loaded[0][1])
-    ev = GresEvaluator(gt, min_pixels=meta["min_pixels"], cosod=meta["cosod"])
+    ev = GresEvaluator(gt, min_pixels=meta["min_pixels"], cosod=meta["cosod"],
+                       protocol=meta["protocol"], cosod_protocol=meta["cosod_protocol"])
     for p, st in loaded:
         load_state(ev, st, str(p))
     return ev
 
 
-__all__ = ["STATE_FORMAT", "load_state", "merge_states", "read_state", "save_state",
+__all__ = ["COSOD_KEYS", "OPTIONS", "STATE_FORMAT", "load_state", "merge_states", "read_state", "save_state",
            "state_dict", "state_meta"]
