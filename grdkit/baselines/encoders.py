@@ -222,6 +222,9 @@ class TextEncoder(nn.Module):
             raise InputError(path, "text model folder not found",
                              hint="pass a local transformers folder (nothing is downloaded)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every model build
         self.name = name
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
