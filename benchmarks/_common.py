@@ -26,3 +26,21 @@ def run_python(code: str, *args: str) -> dict:
     if res.returncode:
         raise RuntimeError(f"benchmark step failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def cow_files(shared):
+    """The real MSRC cow photos with their masks, and the COCO photos (no cow), as paths
+    relative to ``shared`` (../shared/data): ``([(image, mask)], [image])``, sorted."""
+    pos = [(f"msrc_cow/images/{p.name}", f"msrc_cow/masks/{p.name}")
+           for p in sorted((shared / "msrc_cow" / "images").glob("*.png"))]
+    neg = [f"coco_train2014_images/{p.name}"
+           for p in sorted((shared / "coco_train2014_images").glob("*.jpg"))]
+    return pos, neg
+
+
+def cow_group(shared):
+    """The cow group: 30 positives and the 33 COCO negatives (a canonical dataset)."""
+    from grdkit.builders.imagegroup import group_from_files
+
+    pos, neg = cow_files(shared)
+    return group_from_files(shared, "cow", pos, neg, name="msrc-cow")

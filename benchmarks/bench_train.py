@@ -25,15 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
-
-def cow_group():
-    from grdkit.builders.imagegroup import group_from_files
-
-    pos = [(f"msrc_cow/images/{p.name}", f"msrc_cow/masks/{p.name}")
-           for p in sorted((SHARED / "msrc_cow" / "images").glob("*.png"))]
-    neg = [f"coco_train2014_images/{p.name}"
-           for p in sorted((SHARED / "coco_train2014_images").glob("*.jpg"))]
-    return group_from_files(SHARED, "cow", pos, neg, name="msrc-cow")
+from _common import cow_group
 
 
 def loader_rate(dataset, workers: int, batches: int, batch_size: int) -> float:
@@ -97,7 +89,7 @@ def main() -> None:
     size = a.size or (416 if cuda else 256)
     batch = a.batch or (4 if cuda else 1)
     steps = a.steps or (50 if cuda else 6)
-    ds = cow_group()
+    ds = cow_group(SHARED)
     work = Path(tempfile.mkdtemp(prefix="grdkit-bench-train-"))
     print(f"torch {torch.__version__}, device {dev}"
           f"{f' ({torch.cuda.get_device_name(dev)})' if cuda else ''}, CPU threads "

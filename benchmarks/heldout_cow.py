@@ -23,15 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
+from _common import cow_files
+
 
 def split_groups():
     """(train, test) canonical datasets of the split described in the module header."""
     from grdkit.builders.imagegroup import group_from_files
 
-    cows = sorted((SHARED / "msrc_cow" / "images").glob("*.png"))
-    coco = sorted((SHARED / "coco_train2014_images").glob("*.jpg"))
-    pos = [(f"msrc_cow/images/{p.name}", f"msrc_cow/masks/{p.name}") for p in cows]
-    neg = [f"coco_train2014_images/{p.name}" for p in coco]
+    pos, neg = cow_files(SHARED)
     train = group_from_files(SHARED, "cow", pos[:20], neg[:20], name="cow-train", split="train")
     test = group_from_files(SHARED, "cow", pos[20:], neg[20:], name="cow-test", split="test")
     return train, test

@@ -22,15 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
-
-def cow_group():
-    from grdkit.builders.imagegroup import group_from_files
-
-    pos = [(f"msrc_cow/images/{p.name}", f"msrc_cow/masks/{p.name}")
-           for p in sorted((SHARED / "msrc_cow" / "images").glob("*.png"))]
-    neg = [f"coco_train2014_images/{p.name}"
-           for p in sorted((SHARED / "coco_train2014_images").glob("*.jpg"))]
-    return group_from_files(SHARED, "cow", pos, neg, name="msrc-cow")
+from _common import cow_group
 
 
 def main() -> None:
@@ -55,7 +47,7 @@ def main() -> None:
     from grdkit.baselines.run import TrainConfig
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="grdkit-overfit-"))
-    ds = cow_group()
+    ds = cow_group(SHARED)
     gt = work / "cow.json"
     grdkit.save_dataset(ds, gt)
     print(f"group 'cow': {len(ds.images)} images ({sum(t.positive for t in ds.targets)} "

@@ -23,6 +23,7 @@ from grdkit.sources.d3 import normalise_annotation, read_d3, read_d3_json
 from grdkit.testing.synth import generate_d3, write_d3, write_d3_json
 
 from .conftest import run_cli
+from .test_masks import column_major_runs
 
 SMALL = {"n_groups": 4, "images_per_group": 6, "presence_per_group": 2.5, "shared_sentences": 1,
          "seed": 3}
@@ -130,16 +131,7 @@ def test_union_of_an_rle_list_is_independent_or_of_decoded_parts():
 def test_uncompressed_rle_and_plain_lists_are_normalised():
     m = np.zeros((4, 5), np.uint8)
     m[1:3, 2:4] = 1
-    counts = []  # column-major runs, starting with zeros
-    flat = m.flatten(order="F")
-    cur, run = 0, 0
-    for v in flat:
-        if v == cur:
-            run += 1
-        else:
-            counts.append(run)
-            cur, run = v, 1
-    counts.append(run)
+    counts = column_major_runs(m)
     got = normalise_annotation({"id": 1, "segmentation": [{"size": [4, 5], "counts": counts}],
                                 "area": [4], "bbox": [[2, 1, 2, 2]], "iscrowd": [0],
                                 "group_id": [3], "image_id": 1, "sent_id": [1]})

@@ -22,6 +22,7 @@ from grdkit.builders import build_dataset
 from grdkit.builders.grefcoco import build_grefcoco
 
 from .conftest import REFCOCOG, load_refs_py3, need, run_cli
+from .test_masks import column_major_runs
 
 
 def _square(x, y, s):
@@ -32,14 +33,7 @@ def _crowd(h, w, x, y, s):
     """A crowd annotation's uncompressed RLE (column-major runs) of an s x s square."""
     m = np.zeros((h, w), np.uint8)
     m[y:y + s, x:x + s] = 1
-    flat, counts, cur, run = m.flatten(order="F"), [], 0, 0
-    for v in flat:
-        if v == cur:
-            run += 1
-        else:
-            counts.append(run)
-            cur, run = v, 1
-    counts.append(run)
+    counts = column_major_runs(m)
     return {"size": [h, w], "counts": counts}
 
 
