@@ -141,7 +141,7 @@ def test_every_core_dependency_is_imported():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     import_name = {"pycocotools": "pycocotools", "pillow": "PIL", "scikit-image": "skimage",
                    "pysodmetrics": "py_sod_metrics", "jsonschema": "jsonschema",
-                   "datasets": "datasets", "pyyaml": "yaml"}
+                   "datasets": "datasets", "pyyaml": "yaml", "pyarrow": "pyarrow"}
     used = set()
     for path in MODULES.values():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -12,8 +12,8 @@ Training (:class:`GroupDataset`): one item per expression per epoch: N images of
 expression's group (default 8), positives and negatives 1:1 where the group has enough of both
 (GRES §3.4), else filled with the other kind; drawn with ``numpy.random.default_rng([seed, epoch,
 item])``. Items are indexed by ``(epoch, item)`` pairs (see :class:`EpochBatches`), so persistent
-workers need no epoch broadcast. Inference (:func:`inference_items`): every image of every
-expression's group, in chunks of N, decoded on the fly (no store needed).
+workers need no epoch broadcast. Inference (:class:`InferenceItems`): every image of every
+expression's group, in chunks of N, decoded on the fly (no store, no ground truth needed).
 
 Tensors of an item: ``images`` uint8 ``(n, 3, S, S)`` (normalised on the device by the model's
 :class:`~.encoders.VisionEncoder`), ``masks`` uint8 ``(n, 1, S, S)`` in {0, 1}, ``positive`` bool
@@ -38,6 +38,7 @@ from PIL import Image as PILImage
 from ..errors import InputError
 from ..format import GresDataset, dumps
 from ..format import masks as rle
+from ..io import read_json
 from ..progress import Progress, tracked
 
 STORE_FORMAT = "grdkit-resized-store/1"
@@ -56,7 +57,7 @@ def read_resized(path: Path, image_id: int, height: int, width: int, size: int) 
                 raise InputError(path, f"image is {rgb.width}x{rgb.height}, recorded "
                                  f"{width}x{height}", f"image id {image_id}")
             return np.asarray(rgb.resize((size, size), PILImage.BILINEAR))
-    except OSError as e:
+    except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
         raise InputError(path, f"cannot open image: {e}", f"image id {image_id}",
                          "check the image root") from None
 
@@ -88,8 +89,8 @@ class ResizedStore:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        meta = json.loads((self.folder / "index.json").read_text())
-        if meta.get("format") != STORE_FORMAT:
+        meta = read_json(self.folder / "index.json", "store index")
+        if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
             raise InputError(self.folder, "is not a grdkit resized store")
         self.size = int(meta["size"])
         self.image_row = {int(k): v for k, v in meta["images"].items()}
@@ -264,7 +265,8 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 class _DecodeOnTheFly:
-    """``image`` / ``mask`` read from the files (inference: no store needed)."""
+    """``image`` read from the files; ``mask`` all zero (inference needs no ground truth, so none
+    is decoded)."""
 
     def __init__(self, ds: GresDataset, img_root: str | Path, size: int):
         self.ds, self.root, self.size = ds, Path(img_root), int(size)
@@ -274,7 +276,7 @@ class _DecodeOnTheFly:
         return read_resized(self.root / im.file_name, image_id, im.height, im.width, self.size)
 
     def mask(self, expression_id: int, image_id: int) -> np.ndarray:
-        return resized_mask(self.ds.target(expression_id, image_id).segmentation, self.size)
+        return np.zeros((self.size, self.size), np.uint8)
 
 
 class InferenceItems(torch.utils.data.Dataset):
@@ -295,12 +297,6 @@ class InferenceItems(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> dict:
         eid, ids = self.chunks[k]
         return make_item(self.ds, self.source, eid, ids)
-
-
-def inference_items(ds: GresDataset, img_root: str | Path, size: int, group_size: int = 8):
-    """Every (expression, image) pair of the dataset, as items of up to N images of a group."""
-    items = InferenceItems(ds, img_root, size, group_size)
-    return (items[k] for k in range(len(items)))
 
 
 def collate(items: list[dict]) -> dict:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -205,7 +206,8 @@ class TextEncoder(nn.Module):
         max_length: tokens per sentence at most (truncated).
         trainable: fine-tune the transformer. A frozen one stays in eval mode whatever
             ``train()`` says (dropout noise would blur the small L vs L_anti gap GRSer relies on)
-            and its outputs are cached per sentence (computed once, on the module's device).
+            and its outputs are cached per sentence (computed once, on the module's device; the
+            :data:`CACHE_SIZE` most recently used sentences are kept).
 
     :meth:`encode` gives ``(words (B, T, C_l), mask (B, T) bool, sentence (B, C_l))``;
     ``forward`` gives the sentence features ``(B, C_l)``: the attention-masked mean of the token
@@ -236,8 +238,10 @@ class TextEncoder(nn.Module):
         self.trainable = bool(trainable)
         for p in self.model.parameters():
             p.requires_grad_(self.trainable)
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.model.eval()
+
+    CACHE_SIZE = 8192  # sentences whose frozen token states are kept (least recently used out)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -262,8 +266,13 @@ class TextEncoder(nn.Module):
                 n = int(mask[k].sum())
                 self._cache[t] = (states[k, :n].detach().float(), mask[k, :n])
         rows = [self._cache[t] for t in texts]
+        for t in texts:
+            self._cache.move_to_end(t)
+        while len(self._cache) > self.CACHE_SIZE:  # least recently used first
+            self._cache.popitem(last=False)
         if rows and rows[0][0].device != dev:  # moved since cached
-            self._cache = {t: (s.to(dev), m.to(dev)) for t, (s, m) in self._cache.items()}
+            self._cache = OrderedDict((t, (s.to(dev), m.to(dev)))
+                                      for t, (s, m) in self._cache.items())
             rows = [self._cache[t] for t in texts]
         n = max(r[0].shape[0] for r in rows)
         states = rows[0][0].new_zeros(len(rows), n, self.dim)

@@ -14,7 +14,7 @@ pinned memory on CUDA, persistent workers, prefetching) reading the memory-mappe
 :func:`.data.build_store`; images travel as uint8 and are normalised on the device. Rank 0
 builds the store, the other ranks wait for it.
 
-Presets (:data:`PRESETS`) fill the settings a paper states; every setting a paper does not state
+Presets (:data:`.run.PRESETS`) fill the settings a paper states; every setting a paper does not state
 is an explicit option with its source in :class:`TrainConfig`.
 """
 
@@ -34,11 +34,19 @@ import torch.distributed as dist
 
 from ..errors import InputError
 from ..format import GresDataset, load_dataset
-from ..io import atomic_write_bytes, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text, read_json
 from ..progress import Progress, tracked
 from .data import EpochBatches, GroupDataset, build_store, collate
 from .predict import predict_with_model
-from .run import TrainConfig, build_model, pick_device, to_device, trainable_state
+from .run import (
+    TrainConfig,
+    build_model,
+    check_fits,
+    pick_device,
+    read_checkpoint,
+    to_device,
+    trainable_state,
+)
 
 
 def _dist() -> tuple[int, int]:
@@ -150,13 +158,13 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
     start_epoch, step = 0, 0
     cfg_json = json.dumps(asdict(cfg), indent=1, sort_keys=True)
     if resume and ckpt_path.exists():
-        saved = json.loads((out / "config.json").read_text())
+        saved = read_json(out / "config.json", "run config")
         for key in ("model", "model_args", "size", "group_size"):
             if saved.get(key) != asdict(cfg)[key]:
                 raise InputError(out / "config.json", f"{key} differs from this run's",
                                  hint="resume with the same model options")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ck["model"], strict=False)
+        ck = read_checkpoint(ckpt_path)
+        check_fits(model, ck["model"], ckpt_path)
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, step = ck["epoch"] + 1, ck["step"]

@@ -3,7 +3,7 @@
 Each expression is run over every image of its group in chunks of the training group size (a
 DataLoader decodes and resizes the images in worker processes); the foreground probability map
 is resized to the image's original size (bilinear), thresholded (the run's ``threshold``, 0.25 by
-default, see :class:`~.engine.TrainConfig`), and encoded as COCO RLE. A mask with fewer than
+default, see :class:`~.run.TrainConfig`), and encoded as COCO RLE. A mask with fewer than
 ``min_pixels`` pixels, or an image the model decides is negative (GRSer's triplet rule), is
 ``null`` (no target). :func:`predict_with_model` is also what training's per-epoch validation
 runs, so a saved run predicts exactly what training measured.
@@ -72,7 +72,7 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
 def predict(run_dir: str | Path, data: str | Path | GresDataset, img_root: str | Path,
             device: str = "auto", min_pixels: int = 1, threshold: float | None = None,
             progress: Progress | None = None, workers: int = 0) -> list[dict]:
-    """Predictions of a saved run (:func:`~.engine.load_run`); see :func:`predict_with_model`.
+    """Predictions of a saved run (:func:`~.run.load_run`); see :func:`predict_with_model`.
 
     Raises:
         InputError: not a run folder, a checkpoint that does not fit, unreadable images.

@@ -7,13 +7,14 @@ same way.
 
 from __future__ import annotations
 
-import json
+import pickle
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError
+from ..io import read_json
 from . import model_class, model_options
 
 
@@ -146,6 +147,34 @@ def to_device(batch: dict, device: torch.device) -> dict:
             for k, v in batch.items()}
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by training, read with ``weights_only=True`` (no code runs).
+
+    Raises:
+        InputError: unreadable, truncated, or not a grdkit checkpoint.
+    """
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise InputError(path, f"cannot be read as a checkpoint: {str(e)[:200]}") from None
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise InputError(path, "is not a grdkit checkpoint (no 'model')")
+    return ck
+
+
+def check_fits(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """Load ``state`` into ``model``; only a frozen text encoder may be missing from it.
+
+    Raises:
+        InputError: missing or unexpected parameters (named).
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("text.model.")]
+    if missing or unexpected:
+        raise InputError(path, f"does not fit the model: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+
+
 def load_run(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, TrainConfig]:
     """Rebuild the model of a run folder from ``config.json`` and ``checkpoint.pt`` (weights and
     input normalisation exactly as saved).
@@ -154,20 +183,17 @@ def load_run(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module
         InputError: not a run folder, no checkpoint yet, or a checkpoint that does not fit.
     """
     run = Path(run_dir)
-    try:
-        raw = json.loads((run / "config.json").read_text())
-    except FileNotFoundError:
+    if not (run / "config.json").is_file():
         raise InputError(run, "is not a run folder (no config.json)",
-                         hint="pass the run folder that training wrote") from None
+                         hint="pass the run folder that training wrote")
+    raw = read_json(run / "config.json", "run config")
     known = {f.name for f in fields(TrainConfig)}
+    if not isinstance(raw, dict) or "model" not in raw:
+        raise InputError(run / "config.json", "is not a grdkit run config")
     cfg = TrainConfig(**{k: v for k, v in raw.items() if k in known})
     if not (run / "checkpoint.pt").exists():
         raise InputError(run, "has no checkpoint.pt yet")
     model = build_model(cfg, pretrained=False)
-    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
-    missing = [k for k in missing if not k.startswith("text.model.")]
-    if missing or unexpected:
-        raise InputError(run / "checkpoint.pt", f"does not fit the model: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
+    ck = read_checkpoint(run / "checkpoint.pt")
+    check_fits(model, ck["model"], run / "checkpoint.pt")
     return model.to(device).eval(), cfg

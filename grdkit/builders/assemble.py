@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InputError
 from ..format import Expression, GresDataset, Group, Image, Target
-from ..format.masks import MaskError, empty_rle, to_rle, union
+from ..format.masks import MaskError, area, empty_rle, to_rle, union
 
 
 class AnnotationMasks:
@@ -46,7 +46,7 @@ class AnnotationMasks:
             im = self.images[ann["image_id"]]
             try:
                 rle = to_rle(ann["segmentation"], int(im["height"]), int(im["width"]))
-            except (MaskError, KeyError, TypeError) as e:
+            except (MaskError, KeyError, TypeError, ValueError) as e:
                 msg = str(e) if isinstance(e, MaskError) else f"unreadable segmentation ({e!r})"
                 raise InputError(self.path, msg,
                                  f"annotation id {ann_id} (image id {ann['image_id']})",
@@ -88,10 +88,20 @@ class SplitAssembler:
     def add_target(self, expression_id: int, image_id: int, ann_ids: Iterable[int] = (),
                    mask: dict | None = None, extra: dict | None = None) -> None:
         """The target of one pair: positive with the union of ``ann_ids``' masks (or ``mask``,
-        a compressed RLE), negative with the empty RLE when neither is given."""
+        a compressed RLE), negative with the empty RLE when neither is given.
+
+        Raises:
+            InputError: the referred annotations rasterise to an empty mask (a positive target
+                must have pixels), or one cannot be rasterised.
+        """
         ann_ids = tuple(ann_ids)
         if ann_ids:
             mask = union([self.masks.rle(a) for a in ann_ids])
+            if area(mask) == 0:
+                raise InputError(self.masks.path, "the referred annotations rasterise to an empty "
+                                 "mask", f"annotation ids {list(ann_ids)} (expression "
+                                 f"{expression_id}, image id {image_id})",
+                                 "fix or remove the degenerate segmentation")
         if mask is None:
             im = self._images[image_id]
             self.targets.append(Target(expression_id, image_id, False,

@@ -81,7 +81,7 @@ def convert_d3(data: D3Data, setting: str = "intra", expressions: str = "presenc
                              f"{len(unknown)} sentences", f"sentence id {unknown[0]}",
                              "select all sentences, or give the folder holding sentences.pkl "
                              "(is_negative)")
-    for file, f, blocking in d3_problems(data, integrity=False):
+    for file, f, blocking in d3_problems(data):
         if blocking:
             raise InputError(data.path(file), f.message, f.record,
                              "run `grdkit validate` on the D³ folder to list every problem")

@@ -88,7 +88,7 @@ class BuildOptions:
         d = asdict(self)
         d.pop("name")
         d["source"] = dataset_spec(self.name).source.lower()
-        d["rule"] = "GRES ICCV 2023 §5.1, grdkit rule v1 (see grdkit.build)"
+        d["rule"] = "GRES ICCV 2023 §5.1, grdkit rule v1 (see grdkit.builders.refer)"
         return d
 
 
@@ -154,7 +154,7 @@ def build_from_refer(data: ReferData, options: BuildOptions, progress: Progress 
     """Apply the recipe (module header) to loaded refer data.
 
     Args:
-        data: from :func:`grdkit.refer.read_refer`.
+        data: from :func:`grdkit.sources.refer.read_refer`.
         options: the recipe options.
         progress: optional progress callback (:mod:`grdkit.progress`).
 

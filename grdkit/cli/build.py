@@ -43,7 +43,7 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
     """Regroup a refer dataset into one expression vs. a group of images (GRES §5.1).
 
     Sentences repeated across images of a split form a group; each group gets negative images
-    sampled from the split's other images (see `grdkit.build` for the exact rule). Writes
+    sampled from the split's other images (see `grdkit.builders.refer` for the exact rule). Writes
     <out>/<split>.json in the canonical format and <out>/README.md (data card).
     Without --refer-root it runs on grdkit's bundled demo sample (synthetic data).
 

@@ -202,7 +202,7 @@ def show_cmd(dataset, expression_id, group_id, img_root, preds, columns, out_pat
         raise InputError(dataset, f"no expression {expression_id}") from None
     pred_map = None
     if preds is not None:
-        pred_map = {p.image_id: p.rle for p in load_predictions(preds, GroundTruth({"x": ds}))
+        pred_map = {p.image_id: p.rle for p in load_predictions(preds, GroundTruth({ds.split or "test": ds}))
                     if p.expression_id == expression_id}
     img = render_group(ds, expression_id, img_root, pred_map, columns)
     buf = io.BytesIO()

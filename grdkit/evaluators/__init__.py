@@ -11,7 +11,7 @@ API::
 
 ``predictions``: a ``preds.json`` path, a folder of PNG masks, or a list of dicts (see
 :mod:`grdkit.evaluators.predictions`). ``dataset``: a split file, a built folder (several
-splits), a :class:`~grdkit.dataset.GresDataset` or ``{split: GresDataset}``. Metric definitions
+splits), a :class:`~grdkit.format.GresDataset` or ``{split: GresDataset}``. Metric definitions
 and sources, protocols: :mod:`grdkit.evaluators.functional` (GRES / RES / gRefCOCO, ``grdkit`` /
 ``rela``) and :mod:`grdkit.evaluators.cosod` (Co-SOD, ``pysodmetrics`` / ``eval-co-sod``);
 breakdowns: :mod:`grdkit.evaluators.breakdowns`; leaderboards:

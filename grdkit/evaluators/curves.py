@@ -67,7 +67,7 @@ def write_curves(report, folder: str | Path) -> list[Path]:
 
     c = report.curves
     if c is None:
-        raise InputError(folder, "no Co-SOD curves to write", hint="evaluate with --cosod")
+        raise InputError(folder, "no Co-SOD curves to write", hint="evaluate with the Co-SOD metrics on")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tables = {"pr_curve": ["threshold", "precision", "recall"], "f_curve": ["threshold", "f"],

@@ -83,12 +83,12 @@ def _load(src: Any, k: int) -> tuple[str, dict, str | None]:
         d, where, stem = src, f"reports[{k}]", None
     else:
         p = Path(src)
-        d = read_json(p, "grdkit JSON report", "pass files written by grdkit eval --json")
+        d = read_json(p, "grdkit JSON report", "pass JSON reports written by grdkit's evaluation")
         where, stem = str(p), p.stem
     if not isinstance(d, dict) or not isinstance(d.get("metrics"), dict) \
             or not isinstance(d.get("config"), dict):
         raise InputError(where, "is not a grdkit JSON report (no 'metrics' / 'config' object)",
-                         hint="pass files written by grdkit eval --json")
+                         hint="pass JSON reports written by grdkit's evaluation")
     return where, d, stem
 
 
@@ -125,7 +125,7 @@ def leaderboard(reports: list, names: list[str] | None = None, sort: str = "gres
             if problems:
                 raise InputError(where, f"{problems[0]} than {ref_where}",
                                  hint="compare reports on the same ground truth and protocol, "
-                                      "or pass --force")
+                                      "or force the comparison")
     if metrics is None:
         order = (*METRICS, *COSOD_METRICS)
         metrics = [k for k in order if any(d["metrics"].get(k) is not None for _, d, _ in loaded)]

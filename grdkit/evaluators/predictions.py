@@ -20,6 +20,7 @@ NaN or infinite scores, unknown keys' wrong types. Missing pairs are not an erro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable
@@ -186,7 +187,9 @@ def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
                              "predict only pairs of the dataset")
         im = ds.image(p.image_id)
         if p.rle is not None:
-            _check_rle(p.rle, im.height, im.width, where, None)
+            rle = _check_rle(p.rle, im.height, im.width, where, None)  # normalised: str counts
+            if rle is not p.rle:
+                batch[k] = p = dataclasses.replace(p, rle=rle)
         if p.soft is not None and (not isinstance(p.soft, np.ndarray) or p.soft.dtype != np.uint8
                                    or p.soft.shape != (im.height, im.width)):
             raise InputError(None, "soft map must be a uint8 array of the image's size "

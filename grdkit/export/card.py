@@ -15,6 +15,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from ..errors import InputError
 from ..format import GresDataset, dumps
 from ..format.stats import dataset_stats, summary_rows
 from ..io import atomic_write_text
@@ -81,6 +82,8 @@ def render_card(datasets: dict[str, GresDataset], notes: dict[str, str] | None =
         notes: ``{split: text}`` added under each split's statistics.
         front_matter: YAML lines for the card's header (HF configs and features); optional.
     """
+    if not datasets:
+        raise InputError(None, "there is no split to describe (the input produced no data)")
     first = next(iter(datasets.values()))
     name = first.name
     pairs = sum(len(d.targets) for d in datasets.values())
@@ -105,12 +108,32 @@ def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
                   notes: dict[str, str] | None = None) -> list[Path]:
     """Write ``<out>/<split>.json`` for every split plus the data card ``<out>/README.md``.
 
-    Every file is written atomically; all content is serialised before the first file is
-    written, so an error never leaves a partial folder behind. Returns the paths written.
+    All content is serialised before the first file is written, and each file is replaced
+    atomically, so an error never leaves a half-written file. Split files of an earlier build
+    into the same folder that this one does not write (e.g. ``testA.json`` from another splitBy)
+    are removed, so the folder holds exactly this build. Returns the paths written.
+
+    Raises:
+        InputError: ``datasets`` is empty (nothing was built).
     """
     out = Path(out)
+    if not datasets:
+        raise InputError(out, "nothing to write: the input produced no split",
+                         hint="check that the input holds records")
     texts = {out / f"{split}.json": dumps(ds) for split, ds in datasets.items()}
     texts[out / "README.md"] = render_card(datasets, notes)
     for path, text in texts.items():
         atomic_write_text(path, text)
+    for stale in sorted(out.glob("*.json")):
+        if stale not in texts and not stale.name.startswith(".") and _is_split_file(stale):
+            stale.unlink()
     return list(texts)
+
+
+def _is_split_file(path: Path) -> bool:
+    """A canonical split file written by grdkit (its first record is ``"info"``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip() == "{" and f.readline().startswith('"info":')
+    except (OSError, UnicodeDecodeError):
+        return False

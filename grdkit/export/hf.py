@@ -274,6 +274,9 @@ def export_hf(splits: dict[str, GresDataset], out: str | Path, img_root: str | P
                 files.append(path)
             if next(rows, None) is not None:  # also lets the progress bar reach its total
                 raise AssertionError(f"{config} {split}: more rows than counted")
+            for stale in (out / config).glob(f"{split}-*-of-*.parquet"):
+                if stale not in files:  # shards of an earlier export would be loaded too
+                    stale.unlink()
             result[config][split] = {"rows": n_rows, "files": files,
                                      "bytes": sum(f.stat().st_size for f in files)}
     atomic_write_text(out / "README.md",

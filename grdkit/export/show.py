@@ -31,7 +31,7 @@ def _tile(ds: GresDataset, eid: int, iid: int, img_root: Path | None,
         try:
             with PILImage.open(p) as f:
                 base = np.asarray(f.convert("RGB"), np.float32)
-        except OSError as e:
+        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
             raise InputError(p, f"cannot open image: {e}", f"image id {iid}") from None
         if base.shape[:2] != (im.height, im.width):
             raise InputError(p, f"image is {base.shape[1]}x{base.shape[0]}, recorded "

@@ -294,7 +294,7 @@ def load_dataset(path: str | Path) -> GresDataset:
     if path.is_dir():
         raise InputError(path, "is a folder; pass one split file such as val.json",
                          hint=f"choose one of {sorted(p.name for p in path.glob('*.json'))}")
-    data = read_json(path, "file")
+    data = read_json(path, "file", allow_nan=False)
     return GresDataset.from_dict(data, path=path)
 
 

@@ -138,7 +138,10 @@ def to_rle(segmentation: Any, height: int, width: int) -> RLE:
                                        width)
         return _to_py(mask_utils.merge(parts) if len(parts) > 1 else parts[0])
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        size = [int(s) for s in segmentation["size"]]
+        try:
+            size = [int(s) for s in segmentation["size"]]
+        except (TypeError, ValueError):
+            raise MaskError(f"RLE size {segmentation['size']!r} is not [height, width]") from None
         if size != [height, width]:
             raise MaskError(f"RLE size {size} differs from the image size [{height}, {width}]")
         counts = segmentation["counts"]
@@ -148,6 +151,8 @@ def to_rle(segmentation: Any, height: int, width: int) -> RLE:
                                 f"not height*width = {height * width}")
             return _to_py(mask_utils.frPyObjects(segmentation, height, width))
         if isinstance(counts, (str, bytes)):
+            if isinstance(counts, str) and not counts.isascii():
+                raise MaskError("compressed RLE counts hold non-ASCII characters")
             return _to_py(_to_c(segmentation))
     raise MaskError(f"unknown segmentation type {type(segmentation).__name__}")
 

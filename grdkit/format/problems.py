@@ -77,12 +77,20 @@ def record_problems(section: str, i: int, rec: Any) -> Iterator[Finding]:
         elif typ is list and not all(_is_int(x) for x in v):
             yield Finding("schema", "error", record_name(section, i, rec),
                           f"key {key!r} must be a list of integers")
+        elif typ is list and section == "groups" and not v:
+            yield Finding("schema", "error", record_name(section, i, rec),
+                          f"key {key!r} is empty; a group has at least one")
+        elif key in ("height", "width") and v < 1:
+            yield Finding("schema", "error", record_name(section, i, rec),
+                          f"key {key!r} is {v}; must be >= 1 (pixels)")
     seg = rec.get("segmentation")
     if section == "targets" and isinstance(seg, dict) and not (
             isinstance(seg.get("size"), list) and len(seg["size"]) == 2
+            and all(_is_int(x) and x >= 1 for x in seg["size"])
             and isinstance(seg.get("counts"), str)):
         yield Finding("schema", "error", record_name(section, i, rec),
-                      "segmentation must be a compressed RLE {'size': [h, w], 'counts': str}")
+                      "segmentation must be a compressed RLE {'size': [h, w], 'counts': str} "
+                      "with h, w integers >= 1")
 
 
 def reference_problems(images: Iterable[tuple[int, int]],

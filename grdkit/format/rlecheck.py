@@ -33,7 +33,10 @@ def decode_counts(counts: list[str | bytes]) -> list[np.ndarray | None]:
 
 
 def _parse(counts: list[str | bytes]) -> dict:
-    raw = [c.encode("ascii", "replace") if isinstance(c, str) else bytes(c) for c in counts]
+    # a non-ASCII string is malformed: map it to a character outside the alphabet (not "?",
+    # which "replace" would give and which is a valid RLE character)
+    raw = [(c.encode("ascii") if c.isascii() else b"\x7f") if isinstance(c, str) else bytes(c)
+           for c in counts]
     lens = np.fromiter((len(r) for r in raw), dtype=np.int64, count=len(raw))
     buf = np.frombuffer(b"".join(raw), dtype=np.uint8).astype(np.int64)
     n = len(raw)

@@ -14,6 +14,9 @@ from PIL import Image as PILImage
 
 from ..errors import InputError
 
+# what PIL raises on unreadable, corrupt or oversized image files
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError)
+
 
 def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
     """A mask file as bool ``(h, w)``: grey value >= ``threshold`` (0-255).
@@ -24,7 +27,7 @@ def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
     try:
         with PILImage.open(path) as im:
             return np.asarray(im.convert("L"), np.uint8) >= threshold
-    except (OSError, ValueError) as e:
+    except IMAGE_ERRORS as e:
         raise InputError(path, f"cannot be read as a mask image: {e}") from None
 
 
@@ -37,5 +40,5 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with PILImage.open(path) as im:
             return im.height, im.width
-    except (OSError, ValueError) as e:
+    except IMAGE_ERRORS as e:
         raise InputError(path, f"cannot be read as an image: {e}") from None
