@@ -91,7 +91,7 @@ def test_process_normalises_uncompressed_prediction_objects():
 
 def test_convert_d3_refuses_a_corrupt_rle(tmp_path, capsys):
     t = generate_d3(n_groups=2, images_per_group=3, presence_per_group=2, seed=1)
-    aid = sorted(t["annotations.pkl"])[0]
+    aid = min(t["annotations.pkl"])
     seg = t["annotations.pkl"][aid]["segmentation"]
     c = seg["counts"]
     seg["counts"] = (c + b"3") if isinstance(c, bytes) else c + "3"
