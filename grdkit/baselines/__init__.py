@@ -43,6 +43,8 @@ class BaselineModel(Protocol):
 
     name: str
     train_text: bool
+    default_threshold: float  # optional: the model's mask threshold (0.25 when absent)
+    default_min_pixels: int   # optional: masks with fewer pixels are no-target (1 when absent)
 
     def __call__(self, batch: dict) -> dict: ...
 
@@ -63,6 +65,11 @@ def model_class(name: str) -> type:
         raise InputError(None, f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
     module, cls = MODELS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def model_default(name: str, key: str, fallback):
+    """A model class's inference default (``default_threshold``, ``default_min_pixels``)."""
+    return getattr(model_class(name), key, fallback)
 
 
 def model_options(name: str, options: dict[str, Any]) -> dict[str, Any]:

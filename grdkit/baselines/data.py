@@ -191,7 +191,13 @@ def make_item(ds: GresDataset, store, expression_id: int, image_ids: list[int]) 
 
 
 def sample_group(pos: list[int], neg: list[int], n: int, rng: np.random.Generator) -> list[int]:
-    """N image ids, positives and negatives 1:1 where available (sorted for determinism)."""
+    """N image ids, positives and negatives 1:1 where available (sorted for determinism).
+
+    For N = 1 (single-image models such as MABP) a positive or a negative is drawn with equal
+    probability when the expression has both, so both are seen 1:1 in expectation."""
+    if n == 1 and pos and neg:
+        pool = pos if rng.random() < 0.5 else neg
+        return [pool[int(rng.integers(len(pool)))]]
     k_pos = min(len(pos), math.ceil(n / 2))
     k_neg = min(len(neg), n - k_pos)
     k_pos = min(len(pos), n - k_neg)

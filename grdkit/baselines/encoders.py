@@ -143,7 +143,8 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
 
 
 class VisionEncoder(nn.Module):
-    """Multi-scale features ``[(B, C8, H/8, W/8), (B, C16, ..), (B, C32, ..)]`` (NCHW).
+    """Multi-scale features ``[(B, C8, H/8, W/8), (B, C16, ..), (B, C32, ..)]`` (NCHW), one per
+    stride of ``strides`` (default 8, 16, 32; MABP also takes 4).
 
     Input: images ``(B, 3, H, W)``, uint8 0-255 (normalised here, on the device) or float 0-1.
     The input normalisation (mean, std) is stored as buffers of the module, so it is saved with
@@ -156,15 +157,16 @@ class VisionEncoder(nn.Module):
     """
 
     def __init__(self, name: str = DEFAULT_VISION, weights: str | Path | None = "bundled",
-                 img_size: int | None = None):
+                 img_size: int | None = None, strides: tuple[int, ...] = (8, 16, 32)):
         super().__init__()
         self.name = name
         full, norm = load_timm(name, weights, img_size)
         red = [f["reduction"] for f in full.feature_info]
-        if not {8, 16, 32} <= set(red):
-            raise InputError(None, f"timm model {name!r} has no features at strides 8, 16 and "
-                             f"32 (it has {red})", hint="choose a hierarchical backbone")
-        self.indices = [red.index(r) for r in (8, 16, 32)]
+        if not set(strides) <= set(red):
+            raise InputError(None, f"timm model {name!r} has no features at strides "
+                             f"{list(strides)} (it has {red})",
+                             hint="choose a hierarchical backbone")
+        self.indices = [red.index(r) for r in strides]
         full.prune_intermediate_layers(self.indices, prune_norm=False, prune_head=True)
         self.body = full
         self.channels = [int(full.feature_info[i]["num_chs"]) for i in self.indices]

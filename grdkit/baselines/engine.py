@@ -44,6 +44,7 @@ from .run import (
     check_fits,
     pick_device,
     read_checkpoint,
+    resolve_defaults,
     to_device,
     trainable_state,
 )
@@ -113,6 +114,7 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
         InputError: bad data / image root, a run folder holding another run without
             ``resume``, a resume whose config differs, or a model that cannot be built.
     """
+    cfg = resolve_defaults(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     device, own_group = _init_dist(pick_device(cfg.device))

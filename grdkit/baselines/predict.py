@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..format import GresDataset, load_dataset, masks
 from ..io import atomic_write_text
 from ..progress import Progress, tracked
+from . import model_default
 from .data import InferenceItems, collate
 from .run import TrainConfig, load_run, pick_device, to_device
 
@@ -31,15 +32,21 @@ def collate_one(item: dict) -> dict:
 
 @torch.no_grad()
 def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset,
-                       img_root: str | Path, device: torch.device, min_pixels: int = 1,
+                       img_root: str | Path, device: torch.device, min_pixels: int | None = None,
                        threshold: float | None = None, progress: Progress | None = None,
                        workers: int = 0) -> list[dict]:
     """Predictions of an in-memory model for every (expression, image) pair of ``ds``, sorted by
     (expression_id, image_id): ``{"expression_id", "image_id", "segmentation": RLE | None,
-    "score": max probability (0-1)}``. The model is left in the mode it was in."""
+    "score": max probability (0-1)}``. ``min_pixels`` / ``threshold`` None: the run's threshold
+    and the model's ``default_min_pixels`` (1, MABP 50). The model is left in the mode it was
+    in."""
     was_training = model.training
     model.eval()
-    thr = cfg.threshold if threshold is None else threshold
+    thr = threshold if threshold is not None else (
+        cfg.threshold if cfg.threshold is not None
+        else model_default(cfg.model, "default_threshold", 0.25))
+    if min_pixels is None:
+        min_pixels = int(model_default(cfg.model, "default_min_pixels", 1))
     items = InferenceItems(ds, img_root, cfg.size, cfg.group_size)
     loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=workers,
                                          collate_fn=collate_one)
@@ -70,7 +77,7 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
 
 
 def predict(run_dir: str | Path, data: str | Path | GresDataset, img_root: str | Path,
-            device: str = "auto", min_pixels: int = 1, threshold: float | None = None,
+            device: str = "auto", min_pixels: int | None = None, threshold: float | None = None,
             progress: Progress | None = None, workers: int = 0) -> list[dict]:
     """Predictions of a saved run (:func:`~.run.load_run`); see :func:`predict_with_model`.
 

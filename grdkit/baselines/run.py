@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..io import read_json
-from . import model_class, model_options
+from . import model_class, model_default, model_options
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -38,8 +38,10 @@ class TrainConfig:
     * ``poly_power`` 0.9: the usual polynomial-decay power (DeepLab); GRES says "polynomial".
     * ``clip`` 1.0: gradient-norm clipping, grdkit's choice for stable CPU runs (0 disables);
       neither GRES nor LTS mentions clipping.
-    * ``threshold`` 0.25: LTS binarises its mask at 0.25 (LTS paper §3.4); GRES publishes no
-      threshold for GRSer, so it uses LTS's.
+    * ``threshold``: None means the model's ``default_threshold`` (0.25 for LTS and GRSer: the
+      value grdkit's LTS module carries from the LTS paper, whose text could not be re-read in
+      this workplace; GRES publishes no threshold for GRSer, so it uses LTS's). The resolved
+      value is what ``config.json`` records and ``predict`` uses.
     * ``workers``: DataLoader worker processes (0: load in the main process).
     """
 
@@ -55,7 +57,7 @@ class TrainConfig:
     repeats: int = 1             # items per expression per epoch
     seed: int = 0
     device: str = "auto"
-    threshold: float = 0.25
+    threshold: float | None = None
     log_every: int = 10
     max_steps: int | None = None  # stop early (smoke tests; 0 saves the initial model)
     workers: int = 2
@@ -110,6 +112,14 @@ def apply_preset(cfg: TrainConfig, explicit: set[str] = frozenset()) -> TrainCon
     args.update({k: v for k, v in p["model_args"].items() if k not in explicit})
     return TrainConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, **values,
                           "model_args": args})
+
+
+def resolve_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the model's inference defaults filled in where the config leaves them None."""
+    if cfg.threshold is not None:
+        return cfg
+    return TrainConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(cfg)},
+                          "threshold": float(model_default(cfg.model, "default_threshold", 0.25))})
 
 
 def build_model(cfg: TrainConfig, pretrained: bool = True) -> torch.nn.Module:
@@ -190,7 +200,7 @@ def load_run(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module
     known = {f.name for f in fields(TrainConfig)}
     if not isinstance(raw, dict) or "model" not in raw:
         raise InputError(run / "config.json", "is not a grdkit run config")
-    cfg = TrainConfig(**{k: v for k, v in raw.items() if k in known})
+    cfg = resolve_defaults(TrainConfig(**{k: v for k, v in raw.items() if k in known}))
     if not (run / "checkpoint.pt").exists():
         raise InputError(run, "has no checkpoint.pt yet")
     model = build_model(cfg, pretrained=False)

@@ -11,6 +11,22 @@ from ..baselines import MODELS
 from .ui import out, progress_bar, table
 
 
+def _model_args(values: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs; VALUE is parsed as JSON (numbers, booleans, lists), else a string."""
+    import json
+
+    out = {}
+    for v in values:
+        key, sep, raw = v.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{v!r} is not KEY=VALUE", param_hint="--model-arg")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
+
+
 @click.command("train")
 @click.argument("model", type=click.Choice(sorted(MODELS)))
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -62,8 +78,9 @@ from .ui import out, progress_bar, table
               help="GRSer triplet margin m (§3.4).")
 @click.option("--mirror-weight", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="GRSer mirror-loss weight lambda (not published; grdkit's choice).")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.25, show_default=True,
-              help="Mask threshold, saved with the run (LTS's 0.25; GRSer publishes none).")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Mask threshold, saved with the run (default: the model's; LTS's 0.25 for "
+                   "LTS and GRSer, which publishes none).")
 @click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Gradient-norm clipping (not in either paper; 0 disables).")
 @click.option("--preset", type=click.Choice(["gres-paper", "lts-paper"]),
@@ -80,13 +97,16 @@ from .ui import out, progress_bar, table
                    "~/.cache/grdkit); built on first use, see grdkit cache.")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (CUDA).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--model-arg", "model_arg", multiple=True, metavar="KEY=VALUE",
+              help="Any other option of the model's constructor (VALUE read as JSON, else as a "
+                   "string), e.g. --model-arg heads=8 for MABP; repeatable.")
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group_size, size,
               device, seed, repeats, resume, max_steps, vision, vision_weights, text, text_gru,
               train_text, freeze_vision, width, d_k, no_tqm, no_hierarchizer, no_mirror,
               no_triplet, rank, fusion, margin, mirror_weight, threshold, clip, preset, val_data,
-              workers, cache_dir, channels_last, compile_, no_progress):
+              workers, cache_dir, channels_last, compile_, model_arg, no_progress):
     """Train a baseline on a canonical dataset; CPU or CUDA (bf16).
 
     Several GPUs or nodes: launch with torchrun, e.g.
@@ -110,6 +130,12 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group
     if fusion is not None:
         options["fusion"] = fusion
     args = model_options(model, options)  # each model takes the options its constructor names
+    extra = _model_args(model_arg)
+    unknown = sorted(set(extra) - set(model_options(model, dict.fromkeys(extra))))
+    if unknown:
+        raise click.BadParameter(f"{model} takes no option {', '.join(unknown)}",
+                                 param_hint="--model-arg")
+    args.update(extra)
     cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                       group_size=group_size, size=size, seed=seed, device=device,
                       repeats=repeats, max_steps=max_steps, threshold=threshold, clip=clip,
@@ -143,8 +169,9 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group
               help="preds.json for grdkit eval.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
-@click.option("--min-pixels", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Masks with fewer pixels are 'no target' (null).")
+@click.option("--min-pixels", type=click.IntRange(min=1),
+              help="Masks with fewer pixels are 'no target' (null); default: the model's "
+                   "(1; MABP 50).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="DataLoader worker processes decoding images.")
