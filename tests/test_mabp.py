@@ -429,3 +429,27 @@ def test_two_cpu_processes_stay_in_sync(tmp_path):
     done = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert done["event"] == "done" and done["world_size"] == 2 and done["ranks_in_sync"]
     assert done["step"] == 2
+
+
+def test_swin_from_a_local_path_at_another_input_size(tmp_path):
+    """The paper's visual encoder route: a timm Swin state dict from a local file, built for
+    another input size (here Swin-T 224 at 224; Swin-B 384 runs at 480 the same way), with
+    timm's flattened feature names and channels-last outputs turned channels-first."""
+    import timm
+
+    from grdkit.baselines.mabp import VisionEncoder4
+
+    torch.set_num_threads(1)
+    name = "swin_tiny_patch4_window7_224"
+    src = timm.create_model(name, pretrained=False)
+    torch.nn.init.constant_(src.layers[2].blocks[1].mlp.fc1.weight, 0.125)
+    p = tmp_path / "swin.pth"
+    torch.save(src.state_dict(), p)
+    enc = VisionEncoder4(name, p, image_size=224)
+    assert enc.channels == [96, 192, 384, 768] and enc.channels_last
+    w = dict(enc.body.named_parameters())["layers_2.blocks.1.mlp.fc1.weight"]
+    assert float(w.detach().mean()) == 0.125
+    with torch.no_grad():
+        feats = enc(torch.rand(1, 3, 224, 224))
+    assert [tuple(f.shape) for f in feats] == [(1, 96, 56, 56), (1, 192, 28, 28),
+                                               (1, 384, 14, 14), (1, 768, 7, 7)]

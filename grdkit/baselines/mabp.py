@@ -60,14 +60,16 @@ Each valid image of a batch is an independent sample queried with its batch entr
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import DEFAULT_TEXT, DEFAULT_VISION, TextEncoder, VisionEncoder
+from .encoders import DEFAULT_TEXT, DEFAULT_VISION, TextEncoder, load_timm
 from .msdeform import PixelDecoder, sine_position
 
 LOSS_WEIGHTS = {"bce_final": 5.0, "dice_final": 5.0, "bce_mid": 0.5, "dice_mid": 0.5, "nt": 2.5}
@@ -83,19 +85,57 @@ NT_RULES = ("any", "last", "first")
 PRESETS = {
     "mabp-paper": {"size": 480, "lr": 2e-5, "epochs": 30, "weight_decay": 0.05,
                    "threshold": THRESHOLD, "min_pixels": MIN_PIXELS,
-                   "model_args": {"vision": "swin_base_patch4_window12_384", "train_text": True,
+                   "model_args": {"vision": "swin_base_patch4_window12_384", "image_size": 480,
+                                  "train_text": True,
                                   "width": 256, "heads": 8, "regions": 4, "layers": 3,
                                   "enc_layers": 6, "enc_ffn": 1024, "dec_ffn": 2048}},
 }
 
 
-class VisionEncoder4(VisionEncoder):
-    """:class:`.encoders.VisionEncoder` with the stride-4 feature too: ``[f4, f8, f16, f32]``."""
+class VisionEncoder4(nn.Module):
+    """Visual features at strides 4, 8, 16, 32, channels first: ``[f4, f8, f16, f32]``.
 
-    @staticmethod
-    def _indices(full: nn.Module) -> tuple[int, ...]:
+    As :class:`.encoders.VisionEncoder` (same names, weights and normalisation, via
+    :func:`.encoders.load_timm`) plus what Swin needs: ``image_size`` for models built for a fixed
+    input (Swin-B 384 run at 480), timm's flattened feature-module names (``layers_0`` for
+    ``layers.0``) and channels-last outputs turned channels-first.
+    """
+
+    def __init__(self, name: str = DEFAULT_VISION, weights="bundled",
+                 image_size: int | None = None):
+        super().__init__()
+        import timm
+
+        self.name = name
+        full, norm = load_timm(name, weights)
         red = [f["reduction"] for f in full.feature_info]
-        return tuple(red.index(r) for r in (4, 8, 16, 32))
+        kw = {}
+        if image_size is not None and "img_size" in inspect.signature(type(full)).parameters:
+            kw["img_size"] = int(image_size)
+        self.body = timm.create_model(name, pretrained=False, features_only=True,
+                                      out_indices=tuple(red.index(r) for r in (4, 8, 16, 32)),
+                                      **kw)
+        src, own = full.state_dict(), self.body.state_dict()
+        params = {k for k, _ in self.body.named_parameters()}
+        state = {}
+        for k, v in own.items():
+            s = k if k in src else re.sub(r"^(\w+?)_(\d+)\.", r"\1.\2.", k)
+            if s not in src:
+                raise ValueError(f"features of {name} lack weights for {k}")
+            if src[s].shape != v.shape and k in params:
+                raise ValueError(f"{k}: shape {tuple(src[s].shape)} does not fit {tuple(v.shape)}")
+            state[k] = src[s] if src[s].shape == v.shape else v  # input-size buffers: own
+        self.body.load_state_dict(state, strict=True)
+        self.channels_last = getattr(full, "output_fmt", "NCHW") == "NHWC"
+        self.register_buffer("mean", torch.tensor(norm[0]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(norm[1]).view(1, 3, 1, 1), persistent=False)
+        self.channels = [int(c) for c in self.body.feature_info.channels()]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.body((x - self.mean) / self.std)
+        if self.channels_last:
+            feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
+        return list(feats)
 
 
 class MLP(nn.Module):
@@ -237,6 +277,7 @@ class MABP(nn.Module):
 
     Args:
         vision, vision_weights, text, text_gru, train_text, freeze_vision: encoders (as LTS).
+        image_size: input size for visual encoders built for a fixed one (Swin: the run's --size).
         width: C (paper / official 256). heads: attention heads (8). regions: r_0, the initial
             region grid side (4: 16 queries; 64 and 256 after the two upsamplings).
         layers: MMD layers per scale (3). dec_ffn: MMD FFN width (2048). enc_layers, enc_ffn,
@@ -256,7 +297,7 @@ class MABP(nn.Module):
 
     def __init__(self, vision: str = DEFAULT_VISION, vision_weights="bundled",
                  text: str = DEFAULT_TEXT, text_gru: bool = False, train_text: bool = False,
-                 freeze_vision: bool = False, width: int = 256, heads: int = 8, regions: int = 4,
+                 freeze_vision: bool = False, image_size: int | None = None, width: int = 256, heads: int = 8, regions: int = 4,
                  layers: int = 3, dec_ffn: int = 2048, enc_layers: int = 6, enc_ffn: int = 1024,
                  points: int = 4, nt_hidden: int = 2, nt_rule: str = "any",
                  w_bce: float = 5.0, w_dice: float = 5.0, w_bce_mid: float = 0.5,
@@ -268,7 +309,7 @@ class MABP(nn.Module):
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         if regions < 1 or layers < 1:
             raise ValueError("regions and layers must be >= 1")
-        self.vision = VisionEncoder4(vision, vision_weights)
+        self.vision = VisionEncoder4(vision, vision_weights, image_size)
         self.text = TextEncoder(text, gru=text_gru, max_length=MAX_TOKENS, trainable=train_text)
         self.train_text, self.freeze_vision = train_text, freeze_vision
         for p in self.vision.parameters():
