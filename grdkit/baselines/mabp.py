@@ -83,7 +83,7 @@ NT_RULES = ("any", "last", "first")
 # the user supplies. Official config: 40 epochs (lr 2e-5 constant to epoch 25, cosine to 1.8e-6),
 # batch 18, weight decay 0.05, clip 0.01; the paper: 30 epochs (followed here).
 PRESETS = {
-    "mabp-paper": {"size": 480, "lr": 2e-5, "epochs": 30, "weight_decay": 0.05,
+    "mabp-paper": {"size": 480, "lr": 2e-5, "epochs": 30, "weight_decay": 0.05, "clip": 0.01,
                    "threshold": THRESHOLD, "min_pixels": MIN_PIXELS,
                    "model_args": {"vision": "swin_base_patch4_window12_384", "image_size": 480,
                                   "train_text": True,
