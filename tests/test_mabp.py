@@ -327,6 +327,14 @@ def test_registry_options_and_defaults():
                                   "group_size": 8})
     assert opts == {"width": 64, "regions": 2, "seed": 3}
     assert (MABP.default_threshold, MABP.default_min_pixels) == (THRESHOLD, MIN_PIXELS) == (0.5, 50)
+    from grdkit.baselines.engine import TrainConfig
+    from grdkit.baselines.mabp import PRESETS
+
+    paper = PRESETS["mabp-paper"]
+    assert model_options("mabp", paper["model_args"]) == paper["model_args"]
+    fields = set(TrainConfig.__dataclass_fields__)
+    assert set(paper) - {"model_args", "min_pixels"} <= fields
+    assert (paper["size"], paper["lr"], paper["epochs"]) == (480, 2e-5, 30)
     with pytest.raises(ValueError, match="nt_rule"):
         MABP(vision_weights=None, nt_rule="best")
     with pytest.raises(ValueError, match="divisible"):
