@@ -8,20 +8,20 @@ was read, not copied. Every choice neither settles, or where they disagree, is m
 Each valid image of a batch is an independent sample queried with its batch entry's expression
 (gRefCOCO groups have one image; GRES groups are split into single images).
 
-* Visual encoder (§III-A): features at strides 4, 8, 16, 32 (:class:`VisionEncoder4`; the 1/4 one
+* Visual encoder: features at strides 4, 8, 16, 32 (:class:`VisionEncoder4`; the 1/4 one
   feeds the pixel decoder's FPN step as in Mask2Former), then the multi-scale deformable-attention
   pixel decoder (:class:`.msdeform.PixelDecoder`): V_32, V_16, V_8 (width C) and mask features
   V_4. Official: 6 encoder layers, FFN 1024, 8 heads, 4 points, C = 256. Choice: the official
   Swin-B fuses language into every stage (LAVT-style PWAM); the paper's description and this
   module use a plain visual encoder.
-* Language (§III-A): word features W (T tokens, at most 20 as the official MAX_TOKENS) from the
+* Language: word features W (T tokens, at most 20 as the official MAX_TOKENS) from the
   text encoder, projected to C: language tokens L = W_v W (also the values of the query
   generator); a sentence feature is the masked mean of L.
-* Query generator (§III-B): learnable region embeddings E (Q_0 = r_0^2, r_0 = 4: 16 regions as
+* Query generator: learnable region embeddings E (Q_0 = r_0^2, r_0 = 4: 16 regions as
   the official NUM_OBJECT_QUERIES) cross-attend to the words: Q = W_o softmax(LN(W_q E)(W_k W)^T /
   sqrt(C)) W_v W, giving region-text-specific initial queries; learnable query positions P_Q.
   Choice: softmax over the words (the official code uses the raw scaled similarity, no softmax).
-* Mixed modal decoder (§III-C), ``layers`` (3) per scale over V_32, V_16, V_8 (sine positions +
+* Mixed modal decoder, ``layers`` (3) per scale over V_32, V_16, V_8 (sine positions +
   a learnt level embedding): masked cross-attention of Q over [V_s; L], self-attention over
   [Q; L], FFN over both (post-norm, as the official configuration; padded words are masked).
   Attention mask (official): query q may not attend to a pixel that is outside its own window AND
@@ -30,20 +30,20 @@ Each valid image of a batch is an independent sample queried with its batch entr
   query grid r x r is upsampled x2 by nearest neighbour (4 r^2 queries: 16 -> 64 -> 256). Choice:
   the official per-layer Linear(20, 20) mixing of the language tokens along the token axis is
   left out (it needs a fixed sentence length).
-* Regional supervision head (§III-D), RSH: the map V (H x W) is cut into an r x r grid of equal
+* Regional supervision head, RSH: the map V (H x W) is cut into an r x r grid of equal
   windows of side ceil(H / r) (the map centred in the padded grid, as the official padding), and
   the logit of pixel p is <MLP_3(LN(q_{w(p)})), V_p> with w(p) the window holding p: each query
   is dotted only with its own window, so its gradient comes only from that region. Deep
   supervision at 1/32, 1/16, 1/8 with the MMD queries of that scale (dotted with V_s); the final
   prediction at 1/4 dots the mask features V_4 with the 16 x 16 queries refined by an FPN over the
   three query grids (official: lateral 1x1 conv + bilinear upsampling + 3x3 conv, ReLU).
-* No-target branch (§III-D), per prediction level: region centroids c_q = W_c avgpool(window q)
+* No-target branch, per prediction level: region centroids c_q = W_c avgpool(window q)
   (choice: the mean over the window's real pixels, not over its zero padding), sentence embedding
   s = MLP_2(sentence feature of the current language tokens) (choice: the official MLP runs over
   the fixed 20-token axis), e_q = W_e MLP_3(LN(q)); a = [<e_q, s>]_q, b = [<e_q, c_q>]_q;
   indicator logits = MLP([a; b]) with ``nt_hidden`` hidden layers of width 2Q (the issue's
   reading of the paper: 2; the official code has 1) -> 2 logits, class 1 = no target.
-* Losses (§III-E): BCE + Dice on the masks of every image (negatives have empty masks) against the
+* Losses: BCE + Dice on the masks of every image (negatives have empty masks) against the
   ground truth nearest-downsampled to each prediction's size, cross-entropy on the indicator.
   Weights (official configs/gres-MABP.yaml): BCE_final 5, Dice_final 5, BCE_intermediate 0.5,
   Dice_intermediate 0.5 (each averaged over the 3 intermediate levels), CE_nt 2.5 (averaged over
