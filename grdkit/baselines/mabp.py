@@ -12,7 +12,7 @@ Each valid image of a batch is an independent sample queried with its batch entr
   feeds the pixel decoder's FPN step as in Mask2Former), then the multi-scale deformable-attention
   pixel decoder (:class:`.msdeform.PixelDecoder`): V_32, V_16, V_8 (width C) and mask features
   V_4. Official: 6 encoder layers, FFN 1024, 8 heads, 4 points, C = 256. Choice: the official
-  Swin-B fuses language into every stage (LAVT-style PWAM); the paper's description and this
+  Swin-B fuses language into every stage (LAVT-style PWAM); the issue's description and this
   module use a plain visual encoder.
 * Language: word features W (T tokens, at most 20 as the official MAX_TOKENS) from the
   text encoder, projected to C: language tokens L = W_v W (also the values of the query
