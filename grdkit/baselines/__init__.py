@@ -27,6 +27,7 @@ from typing import Any, Protocol
 MODELS: dict[str, str] = {
     "lts": "grdkit.baselines.lts:LTS",
     "grser": "grdkit.baselines.grser:GRSer",
+    "mabp": "grdkit.baselines.mabp:MABP",
 }
 
 
