@@ -260,7 +260,7 @@ def test_loss_on_a_hand_case(tiny):
     masks = torch.zeros(1, 2, 1, s, s)
     masks[0, 0] = 1.0                                             # positive: all foreground
     batch = {"masks": masks, "positive": torch.tensor([[True, False]]),
-             "valid": torch.tensor([[True, True]])}
+             "valid": torch.tensor([[True, True]]), "index": torch.tensor([0, 1])}
     sides = (2, 4, 8, 16)
     out = {"masks": [torch.zeros(2, 1, k, k) for k in sides],
            "nt": [torch.zeros(2, 2) for _ in sides]}
@@ -296,6 +296,7 @@ def toy_batch(s=64):
     return {"images": torch.rand(2, 2, 3, s, s, generator=g), "masks": masks,
             "positive": torch.tensor([[True, False], [True, False]]),
             "valid": torch.tensor([[True, True], [True, False]]),
+            "counts": [2, 1], "index": torch.tensor([0, 1, 2]), "group": torch.tensor([0, 0, 1]),
             "expression": ["the cow", "a brown cow on the left"]}
 
 
@@ -327,14 +328,13 @@ def test_registry_options_and_defaults():
                                   "group_size": 8})
     assert opts == {"width": 64, "regions": 2, "seed": 3}
     assert (MABP.default_threshold, MABP.default_min_pixels) == (THRESHOLD, MIN_PIXELS) == (0.5, 50)
-    from grdkit.baselines.engine import TrainConfig
-    from grdkit.baselines.mabp import PRESETS
+    from grdkit.baselines.run import PRESETS, TrainConfig
 
     paper = PRESETS["mabp-paper"]
     assert model_options("mabp", paper["model_args"]) == paper["model_args"]
-    fields = set(TrainConfig.__dataclass_fields__)
-    assert set(paper) - {"model_args", "min_pixels"} <= fields
-    assert (paper["size"], paper["lr"], paper["epochs"]) == (480, 2e-5, 30)
+    assert set(paper["config"]) <= set(TrainConfig.__dataclass_fields__)
+    c = paper["config"]
+    assert (c["size"], c["lr"], c["epochs"], c["clip"]) == (480, 2e-5, 30, 0.01)
     with pytest.raises(ValueError, match="nt_rule"):
         MABP(vision_weights=None, nt_rule="best")
     with pytest.raises(ValueError, match="divisible"):
@@ -375,8 +375,9 @@ def synthetic_single_images(root: Path):
 
 
 def test_train_predict_eval_on_single_images(tmp_path):
-    from grdkit.baselines.engine import TrainConfig, train
+    from grdkit.baselines.engine import train
     from grdkit.baselines.predict import predict
+    from grdkit.baselines.run import TrainConfig
 
     torch.set_num_threads(1)
     ds = synthetic_single_images(tmp_path / "img")
@@ -440,12 +441,11 @@ def test_two_cpu_processes_stay_in_sync(tmp_path):
 
 
 def test_swin_from_a_local_path_at_another_input_size(tmp_path):
-    """The paper's visual encoder route: a timm Swin state dict from a local file, built for
-    another input size (here Swin-T 224 at 224; Swin-B 384 runs at 480 the same way), with
-    timm's flattened feature names and channels-last outputs turned channels-first."""
+    """The paper's visual encoder route: a timm Swin state dict from a local file, with features
+    at strides 4, 8, 16, 32 in NCHW (Swin-T 224 here; Swin-B 384 runs at 480 the same way)."""
     import timm
 
-    from grdkit.baselines.mabp import VisionEncoder4
+    from grdkit.baselines.encoders import VisionEncoder
 
     torch.set_num_threads(1)
     name = "swin_tiny_patch4_window7_224"
@@ -453,11 +453,61 @@ def test_swin_from_a_local_path_at_another_input_size(tmp_path):
     torch.nn.init.constant_(src.layers[2].blocks[1].mlp.fc1.weight, 0.125)
     p = tmp_path / "swin.pth"
     torch.save(src.state_dict(), p)
-    enc = VisionEncoder4(name, p, image_size=224)
-    assert enc.channels == [96, 192, 384, 768] and enc.channels_last
-    w = dict(enc.body.named_parameters())["layers_2.blocks.1.mlp.fc1.weight"]
+    enc = VisionEncoder(name, p, img_size=224, strides=(4, 8, 16, 32))
+    assert enc.channels == [96, 192, 384, 768]
+    w = dict(enc.body.named_parameters())["layers.2.blocks.1.mlp.fc1.weight"]
     assert float(w.detach().mean()) == 0.125
     with torch.no_grad():
         feats = enc(torch.rand(1, 3, 224, 224))
     assert [tuple(f.shape) for f in feats] == [(1, 96, 56, 56), (1, 192, 28, 28),
                                                (1, 384, 14, 14), (1, 768, 7, 7)]
+
+
+def test_mabp_on_a_grefcoco_fixture_built_by_grdkit(tmp_path, capsys):
+    """gRefCOCO-format fixture (tests/test_grefcoco.py) -> grdkit build grefcoco -> images
+    generated for it -> grdkit train mabp -> grdkit predict -> grdkit eval."""
+    import json
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    import grdkit
+
+    from .conftest import run_cli
+    from .test_grefcoco import IMAGES, write_grefcoco
+
+    root = write_grefcoco(tmp_path / "grefcoco")
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i, h, w in IMAGES:
+        PILImage.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+            imgs / f"COCO_train2014_{i:012d}.jpg")
+    out = tmp_path / "built"
+    code, _, err = run_cli(["build", "grefcoco", "--refer-root", root, "--out", out,
+                            "--no-progress"], capsys)
+    assert code == 0, err
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "mabp", "--data", out / "train.json", "--img-root", imgs,
+                            "--out", run, "--size", "64", "--group-size", "1", "--width", "32",
+                            "--model-arg", "heads=4", "--model-arg", "enc_layers=1",
+                            "--model-arg", "layers=1", "--model-arg", "enc_ffn=64",
+                            "--model-arg", "dec_ffn=64", "--max-steps", "2", "--workers", "0",
+                            "--no-progress"], capsys)
+    assert code == 0, err
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["threshold"] == 0.5 and cfg["model_args"]["heads"] == 4  # MABP's own defaults
+    preds = tmp_path / "preds.json"
+    code, _, err = run_cli(["predict", "--checkpoint", run, "--data", out / "train.json",
+                            "--img-root", imgs, "--out", preds, "--workers", "0",
+                            "--no-progress"], capsys)
+    assert code == 0, err
+    n_pairs = len(grdkit.load_dataset(out / "train.json").targets)
+    assert len(json.loads(preds.read_text())) == n_pairs
+    code, out_text, _ = run_cli(["eval", preds, "--gt", out / "train.json", "--strict"], capsys)
+    assert code == 0 and "giou" in out_text
+    code, _, err = run_cli(["train", "mabp", "--data", out / "train.json", "--img-root", imgs,
+                            "--out", tmp_path / "r2", "--model-arg", "d_k=3", "--no-progress"],
+                           capsys)
+    assert code == 2 and "mabp takes no option d_k" in err
+

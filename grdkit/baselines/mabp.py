@@ -8,7 +8,8 @@ was read, not copied. Every choice neither settles, or where they disagree, is m
 Each valid image of a batch is an independent sample queried with its batch entry's expression
 (gRefCOCO groups have one image; GRES groups are split into single images).
 
-* Visual encoder: features at strides 4, 8, 16, 32 (:class:`VisionEncoder4`; the 1/4 one
+* Visual encoder: features at strides 4, 8, 16, 32 (:class:`.encoders.VisionEncoder` with
+  ``strides=(4, 8, 16, 32)``; the 1/4 one
   feeds the pixel decoder's FPN step as in Mask2Former), then the multi-scale deformable-attention
   pixel decoder (:class:`.msdeform.PixelDecoder`): V_32, V_16, V_8 (width C) and mask features
   V_4. Official: 6 encoder layers, FFN 1024, 8 heads, 4 points, C = 256. Choice: the official
@@ -60,16 +61,15 @@ Each valid image of a batch is an independent sample queried with its batch entr
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
-import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import DEFAULT_TEXT, DEFAULT_VISION, TextEncoder, load_timm
+from .data import valid_rows
+from .encoders import DEFAULT_TEXT, DEFAULT_VISION, TextEncoder, VisionEncoder
 from .msdeform import PixelDecoder, sine_position
 
 LOSS_WEIGHTS = {"bce_final": 5.0, "dice_final": 5.0, "bce_mid": 0.5, "dice_mid": 0.5, "nt": 2.5}
@@ -78,65 +78,6 @@ THRESHOLD = 0.5                 # official evaluator
 MIN_PIXELS = 50                 # paper
 MAX_TOKENS = 20                 # official REFERRING.MAX_TOKENS
 NT_RULES = ("any", "last", "first")
-
-# --preset mabp-paper (for the CLI): the paper's setting; vision_weights and text are local paths
-# the user supplies. Official config: 40 epochs (lr 2e-5 constant to epoch 25, cosine to 1.8e-6),
-# batch 18, weight decay 0.05, clip 0.01; the paper: 30 epochs (followed here).
-PRESETS = {
-    "mabp-paper": {"size": 480, "lr": 2e-5, "epochs": 30, "weight_decay": 0.05, "clip": 0.01,
-                   "threshold": THRESHOLD, "min_pixels": MIN_PIXELS,
-                   "model_args": {"vision": "swin_base_patch4_window12_384", "image_size": 480,
-                                  "train_text": True,
-                                  "width": 256, "heads": 8, "regions": 4, "layers": 3,
-                                  "enc_layers": 6, "enc_ffn": 1024, "dec_ffn": 2048}},
-}
-
-
-class VisionEncoder4(nn.Module):
-    """Visual features at strides 4, 8, 16, 32, channels first: ``[f4, f8, f16, f32]``.
-
-    As :class:`.encoders.VisionEncoder` (same names, weights and normalisation, via
-    :func:`.encoders.load_timm`) plus what Swin needs: ``image_size`` for models built for a fixed
-    input (Swin-B 384 run at 480), timm's flattened feature-module names (``layers_0`` for
-    ``layers.0``) and channels-last outputs turned channels-first.
-    """
-
-    def __init__(self, name: str = DEFAULT_VISION, weights="bundled",
-                 image_size: int | None = None):
-        super().__init__()
-        import timm
-
-        self.name = name
-        full, norm = load_timm(name, weights)
-        red = [f["reduction"] for f in full.feature_info]
-        kw = {}
-        if image_size is not None and "img_size" in inspect.signature(type(full)).parameters:
-            kw["img_size"] = int(image_size)
-        self.body = timm.create_model(name, pretrained=False, features_only=True,
-                                      out_indices=tuple(red.index(r) for r in (4, 8, 16, 32)),
-                                      **kw)
-        src, own = full.state_dict(), self.body.state_dict()
-        params = {k for k, _ in self.body.named_parameters()}
-        state = {}
-        for k, v in own.items():
-            s = k if k in src else re.sub(r"^(\w+?)_(\d+)\.", r"\1.\2.", k)
-            if s not in src:
-                raise ValueError(f"features of {name} lack weights for {k}")
-            if src[s].shape != v.shape and k in params:
-                raise ValueError(f"{k}: shape {tuple(src[s].shape)} does not fit {tuple(v.shape)}")
-            state[k] = src[s] if src[s].shape == v.shape else v  # input-size buffers: own
-        self.body.load_state_dict(state, strict=True)
-        self.channels_last = getattr(full, "output_fmt", "NCHW") == "NHWC"
-        self.register_buffer("mean", torch.tensor(norm[0]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(norm[1]).view(1, 3, 1, 1), persistent=False)
-        self.channels = [int(c) for c in self.body.feature_info.channels()]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = self.body((x - self.mean) / self.std)
-        if self.channels_last:
-            feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
-        return list(feats)
-
 
 class MLP(nn.Module):
     """``layers`` linear layers with ReLU between them (``layers - 1`` hidden layers)."""
@@ -309,7 +250,7 @@ class MABP(nn.Module):
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         if regions < 1 or layers < 1:
             raise ValueError("regions and layers must be >= 1")
-        self.vision = VisionEncoder4(vision, vision_weights, image_size)
+        self.vision = VisionEncoder(vision, vision_weights, image_size, strides=(4, 8, 16, 32))
         self.text = TextEncoder(text, gru=text_gru, max_length=MAX_TOKENS, trainable=train_text)
         self.train_text, self.freeze_vision = train_text, freeze_vision
         for p in self.vision.parameters():
@@ -393,12 +334,10 @@ class MABP(nn.Module):
     # -------------------------------------------------------------- protocol
 
     def forward(self, batch: dict) -> dict:
-        valid = batch["valid"]
-        counts = valid.sum(1)
-        x = batch["images"][valid]
+        x = valid_rows(batch, "images")          # every image is its own sample
         words, wmask, _ = self.text.encode(batch["expression"])
-        words = words.repeat_interleave(counts, 0)
-        wmask = wmask.repeat_interleave(counts, 0)
+        words = words.index_select(0, batch["group"])
+        wmask = wmask.index_select(0, batch["group"])
         lang_pad = ~wmask
         q, lang = self.generate_queries(words, wmask)
         n, t = lang.shape[0], lang.shape[1]
@@ -432,9 +371,8 @@ class MABP(nn.Module):
 
     def loss(self, out: dict, batch: dict, epoch: int = 0, epochs: int = 1) -> tuple:
         """BCE + Dice per level, weighted cross-entropy on the indicators (module header)."""
-        valid = batch["valid"]
-        y = batch["masks"][valid].float()
-        no_target = (~batch["positive"][valid]).long()
+        y = valid_rows(batch, "masks").float()
+        no_target = (~valid_rows(batch, "positive")).long()
         terms = []
         for logit in out["masks"]:
             t = nearest_target(y, logit.shape[-2:])
@@ -449,9 +387,8 @@ class MABP(nn.Module):
         w = self.weights
         total = (w["bce_final"] * bce_f + w["dice_final"] * dice_f + w["bce_mid"] * bce_m
                  + w["dice_mid"] * dice_m + w["nt"] * ce)
-        parts = {"bce": float(bce_f.detach()), "dice": float(dice_f.detach()),
-                 "bce_mid": float(bce_m.detach()), "dice_mid": float(dice_m.detach()),
-                 "nt": float(ce.detach())}
+        parts = {"bce": bce_f.detach(), "dice": dice_f.detach(), "bce_mid": bce_m.detach(),
+                 "dice_mid": dice_m.detach(), "nt": ce.detach()}
         return total, parts
 
     def no_target(self, out: dict) -> torch.Tensor:

@@ -83,10 +83,10 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "LTS and GRSer, which publishes none).")
 @click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Gradient-norm clipping (not in either paper; 0 disables).")
-@click.option("--preset", type=click.Choice(["gres-paper", "lts-paper"]),
+@click.option("--preset", type=click.Choice(["gres-paper", "lts-paper", "mabp-paper"]),
               help="Fill in a paper's stated settings (options given explicitly win). "
-                   "gres-paper needs --vision-weights (Swin-B state dict) and --text "
-                   "(bert-base-uncased folder).")
+                   "gres-paper and mabp-paper need --vision-weights (Swin-B state dict) and "
+                   "--text (bert-base-uncased folder).")
 @click.option("--val-data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A split evaluated after every epoch with the code of grdkit predict; its "
                    "metrics are logged under 'val' in metrics.jsonl.")
