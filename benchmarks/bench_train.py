@@ -65,7 +65,7 @@ def pil_rate(ds, size: int, images: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="grser", choices=["grser", "lts"])
+    ap.add_argument("--model", default="grser", choices=["grser", "lts", "mabp"])
     ap.add_argument("--size", type=int, default=None, help="default: 416 on CUDA, 256 on CPU")
     ap.add_argument("--group-size", type=int, default=8)
     ap.add_argument("--batch", type=int, default=None, help="groups per step (4 on CUDA, 1 CPU)")
@@ -110,6 +110,8 @@ def main() -> None:
     model_args = {"width": a.width, "vision_weights": "bundled"}
     if a.model == "grser":
         model_args["group_size"] = a.group_size
+    if a.model == "mabp":
+        model_args["width"] = min(a.width, 256)  # the paper's C
     cfg = TrainConfig(model=a.model, size=size, group_size=a.group_size, batch_size=batch,
                       device=str(dev), model_args=model_args, compile=a.compile)
     model = build_model(cfg).to(dev).train()

@@ -27,7 +27,7 @@ from _common import cow_group
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", nargs="+", default=["lts"], choices=["lts", "grser"])
+    ap.add_argument("--model", nargs="+", default=["lts"], choices=["lts", "grser", "mabp"])
     ap.add_argument("--steps", type=int, default=240)
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--group-size", type=int, default=8)
@@ -57,7 +57,7 @@ def main() -> None:
         args = {"width": a.width}
         if name == "lts":
             args["d_k"] = a.d_k
-        else:
+        elif name == "grser":
             args["group_size"] = a.group_size
         results = {}
         for label, steps in (("before", 0), ("after", a.steps)):
