@@ -26,7 +26,6 @@ SHARED = ROOT.parent / "shared" / "data"
 
 from _common import cow_files
 
-
 # MABP's decoder shrunk for CPU minutes (the paper: width 256, 6 encoder / 3 decoder layers)
 MABP_CPU = {"width": 64, "heads": 4, "enc_layers": 2, "layers": 1, "enc_ffn": 128,
             "dec_ffn": 256}
