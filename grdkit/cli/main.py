@@ -26,20 +26,23 @@ def cli() -> None:
     """grdkit: data, metrics and baselines for Group-wise Referring Expression Segmentation.
 
     \b
-    Build G-RefC / G-RefC+ / G-RefCg from refer-format data:
+    Build G-RefC / G-RefC+ / G-RefCg from refer-format data, or gRefCOCO as released:
         grdkit build g-refcocog --refer-root data/refcocog --out out/g-refcocog
+        grdkit build grefcoco --refer-root data/grefcoco --out out/grefcoco
     Print statistics of a built dataset:
         grdkit stats out/g-refcocog
-    Convert GRD (the D³ pickles) and validate any GRES dataset:
+    Convert GRD (the D³ pickles or JSON), Co-SOD group folders, and validate any GRES dataset:
         grdkit convert d3 --anno-root d3/annotations --out out/grd
+        grdkit convert cosod --images CoCA/image --masks CoCA/binary --out out/coca
         grdkit validate out/grd/test.json
     Look at a group with its masks:
         grdkit show out/g-refcocog/val.json --group 3 --out group.png
-    Train a baseline and predict:
-        grdkit train lts --data train.json --img-root images --out runs/lts
-        grdkit predict --checkpoint runs/lts --data val.json --img-root images --out preds.json
+    Train a baseline (lts, grser, mabp) and predict:
+        grdkit train grser --data train.json --img-root images --out runs/grser --val-data val.json
+        grdkit predict --checkpoint runs/grser --data val.json --img-root images --out preds.json
     Score predictions and gate a submission:
         grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
+        grdkit eval preds.json --gt out/grefcoco/val.json --protocol rela
     Compare methods:
         grdkit leaderboard a.json b.json --names A,B --markdown board.md
     """
