@@ -207,7 +207,7 @@ def test_json_alone_gives_the_inter_setting(tmp_path, capsys):
     assert code == 0
     ds = load_dataset(tmp_path / "o" / "test.json")
     assert ds.info["recipe"] == {"source": "D³ COCO JSON", "setting": "inter",
-                                 "expressions": "all"}
+                                 "expressions": "all", "groups_without_expressions": 0}
     # the pres file knows its sentences are presence ones from its name
     pres = write_d3_json(tmp_path / "json", t, "pres")
     got = convert_d3(read_d3_json(pres), "inter", "presence")

@@ -100,3 +100,19 @@ def test_convert_d3_refuses_a_corrupt_rle(tmp_path, capsys):
         convert_d3(read_d3(root))
     code, _, err = run_cli(["convert", "d3", "--anno-root", root, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_grd_counts_groups_left_without_expressions(tmp_path):
+    t = generate_d3(n_groups=3, images_per_group=3, presence_per_group=2, seed=4)
+    g = t["groups.pkl"][min(t["groups.pkl"])]
+    g["inner_sent_id"] = [s for s in g["inner_sent_id"] if t["sentences.pkl"][s]["is_negative"]]
+    ds = convert_d3(read_d3(write_d3(tmp_path / "d3", t)), "intra", "presence")
+    assert ds.info["recipe"]["groups_without_expressions"] == 1 and len(ds.groups) == 2
+
+
+def test_fingerprint_sees_mask_content_not_only_areas():
+    a, b = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    a[0, 0], b[3, 3] = True, True  # same area, other pixel
+    fa = GresEvaluator(dataset_from_dense([[a]])).fingerprint
+    fb = GresEvaluator(dataset_from_dense([[b]])).fingerprint
+    assert fa != fb and fa == GresEvaluator(dataset_from_dense([[a]])).fingerprint

@@ -103,8 +103,10 @@ def convert_d3(data: D3Data, setting: str = "intra", expressions: str = "presenc
     asm = SplitAssembler(AnnotationMasks(data.annotations, data.images,
                                          data.path("annotations.pkl")))
     n_expr = 0
+    empty_groups = []  # groups with no selected sentence or no image: counted in the recipe
     for gid, sids, img_ids in plan:
         if not sids or not img_ids:
+            empty_groups.append(gid)
             continue
         for iid in img_ids:
             im = data.images[iid]
@@ -125,5 +127,6 @@ def convert_d3(data: D3Data, setting: str = "intra", expressions: str = "presenc
                 asm.add_target(eid, iid, by_pair.get((e_extra["d3_sent_id"], iid), ()))
     source = "D³ COCO JSON" if data.files else "D³ pickles"
     return asm.dataset("grd", "test",
-                       {"source": source, "setting": setting, "expressions": expressions},
+                       {"source": source, "setting": setting, "expressions": expressions,
+                        "groups_without_expressions": len(empty_groups)},
                        data.sources)

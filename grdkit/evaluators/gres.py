@@ -93,6 +93,9 @@ class GresEvaluator:
         h = hashlib.sha256()
         h.update(json.dumps([list(gt), self.groups]).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
+        for ds in gt.values():  # the masks themselves, not only their areas
+            for t in ds.targets:
+                h.update(t.segmentation["counts"].encode("ascii"))
         self.fingerprint = h.hexdigest()
         self.reset()
 
