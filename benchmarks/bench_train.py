@@ -2,7 +2,8 @@
 
 1. Loader: images/s delivered by the training DataLoader (memory-mapped uint8 store, N = 8) with
    0 workers (one process) and with 2 workers, against plain PIL decode + resize of the same
-   images in one process (what every step did in grdkit 0.1).
+   images in one process (what every step did in grdkit 0.1); and the decoding loader of
+   inference (files decoded and resized per item, no store) with 0 and 2 workers.
 2. Training step: steps/s and images/s of a model (default GRSer, N = 8, S = 416 on CUDA,
    S = 256 on CPU to keep the run short), with bf16 autocast on CUDA; optional --compile.
 3. Predict: images/s of :func:`grdkit.baselines.predict.predict_with_model`.
@@ -50,6 +51,26 @@ def loader_rate(dataset, workers: int, batches: int, batch_size: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def decode_rate(ds, size: int, group_size: int, workers: int, rounds: int = 3) -> float:
+    """Images/s of the inference DataLoader (decode + resize per item) over ``rounds`` passes."""
+    import torch
+
+    from grdkit.baselines.data import InferenceItems
+    from grdkit.baselines.predict import collate_one
+
+    items = InferenceItems(ds, SHARED, size, group_size)
+    loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=workers,
+                                         collate_fn=collate_one, persistent_workers=workers > 0)
+    n, t0 = 0, None
+    for r in range(rounds + 1):
+        if r == 1:
+            t0 = time.perf_counter()  # after a warm-up pass (workers started)
+        for b in loader:
+            if r:
+                n += len(b["image_ids"][0])
+    return n / (time.perf_counter() - t0)
+
+
 def pil_rate(ds, size: int, images: int) -> float:
     """Images/s of plain PIL decode + bilinear resize, one process."""
     from PIL import Image as PILImage
@@ -75,6 +96,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--skip-loader", action="store_true")
+    ap.add_argument("--loader-only", action="store_true")
     a = ap.parse_args()
     if not SHARED.exists():
         sys.exit(f"{SHARED} is absent: this benchmark needs the real data of ../shared/data")
@@ -107,6 +129,12 @@ def main() -> None:
         print(f"loader: PIL decode+resize {ref:.0f} img/s (reference); store, 1 process "
               f"{r0:.0f} img/s ({r0 / ref:.1f}x PIL); store, {a.workers} workers {r2:.0f} img/s "
               f"({r2 / r0:.2f}x one process, {r2 / ref:.1f}x PIL)")
+        d0 = decode_rate(ds, size, a.group_size, 0)
+        d2 = decode_rate(ds, size, a.group_size, a.workers)
+        print(f"decoding loader (inference, no store): 1 process {d0:.0f} img/s; {a.workers} "
+              f"workers {d2:.0f} img/s ({d2 / d0:.2f}x one process)")
+    if a.loader_only:
+        return
     model_args = {"width": a.width, "vision_weights": "bundled"}
     if a.model == "grser":
         model_args["group_size"] = a.group_size
