@@ -135,7 +135,11 @@ class GresEvaluator:
             InputError: an invalid prediction, or a pair already processed.
         """
         for p in check_predictions(predictions, self.gt):
-            row = self.row_of[(p.split, p.expression_id, p.image_id)]
+            row = self.row_of.get((p.split, p.expression_id, p.image_id))
+            if row is None:  # a Prediction checked against another ground truth
+                raise InputError(None, "prediction for a pair this ground truth does not have",
+                                 f"(split {p.split!r}, expression_id {p.expression_id}, "
+                                 f"image_id {p.image_id})")
             if self.has_pred[row]:
                 raise InputError(None, "pair predicted twice", f"(split {p.split!r}, "
                                  f"expression_id {p.expression_id}, image_id {p.image_id})")

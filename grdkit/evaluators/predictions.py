@@ -40,10 +40,12 @@ _RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' compressed alphabet: chr(48
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One validated prediction.
+    """One prediction.
 
     ``rle`` is a COCO compressed RLE or None ("no target"); ``soft`` an optional uint8
     ``(h, w)`` map in 0-255 (from soft PNGs, for Co-SOD); ``score`` optional confidence.
+    ``checked`` is set by this module's readers, which validated the record against the ground
+    truth already; :func:`check_predictions` validates every other Prediction.
     """
 
     split: str
@@ -52,6 +54,7 @@ class Prediction:
     rle: dict | None
     score: float | None = None
     soft: np.ndarray | None = None
+    checked: bool = dataclasses.field(default=False, compare=False, repr=False)
 
 
 class GroundTruth:
@@ -145,7 +148,8 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
             score = float(score)
         im = ds.image(i)
         out.append(Prediction(split, e, i, _check_rle(r["segmentation"], im.height, im.width,
-                                                       where, path), score))
+                                                       where, path), score,
+                              checked=True))  # the list is discarded if a later check fails
     _check_integrity(out, path, lambda p: seen[(p.split, p.expression_id, p.image_id)])
     return out
 
@@ -179,7 +183,9 @@ def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
     batch = list(predictions)
     if not all(isinstance(p, Prediction) for p in batch):
         return parse_prediction_records(batch, gt, "<predictions>")
-    for k, p in enumerate(batch):
+    todo = [k for k, p in enumerate(batch) if not p.checked]
+    for k in todo:
+        p = batch[k]
         where = f"predictions[{k}] (expression_id {p.expression_id}, image_id {p.image_id})"
         ds = gt.splits.get(p.split)
         if ds is None or not ds.has_target(p.expression_id, p.image_id):
@@ -194,7 +200,8 @@ def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
                                    or p.soft.shape != (im.height, im.width)):
             raise InputError(None, "soft map must be a uint8 array of the image's size "
                              f"({im.height}, {im.width})", where)
-    _check_integrity(batch, None, lambda p: next(i for i, q in enumerate(batch) if q is p))
+    unchecked = [batch[k] for k in todo]
+    _check_integrity(unchecked, None, lambda p: next(i for i, q in enumerate(batch) if q is p))
     return batch
 
 
@@ -258,7 +265,8 @@ def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool 
             arr = read_png_mask(p, im.height, im.width, where)
             binary = arr >= 128
             rle = masks.encode(binary) if binary.any() else None
-            out.append(Prediction(split, e, i, rle, None, arr if keep_soft else None))
+            out.append(Prediction(split, e, i, rle, None, arr if keep_soft else None,
+                                  checked=True))
     return out
 
 
