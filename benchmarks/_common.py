@@ -44,3 +44,17 @@ def cow_group(shared):
 
     pos, neg = cow_files(shared)
     return group_from_files(shared, "cow", pos, neg, name="msrc-cow")
+
+
+def baseline_args(ap, steps: int, size: int) -> None:
+    """The options the baseline benchmarks share (steps, size, N, width, d_k, lr, device)."""
+    from pathlib import Path
+
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--size", type=int, default=size)
+    ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--d-k", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workdir", type=Path, default=None)

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
-from _common import cow_files
+from _common import baseline_args, cow_files
 
 # MABP's decoder shrunk for CPU minutes (the paper: width 256, 6 encoder / 3 decoder layers)
 MABP_CPU = {"width": 64, "heads": 4, "enc_layers": 2, "layers": 1, "enc_ffn": 128,
@@ -67,14 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["grser", "lts", "mabp"],
                     choices=["grser", "lts", "mabp"])
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--d-k", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--workdir", type=Path, default=None)
+    baseline_args(ap, steps=200, size=256)
     a = ap.parse_args()
     if not SHARED.exists():
         sys.exit(f"{SHARED} is absent: this benchmark needs the real data of ../shared/data")

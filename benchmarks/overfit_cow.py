@@ -22,20 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
-from _common import cow_group
+from _common import baseline_args, cow_group
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", nargs="+", default=["lts"], choices=["lts", "grser", "mabp"])
-    ap.add_argument("--steps", type=int, default=240)
-    ap.add_argument("--size", type=int, default=320)
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--d-k", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--workdir", type=Path, default=None)
+    baseline_args(ap, steps=240, size=320)
     a = ap.parse_args()
     if not SHARED.exists():
         sys.exit(f"{SHARED} is absent: this benchmark needs the real data of ../shared/data")

@@ -40,6 +40,7 @@ from .data import EpochBatches, GroupDataset, build_store, collate
 from .predict import predict_with_model
 from .run import (
     TrainConfig,
+    autocast,
     build_model,
     check_fits,
     pick_device,
@@ -183,7 +184,6 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
     loader = make_loader(train_set, sampler, cfg.workers, device)
     # closed in the finally below; opened in append mode so a resumed run extends its log
     log = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None  # noqa: SIM115
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     t0 = time.perf_counter()
     last, val_metrics = float("nan"), None
     try:
@@ -198,10 +198,7 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 if step >= total:
                     break
                 batch = to_device(batch, device)
-                if amp is not None:
-                    with amp:
-                        outp = net(batch)
-                else:
+                with autocast(device):
                     outp = net(batch)
                 loss, parts = model.loss(outp, batch, epoch, cfg.epochs)
                 opt.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ from ..io import atomic_write_text
 from ..progress import Progress, tracked
 from . import model_default
 from .data import InferenceItems, collate
-from .run import TrainConfig, load_run, pick_device, to_device
+from .run import TrainConfig, autocast, load_run, pick_device, to_device
 
 
 def collate_one(item: dict) -> dict:
@@ -50,15 +50,11 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
     items = InferenceItems(ds, img_root, cfg.size, cfg.group_size)
     loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=workers,
                                          collate_fn=collate_one)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     out = []
     try:
         for batch in tracked(progress, loader, "predicting", len(items)):
             batch = to_device(batch, device)
-            if amp is not None:
-                with amp:
-                    res = model(batch)
-            else:
+            with autocast(device):
                 res = model(batch)
             probs, decision = model.probabilities(res)
             for k, iid in enumerate(batch["image_ids"][0]):

@@ -7,6 +7,7 @@ same way.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -161,6 +162,13 @@ def trainable_state(model: torch.nn.Module) -> dict:
     if not getattr(model, "train_text", True):
         sd = {k: v for k, v in sd.items() if not k.startswith("text.model.")}
     return sd
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op context on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
