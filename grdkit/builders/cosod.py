@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..format import GresDataset, masks
 from ..progress import Progress, tracked
 from ..sources.cosod import read_cosod_folders
-from ..sources.images import image_size, read_mask
+from ..sources.images import image_size, positive_mask
 from .assemble import SplitAssembler
 
 NAME = "cosod"
@@ -92,15 +91,7 @@ def build_cosod(images: str | Path, masks_root: str | Path, negatives: int = 0, 
         for img, msk in g.pairs:
             k += 1
             h, w = image_size(images / img)
-            m = read_mask(masks_root / msk, threshold)
-            if m.shape != (h, w):
-                raise InputError(masks_root / msk, f"mask is {m.shape[1]}x{m.shape[0]}, its "
-                                 f"image is {w}x{h}", f"group {g.name!r}",
-                                 "masks must have their image's size")
-            if not m.any():
-                raise InputError(masks_root / msk, f"mask has no foreground (grey >= "
-                                 f"{threshold})", f"group {g.name!r}",
-                                 "every image with a mask is a positive; fix the mask")
+            m = positive_mask(masks_root / msk, h, w, threshold, f"group {g.name!r}")
             asm.add_image(k, img, h, w)
             pos_masks[k] = masks.encode(m)
             gids.append(k)

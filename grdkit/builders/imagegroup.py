@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import InputError
 from ..format import GresDataset, masks
-from ..sources.images import image_size, read_mask
+from ..sources.images import image_size, positive_mask
 from .assemble import SplitAssembler
 
 
@@ -50,13 +49,7 @@ def group_from_files(root: str | Path, expression: str,
             asm.add_target(1, k)
             continue
         h, w = sizes[k - 1]
-        m = read_mask(root / msk, threshold)
-        if m.shape != (h, w):
-            raise InputError(root / msk, f"mask is {m.shape[1]}x{m.shape[0]}, image {img} is "
-                             f"{w}x{h}", hint="masks must have their image's size")
-        if not m.any():
-            raise InputError(root / msk, "mask is empty for a positive image",
-                             hint="list the image as a negative instead")
+        m = positive_mask(root / msk, h, w, threshold, f"image {img}")
         asm.add_target(1, k, mask=masks.encode(m))
     return asm.dataset(name, split, {"source": "image files + PNG masks",
                                      "threshold": threshold}, {})

@@ -111,24 +111,30 @@ def resize_nearest(mask: np.ndarray, out_h: int = RELA_SIZE, out_w: int = RELA_S
     return mask[resize_index(h, out_h)][:, resize_index(w, out_w)]
 
 
-def pair_stats_resized(pred: dict | None, pred_pos: bool, gt: dict, gt_area_resized: int,
+def resized_area(rle: dict, size: int = RELA_SIZE) -> int:
+    """Foreground pixels of a mask after resizing it to ``size x size`` (:func:`resize_nearest`)."""
+    return int(np.count_nonzero(resize_nearest(masks.decode(rle), size, size)))
+
+
+def pair_stats_resized(pred: dict | None, pred_pos: bool, gt: dict, gt_area: int,
                        size: int = RELA_SIZE) -> tuple[int, int]:
-    """``(inter, union)`` of one pair after resizing both masks to ``size x size``.
+    """``(inter, union)`` of one pair after resizing both masks to ``size x size``; each mask is
+    decoded once, and not at all when it is empty.
 
     Args:
         pred: prediction RLE (or None); pred_pos: the no-target decision taken at its own
             resolution (a "no target" prediction is an empty mask).
-        gt: GT RLE; gt_area_resized: foreground pixels of the resized GT.
+        gt: GT RLE; gt_area: its foreground pixels at its own resolution.
     """
     if pred is None or not pred_pos:
-        return 0, gt_area_resized
+        return 0, resized_area(gt, size) if gt_area else 0
     p = resize_nearest(masks.decode(pred), size, size)  # uint8 0/1
     pa = int(np.count_nonzero(p))
-    if gt_area_resized == 0:
+    if gt_area == 0:
         return 0, pa
     g = resize_nearest(masks.decode(gt), size, size)
     inter = int(np.count_nonzero(p & g))
-    return inter, pa + gt_area_resized - inter
+    return inter, pa + int(np.count_nonzero(g)) - inter
 
 
 def pair_iou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:

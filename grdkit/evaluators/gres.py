@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..format import GresDataset, masks
 from . import breakdowns as bd
 from .cosod import COSOD_PROTOCOLS, SCALARS, cosod_pair, n_thresholds
-from .functional import PROTOCOLS, RELA_SIZE, pair_stats, pair_stats_resized, resize_nearest
+from .functional import PROTOCOLS, RELA_SIZE, pair_stats, pair_stats_resized, resized_area
 from .predictions import GroundTruth, Prediction, check_predictions
 from .report import Report, assemble_report
 
@@ -84,12 +84,6 @@ class GresEvaluator:
         lab = np.array(labels, dtype=np.int64).reshape(-1, 3)
         self.labels = {"by_target_type": lab[:, 0], "by_length": lab[:, 1],
                        "by_expression_kind": lab[:, 2] if any_kind else None}
-        if protocol == "rela":  # GT foreground at 480 x 480 (what a missing prediction adds to U)
-            self.gt_area_eval = np.array(
-                [int(np.count_nonzero(resize_nearest(masks.decode(self.gt_rle(r)))))
-                 if self.gt_area[r] else 0 for r in range(len(self.keys))], np.int64)
-        else:
-            self.gt_area_eval = self.gt_area
         h = hashlib.sha256()
         h.update(json.dumps([list(gt), self.groups]).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
@@ -108,7 +102,7 @@ class GresEvaluator:
         self.has_pred = np.zeros(n, bool)
         self.pred_area = np.zeros(n, np.int64)
         self.inter = np.zeros(n, np.int64)
-        self.union = self.gt_area_eval.copy()
+        self.union = self.gt_area.copy()  # rela: rescaled in evaluate() where nothing came
         self.pred_pos = np.zeros(n, bool)
         if self.cosod:
             t = n_thresholds(self.cosod_protocol)
@@ -147,8 +141,8 @@ class GresEvaluator:
             pa, inter, union, pos = pair_stats(p.rle, gt_rle, int(self.gt_area[row]),
                                                self.min_pixels)
             if self.protocol == "rela":
-                inter, union = pair_stats_resized(p.rle, pos, gt_rle,
-                                                  int(self.gt_area_eval[row]), RELA_SIZE)
+                inter, union = pair_stats_resized(p.rle, pos, gt_rle, int(self.gt_area[row]),
+                                                  RELA_SIZE)
             self.has_pred[row] = True
             self.pred_area[row], self.inter[row], self.union[row] = pa, inter, union
             self.pred_pos[row] = pos
@@ -206,8 +200,14 @@ class GresEvaluator:
                "bootstrap": bootstrap, "seed": seed, "splits": list(self.gt.splits),
                "gt_fingerprint": self.fingerprint, "grdkit_version": __version__,
                **(config or {})}
+        union = self.union
+        if self.protocol == "rela":  # a missing pair adds its GT's area at 480 x 480 to U
+            union = union.copy()
+            for r in missing:
+                if self.gt_area[r]:
+                    union[r] = resized_area(self.gt_rle(int(r)), RELA_SIZE)
         return assemble_report(
-            inter=self.inter, union=self.union, gt_pos=self.gt_pos, pred_pos=self.pred_pos,
+            inter=self.inter, union=union, gt_pos=self.gt_pos, pred_pos=self.pred_pos,
             has_pred=self.has_pred, group_idx=self.group_idx, groups=self.groups,
             splits=list(self.gt.splits), cosod=cosod, config=cfg, bootstrap=bootstrap,
             seed=seed, labels=self.labels)

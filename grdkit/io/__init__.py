@@ -8,8 +8,8 @@
 """
 
 from .atomic import atomic_write_bytes, atomic_write_text
-from .jsonfile import read_json
+from .jsonfile import loads_json, read_json
 from .pickles import NumpyUnpickler, SafeUnpickler, load_pickle, loads_pickle, read_bytes
 
 __all__ = ["NumpyUnpickler", "SafeUnpickler", "atomic_write_bytes", "atomic_write_text", "load_pickle",
-           "loads_pickle", "read_bytes", "read_json"]
+           "loads_json", "loads_pickle", "read_bytes", "read_json"]

@@ -26,11 +26,25 @@ def read_json(path: str | Path, what: str = "file", hint: str | None = None,
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(path, f"{what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise InputError(path, f"cannot be read: {e}") from None
+    return loads_json(path, data, hint, allow_nan)
+
+
+def loads_json(path: str | Path, data: bytes, hint: str | None = None,
+               allow_nan: bool = True) -> Any:
+    """Parse JSON bytes read from ``path`` (named in errors; for readers that also hash them).
+
+    Raises:
+        InputError: not UTF-8, or invalid JSON (line and column named).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"is not UTF-8 text: {e}") from None
     try:
         return json.loads(text, parse_constant=None if allow_nan else _no_constant)
     except json.JSONDecodeError as e:

@@ -51,7 +51,6 @@ is a certified negative for it. The conversion to the canonical format is
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +60,7 @@ from ..errors import InputError
 from ..format import Finding
 from ..format.masks import MaskError, area_agrees, bbox, bbox_agrees, to_rle, union
 from ..format.rlecheck import check_rles
-from ..io import NumpyUnpickler, loads_pickle, read_bytes
+from ..io import NumpyUnpickler, loads_json, loads_pickle, read_bytes
 
 D3_FILES = ("sentences.pkl", "annotations.pkl", "images.pkl", "groups.pkl")
 
@@ -348,13 +347,7 @@ def read_d3_json(json_path: str | Path, anno_root: str | Path | None = None) -> 
     path = Path(json_path)
     data = read_bytes(path, "D³ JSON", "pass d3_full_annotations.json, d3_pres_annotations.json "
                                        "or d3_abs_annotations.json")
-    try:
-        coco = json.loads(data)
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}"
-                         ) from None
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"is not UTF-8 text: {e}") from None
+    coco = loads_json(path, data)
     sources = {path.name: hashlib.sha256(data).hexdigest()}
     images = {}
     for r in _json_records(path, coco, "images", ("id", "file_name", "height", "width")):

@@ -31,6 +31,24 @@ def read_mask(path: str | Path, threshold: int = 128) -> np.ndarray:
         raise InputError(path, f"cannot be read as a mask image: {e}") from None
 
 
+def positive_mask(path: str | Path, height: int, width: int, threshold: int = 128,
+                  record: str | None = None) -> np.ndarray:
+    """The mask of a positive image: bool ``(h, w)`` of its image's size, with foreground.
+
+    Raises:
+        InputError: unreadable, a size other than ``(height, width)`` (pixels), or no pixel with
+            grey >= ``threshold``; ``record`` names the image or group in the message.
+    """
+    m = read_mask(path, threshold)
+    if m.shape != (height, width):
+        raise InputError(path, f"mask is {m.shape[1]}x{m.shape[0]}, its image is "
+                         f"{width}x{height}", record, "masks must have their image's size")
+    if not m.any():
+        raise InputError(path, f"mask has no foreground (grey >= {threshold})", record,
+                         "fix the mask, or list the image as a negative")
+    return m
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of an image file, in pixels (header only).
 

@@ -23,14 +23,13 @@ plain lists, dicts, strings and numbers and cannot run code.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..io import loads_pickle, read_bytes
+from ..io import loads_json, loads_pickle, read_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,23 +164,13 @@ def load_refs(path: str | Path) -> list[Ref]:
 
 def _parse_loaded_refs(path: Path, data: bytes) -> list[Ref]:
     if path.suffix == ".json":
-        try:
-            obj = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(path, f"invalid JSON: {e}") from None
-        return parse_refs(path, obj, grefs=True)
+        return parse_refs(path, loads_json(path, data), grefs=True)
     return parse_refs(path, loads_pickle(path, data, _PICKLE_HINT),
                       grefs=path.name.startswith("grefs("))
 
 
 def _parse_instances(path: Path, data: bytes) -> tuple[dict, dict, dict]:
-    try:
-        coco = json.loads(data)
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON: {e.msg}", f"line {e.lineno} column {e.colno}",
-                         "pass the COCO instances.json of the refer dataset") from None
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"is not UTF-8 text: {e}") from None
+    coco = loads_json(path, data, "pass the COCO instances.json of the refer dataset")
     if not isinstance(coco, dict):
         raise InputError(path, "top level is not a JSON object")
     for key in ("images", "annotations"):
