@@ -136,7 +136,8 @@ def eval_group():
     """Score predictions (every GRES / RES / gRefCOCO / Co-SOD metric) and gate a submission.
 
     \b
-    grdkit eval PREDS --gt DATASET [--protocol grdkit|rela] [--json OUT] [--markdown OUT]
+    grdkit eval PREDS --gt DATASET [--profile grdkit|rela|rela-2023-05|mcn] [--json OUT]
+                [--markdown OUT]
                 [--cosod [--cosod-protocol pysodmetrics|eval-co-sod] [--curves DIR]]
                 [--baseline REF.json --max-drop 0.5] [--fail-under gres_miou=50 ...]
     grdkit eval merge SHARD.npz ... --gt DATASET [...]
@@ -152,9 +153,14 @@ def eval_group():
 @click.option("--min-pixels", type=click.IntRange(min=1), default=1, show_default=True,
               help="Predictions with fewer foreground pixels are 'no target'.")
 @click.option("--strict", is_flag=True, help="A pair without prediction is an error.")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="grdkit", show_default=True,
-              help="grdkit: I and U at the original resolution; rela: both masks resized to "
-                   "480x480 (centre-sampled nearest), as ReLA tests.")
+@click.option("--profile", "--protocol", "protocol", type=click.Choice(PROTOCOLS),
+              default="grdkit", show_default=True,
+              help="Evaluation profile: the evaluator a paper's number came from. grdkit: I and "
+                   "U at the original resolution. rela: ReLA after commit 884ef17, at 480x480. "
+                   "rela-2023-05: ReLA's first release as MABP ships it (T_acc = TP/(TP+FP+1), "
+                   "N_acc = TP/(TP+FN+1) in ReLA's naming; GT resized by OpenCV INTER_NEAREST). "
+                   "mcn: the classic RES evaluator (MCN/LTS: mean IoU, prec@X as IoU > X) plus "
+                   "overall IoU. --protocol is the former name. See grdkit.evaluators.profiles.")
 @click.option("--cosod", is_flag=True,
               help="Also compute the Co-SOD metrics (MAE, F, E, S, AP, AUC; slower).")
 @click.option("--cosod-protocol", type=click.Choice(COSOD_PROTOCOLS), default="pysodmetrics",

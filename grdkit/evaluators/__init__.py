@@ -12,8 +12,9 @@ API::
 ``predictions``: a ``preds.json`` path, a folder of PNG masks, or a list of dicts (see
 :mod:`grdkit.evaluators.predictions`). ``dataset``: a split file, a built folder (several
 splits), a :class:`~grdkit.format.GresDataset` or ``{split: GresDataset}``. Metric definitions
-and sources, protocols: :mod:`grdkit.evaluators.functional` (GRES / RES / gRefCOCO, ``grdkit`` /
-``rela``) and :mod:`grdkit.evaluators.cosod` (Co-SOD, ``pysodmetrics`` / ``eval-co-sod``);
+and sources: :mod:`grdkit.evaluators.functional` (GRES / RES / gRefCOCO); evaluation profiles
+(the evaluator a paper's number came from: ``grdkit``, ``rela``, ``rela-2023-05``, ``mcn``):
+:mod:`grdkit.evaluators.profiles` and :mod:`grdkit.evaluators.cosod` (Co-SOD, ``pysodmetrics`` / ``eval-co-sod``);
 breakdowns: :mod:`grdkit.evaluators.breakdowns`; leaderboards:
 :mod:`grdkit.evaluators.leaderboard`.
 """
@@ -56,7 +57,9 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     """Score predictions against a canonical dataset; see the module header.
 
     Args:
-        protocol: ``"grdkit"`` (original resolution) or ``"rela"`` (I and U at 480 x 480).
+        protocol: the evaluation profile (:mod:`.profiles`): ``"grdkit"`` (original
+            resolution), ``"rela"`` (ReLA after 884ef17, 480 x 480), ``"rela-2023-05"`` (ReLA's
+            first release as MABP ships it) or ``"mcn"`` (classic RES: mIoU, prec@X > X, oIoU).
         cosod_protocol: ``"pysodmetrics"`` or ``"eval-co-sod"`` (with ``cosod``).
         save_state: also write the per-pair statistics (``.npz``) for ``grdkit eval merge``.
         progress: optional progress callback (:mod:`grdkit.progress`), one step per batch.

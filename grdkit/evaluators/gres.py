@@ -4,6 +4,15 @@ Memory holds only per-pair sufficient statistics (I, U, prediction area, target 
 Co-SOD, integer threshold counts and five scalars per pair, :mod:`.cosod`), never masks. Statistics are integers and
 metrics are always computed from the full arrays in the ground truth's pair order, so shards
 combine exactly (:mod:`.state`). Report assembly and the bootstrap live in :mod:`.report`.
+
+Per-pair I and U follow the evaluation profile (:mod:`.profiles`). A prediction carrying its own
+no-target decision (``"no_target"``, :mod:`.predictions`) is scored as ReLA's and MABP's
+evaluators score a head's decision with its mask: the mask, whatever its size, is measured as
+submitted (``min_pixels`` does not apply), then a no-target sample predicted no-target adds
+I = U = 0, one predicted targeted adds U = its mask's area; a target sample predicted no-target
+adds I = 0 and U = |mask ∪ GT| (its mask stays in U), one predicted targeted its I and U. Under
+the ``mcn`` profile (``masks_only``) I and U are always the mask's. Without the key the mask is the
+decision: fewer than ``min_pixels`` pixels is "no target" and counts as an empty mask.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ from ..errors import InputError
 from ..format import GresDataset, masks
 from . import breakdowns as bd
 from .cosod import COSOD_PROTOCOLS, SCALARS, cosod_pair, n_thresholds
-from .functional import PROTOCOLS, RELA_SIZE, pair_stats, pair_stats_resized, resized_area
+from .functional import mask_stats, pair_stats, pair_stats_resized, resized_area
 from .predictions import GroundTruth, Prediction, check_predictions
+from .profiles import get_profile
 from .report import Report, assemble_report
 
 
@@ -31,12 +41,12 @@ class GresEvaluator:
         gt: ``{split: GresDataset}`` (one or more splits) or a single :class:`GresDataset`.
         min_pixels: predictions with fewer foreground pixels are "no target" (>= 1).
         cosod: also compute Co-SOD metrics (decodes masks; slower).
-        protocol: ``"grdkit"`` (original resolution) or ``"rela"`` (I and U at 480 x 480,
-            :mod:`.functional`).
+        protocol: the evaluation profile's name (:mod:`.profiles`: ``grdkit``, ``rela``,
+            ``rela-2023-05``, ``mcn``) or a :class:`~.profiles.Profile`.
         cosod_protocol: ``"pysodmetrics"`` or ``"eval-co-sod"`` (:mod:`.cosod`).
 
     Raises:
-        ValueError: an unknown protocol or ``min_pixels < 1``.
+        ValueError: an unknown profile or ``min_pixels < 1``.
         InputError: an incomplete ground truth (see :meth:`GresDataset.require_complete`);
             from :meth:`process`, an invalid prediction or a pair predicted twice.
     """
@@ -48,12 +58,11 @@ class GresEvaluator:
             gt = {gt.split or "test": gt}
         if min_pixels < 1:
             raise ValueError("min_pixels must be >= 1")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+        self.profile = get_profile(protocol)
         if cosod_protocol not in COSOD_PROTOCOLS:
             raise ValueError(f"unknown Co-SOD protocol {cosod_protocol!r}; choose from "
                              f"{COSOD_PROTOCOLS}")
-        self.protocol = protocol
+        self.protocol = self.profile.name
         self.cosod_protocol = cosod_protocol
         self.gt = GroundTruth(gt)
         self.min_pixels = int(min_pixels)
@@ -138,11 +147,21 @@ class GresEvaluator:
                 raise InputError(None, "pair predicted twice", f"(split {p.split!r}, "
                                  f"expression_id {p.expression_id}, image_id {p.image_id})")
             gt_rle = self.gt_rle(row)
-            pa, inter, union, pos = pair_stats(p.rle, gt_rle, int(self.gt_area[row]),
-                                               self.min_pixels)
-            if self.protocol == "rela":
-                inter, union = pair_stats_resized(p.rle, pos, gt_rle, int(self.gt_area[row]),
-                                                  RELA_SIZE)
+            gt_area = int(self.gt_area[row])
+            prof = self.profile
+            if p.no_target is not None:  # the model's own decision; the mask enters U as is
+                pos = not p.no_target
+                pa = masks.area(p.rle) if p.rle is not None else 0
+                inter, union = mask_stats(p.rle, gt_rle, gt_area, prof)
+                if not prof.masks_only and not pos:
+                    inter = 0
+                    if not self.gt_pos[row]:
+                        union = 0
+            else:
+                pa, inter, union, pos = pair_stats(p.rle, gt_rle, gt_area, self.min_pixels)
+                if prof.resize is not None:
+                    inter, union = pair_stats_resized(p.rle, pos, gt_rle, gt_area, prof.size,
+                                                      prof.resize)
             self.has_pred[row] = True
             self.pred_area[row], self.inter[row], self.union[row] = pa, inter, union
             self.pred_pos[row] = pos
@@ -194,23 +213,25 @@ class GresEvaluator:
             cosod = {"tp": self.c_tp, "pp": self.c_pp, "g": self.c_g, "n": self.c_n,
                      "scalars": self.c_scalars, "skipped": skipped,
                      "protocol": self.cosod_protocol}
-        cfg = {"protocol": self.protocol, "min_pixels": self.min_pixels, "strict": strict,
+        cfg = {"protocol": self.protocol, "profile": self.profile.record(),
+               "min_pixels": self.min_pixels, "strict": strict,
                "cosod": self.cosod,
                **({"cosod_protocol": self.cosod_protocol} if self.cosod else {}),
                "bootstrap": bootstrap, "seed": seed, "splits": list(self.gt.splits),
                "gt_fingerprint": self.fingerprint, "grdkit_version": __version__,
                **(config or {})}
         union = self.union
-        if self.protocol == "rela":  # a missing pair adds its GT's area at 480 x 480 to U
+        prof = self.profile
+        if prof.resize is not None:  # a missing pair adds its GT's area at 480 x 480 to U
             union = union.copy()
             for r in missing:
                 if self.gt_area[r]:
-                    union[r] = resized_area(self.gt_rle(int(r)), RELA_SIZE)
+                    union[r] = resized_area(self.gt_rle(int(r)), prof.size, prof.resize)
         return assemble_report(
             inter=self.inter, union=union, gt_pos=self.gt_pos, pred_pos=self.pred_pos,
             has_pred=self.has_pred, group_idx=self.group_idx, groups=self.groups,
             splits=list(self.gt.splits), cosod=cosod, config=cfg, bootstrap=bootstrap,
-            seed=seed, labels=self.labels)
+            seed=seed, labels=self.labels, profile=self.profile)
 
 
 __all__ = ["GresEvaluator"]

@@ -20,6 +20,7 @@ import numpy as np
 from .breakdowns import all_breakdowns
 from .cosod import COSOD_METRICS, cosod_metrics
 from .functional import METRICS, SUM_FIELDS, confusion, group_sums, metrics_from_sums
+from .profiles import Profile
 
 LOWER_IS_BETTER = {"mae"}
 
@@ -143,6 +144,12 @@ def comparability_problems(config: dict, other: dict) -> list[str]:
     pa, pb = config.get("protocol", "grdkit"), other.get("protocol", "grdkit")
     if pa != pb:
         out.append(f"was made under protocol {pb!r}, this one under {pa!r}")
+    else:  # same profile name: same version (reports before versions existed: version 1)
+        va = (config.get("profile") or {}).get("version", 1)
+        vb = (other.get("profile") or {}).get("version", 1)
+        if va != vb:
+            out.append(f"was made under version {vb} of profile {pb!r}, this one under "
+                       f"version {va}")
     if config.get("cosod") and other.get("cosod"):
         ca = config.get("cosod_protocol", "pysodmetrics")
         cb = other.get("cosod_protocol", "pysodmetrics")
@@ -197,7 +204,7 @@ def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
                     pred_pos: np.ndarray, has_pred: np.ndarray, group_idx: np.ndarray,
                     groups: list[tuple[str, int]], splits: list[str], cosod: dict | None,
                     config: dict, bootstrap: int = 0, seed: int = 0,
-                    labels: dict | None = None) -> Report:
+                    labels: dict | None = None, profile: Profile | None = None) -> Report:
     """A :class:`Report` from per-pair statistics (all arrays of length P, in pair order).
 
     Args:
@@ -209,10 +216,11 @@ def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
         config: the report's ``config``.
         bootstrap, seed: resamples of groups for 95% intervals (:func:`bootstrap_ci`).
         labels: per-pair bucket codes of each breakdown (:mod:`.breakdowns`); None = none.
+        profile: the evaluation profile (:mod:`.profiles`; None = ``grdkit``).
     """
     n_groups = len(groups)
-    sums = group_sums(inter, union, gt_pos, pred_pos, group_idx, n_groups)
-    metrics = metrics_from_sums(sums.sum(axis=0))
+    sums = group_sums(inter, union, gt_pos, pred_pos, group_idx, n_groups, profile)
+    metrics = metrics_from_sums(sums.sum(axis=0), profile)
 
     def cosod_of(rows=slice(None), with_curves=False):
         if cosod is None:
@@ -237,20 +245,22 @@ def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
     for s in splits:
         sel = split_of_group == s
         rows = np.isin(group_idx, np.flatnonzero(sel))
-        per_split[s] = {"metrics": {**metrics_from_sums(sums[sel].sum(axis=0)), **cosod_of(rows)},
+        per_split[s] = {"metrics": {**metrics_from_sums(sums[sel].sum(axis=0), profile),
+                                    **cosod_of(rows)},
                         "counts": {**counts_of(rows), "missing": int((~has_pred[rows]).sum())}}
     per_group = []
     for k, (s, gid) in enumerate(groups):
-        m = metrics_from_sums(sums[k])
+        m = metrics_from_sums(sums[k], profile)
         per_group.append({"split": s, "group_id": gid, "pairs": int(sums[k][0]),
                           "positive": int(sums[k][SUM_FIELDS.index("pos")]),
                           **{x: m[x] for x in ("gres_miou", "ciou", "n_acc", "t_acc")}})
-    ci = bootstrap_ci(sums, bootstrap, seed) if bootstrap else None
-    breakdowns = all_breakdowns(labels or {}, inter, union, gt_pos, pred_pos)
+    ci = bootstrap_ci(sums, bootstrap, seed, profile) if bootstrap else None
+    breakdowns = all_breakdowns(labels or {}, inter, union, gt_pos, pred_pos, profile)
     return Report(metrics, counts, config, per_split, per_group, ci, breakdowns, curves)
 
 
-def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0) -> dict[str, list[float]]:
+def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0, profile: Profile | None = None
+                 ) -> dict[str, list[float]]:
     """95% percentile intervals of every metric by resampling groups with replacement.
 
     Args:
@@ -269,7 +279,7 @@ def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0) -> dict[str, list[floa
     idx = rng.integers(0, g, size=(n, g))
     weights = np.zeros((n, g))
     np.add.at(weights, (np.repeat(np.arange(n), g), idx.ravel()), 1.0)
-    boot = metrics_from_sums(weights @ sums)
+    boot = metrics_from_sums(weights @ sums, profile)
     out = {}
     for k, v in boot.items():
         v = np.asarray(v, np.float64)
