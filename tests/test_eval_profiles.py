@@ -394,3 +394,18 @@ def test_mcn_averages_target_pairs_only():
             {"expression_id": 1, "image_id": 2, "segmentation": masks.encode(one)}]
     m = grdkit.evaluate(recs, ds, protocol="mcn").metrics
     assert m["res_miou"] == pytest.approx(100.0) and m["ciou"] == pytest.approx(50.0)
+
+
+def test_predictions_schema_accepts_no_target_and_rejects_non_booleans():
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("grdkit.format").joinpath(
+        "schema/predictions.schema.json").read_text(encoding="utf-8"))
+    ds, recs = generated_case(5, with_key=True)
+    jsonschema.validate(recs, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{**recs[0], "no_target": "yes"}], schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{"expression_id": 1, "image_id": 1}], schema)
