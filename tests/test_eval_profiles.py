@@ -409,3 +409,35 @@ def test_predictions_schema_accepts_no_target_and_rejects_non_booleans():
         jsonschema.validate([{**recs[0], "no_target": "yes"}], schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{"expression_id": 1, "image_id": 1}], schema)
+
+
+# -- paper names -----------------------------------------------------------------------------
+@pytest.mark.parametrize("scheme,expected", [
+    ("gres", {"gres_miou": "m\u0305I\u0305o\u0305U\u0305", "r_neg": "R_neg",
+              "e_measure": "E_ξ", "s_measure": "S_α"}),
+    ("rela", {"giou": "gIoU", "ciou": "cIoU", "n_acc": "N-acc", "pr@0.7": "Pr@0.7"}),
+    ("mabp", {"n_acc": "N-acc.", "t_acc": "T-acc.", "pr@0.9": "Pr@0.9"}),
+    ("lts", {"res_miou": "IoU (mIoU)", "ciou": "oIoU", "pr@0.5": "prec@0.5"}),
+    ("cosod", {"mae": "MAE", "f_max": "F_max", "e_measure": "E_ξ"}),
+])
+def test_reports_under_each_naming(tmp_path, capsys, scheme, expected):
+    ds, recs = generated_case(13)
+    gt = tmp_path / "val.json"
+    grdkit.save_dataset(ds, gt)
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(recs))
+    plain, named, md = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "b.md"
+    cosod = ["--cosod"] if scheme in ("gres", "cosod") else []
+    code, *_ = run_cli(["eval", p, "--gt", gt, "--json", plain, *cosod], capsys)
+    assert code == 0
+    code, out, err = run_cli(["eval", p, "--gt", gt, "--json", named, "--markdown", md,
+                              "--names", scheme, *cosod], capsys)
+    assert code == 0, err
+    a, b = json.loads(plain.read_text()), json.loads(named.read_text())
+    assert a["metrics"] == b["metrics"] and "names" not in a  # keys stay grdkit's
+    assert b["names"]["scheme"] == scheme
+    text = md.read_text()
+    for key, label in expected.items():
+        assert b["names"]["labels"][key] == label
+        assert f"| {label} |" in text, label
+        assert label in out, label

@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..evaluators import evaluate, load_ground_truth, merge_states, write_curves
 from ..evaluators.cosod import COSOD_PROTOCOLS
 from ..evaluators.functional import PROTOCOLS
+from ..evaluators.names import NAMINGS, labels
 from ..evaluators.report import Report, check_gate, comparability_problems, fmt
 from ..io import atomic_write_text
 from .ui import out, progress_bar, table
@@ -42,8 +43,10 @@ def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
 
 
 def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_under,
-            per_group: bool, curves=None) -> int:
+            per_group: bool, curves=None, names=None) -> int:
     gates = _parse_fail_under(fail_under)
+    report.names = names
+    lab = labels(names, (*report.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
     base = None
     if baseline is not None:
         try:
@@ -68,7 +71,7 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
     if markdown_out:
         gated = bool(gates) or base is not None
         atomic_write_text(markdown_out, report.to_markdown(failures if gated else None))
-    rows = [{"metric": k, "value": fmt(k, v),
+    rows = [{"metric": lab[k], "value": fmt(k, v),
              **({"95% CI": f"{fmt(k, report.ci[k][0])} - {fmt(k, report.ci[k][1])}"
                  if k in report.ci else ""} if report.ci else {})}
             for k, v in report.metrics.items()]
@@ -80,12 +83,12 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
     if len(report.per_split) > 1:
         out.print(table("per split", [
             {"split": s, "pairs": r["counts"]["pairs"],
-             **{k: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
+             **{lab[k]: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
             for s, r in report.per_split.items()]))
     for b, buckets in report.breakdowns.items():
         out.print(table(b, [{"bucket": k, "pairs": e["counts"]["pairs"],
                              "pos.": e["counts"]["positives"], "neg.": e["counts"]["negatives"],
-                             **{m: fmt(m, e["metrics"][m])
+                             **{lab[m]: fmt(m, e["metrics"][m])
                                 for m in ("gres_miou", "ciou", "n_acc", "t_acc")}}
                             for k, e in buckets.items()]))
     if per_group:
@@ -119,6 +122,11 @@ _report_options = [
                  help="Fail when METRIC is below VALUE (above, for mae); repeatable."),
     click.option("--per-group", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Print the N lowest-scoring groups."),
+    click.option("--names", type=click.Choice(list(NAMINGS)),
+                 help="Label metrics as a paper prints them (gres: mIoU with a bar, R_neg; "
+                      "rela / mabp: gIoU, cIoU, N-acc, T-acc, Pr@X; lts: IoU (mIoU), oIoU, "
+                      "prec@X; cosod: MAE, F_max, S_α, E_ξ = mean E-measure). JSON keys stay "
+                      "grdkit's; the JSON report gains a 'names' entry."),
     click.option("--curves", type=click.Path(file_okay=False, path_type=Path),
                  help="With --cosod: write the PR, F- and E-over-threshold curves (CSV + PNG) "
                       "into this folder."),
@@ -174,7 +182,7 @@ def eval_group():
 @report_options
 def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol, bootstrap, seed,
              save_state, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-             curves):
+             names, curves):
     """Score PREDS (preds.json, or a folder of <expression_id>/<image_id>.png masks).
 
     Predictions are checked first and any invalid record stops the run (exit 2) with its name:
@@ -192,7 +200,7 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
                           bootstrap=bootstrap, seed=seed, save_state=save_state, progress=track,
                           protocol=protocol, cosod_protocol=cosod_protocol)
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-                   curves)
+                   curves, names)
 
 
 @eval_group.command("merge")
@@ -205,7 +213,7 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @report_options
 def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out, baseline,
-               max_drop, fail_under, per_group, curves):
+               max_drop, fail_under, per_group, names, curves):
     """Combine shard states saved with --save-state into exactly the single-pass report.
 
     The protocol and Co-SOD options are those the shards were evaluated with."""
@@ -216,4 +224,4 @@ def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out,
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
                          config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-                   curves)
+                   curves, names)

@@ -20,6 +20,7 @@ import numpy as np
 from .breakdowns import all_breakdowns
 from .cosod import COSOD_METRICS, cosod_metrics
 from .functional import METRICS, SUM_FIELDS, confusion, group_sums, metrics_from_sums
+from .names import labels
 from .profiles import Profile
 
 LOWER_IS_BETTER = {"mae"}
@@ -37,11 +38,19 @@ class Report:
     ci: dict[str, list[float]] | None = None
     breakdowns: dict[str, dict] = field(default_factory=dict)
     curves: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    names: str | None = None  # label scheme (:mod:`.names`); keys never change
+
+    def labels(self) -> dict[str, str]:
+        """``{metric key: label}`` under :attr:`names` (the keys themselves when None)."""
+        return labels(self.names, self.metrics)
 
     def to_dict(self) -> dict:
-        return {"metrics": self.metrics, "counts": self.counts, "config": self.config,
-                "per_split": self.per_split, "per_group": self.per_group, "ci": self.ci,
-                "breakdowns": self.breakdowns}
+        d = {"metrics": self.metrics, "counts": self.counts, "config": self.config,
+             "per_split": self.per_split, "per_group": self.per_group, "ci": self.ci,
+             "breakdowns": self.breakdowns}
+        if self.names is not None:
+            d["names"] = {"scheme": self.names, "labels": self.labels()}
+        return d
 
     def breakdown_frame(self):
         """The breakdowns as one DataFrame: a row per (breakdown, bucket) with ``pairs``,
@@ -82,17 +91,19 @@ class Report:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
 
     def to_markdown(self, failures: list[dict] | None = None) -> str:
+        lab = labels(self.names, (*self.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
         lines = ["## grdkit evaluation", "", "| metric | value | 95% CI |", "|---|---:|---|"]
         for k, v in self.metrics.items():
             ci = self.ci.get(k) if self.ci else None
-            lines.append(f"| {k} | {fmt(k, v)} | "
+            lines.append(f"| {lab[k]} | {fmt(k, v)} | "
                          f"{'' if not ci else f'{fmt(k, ci[0])} - {fmt(k, ci[1])}'} |")
         c = self.counts
         lines += ["", (f"{c['pairs']} pairs ({c['positive']} target, {c['negative']} no-target); "
                   f"TP {c['tp']}, TN {c['tn']}, FP {c['fp']}, FN {c['fn']}; "
                   f"{c['missing']} missing predictions counted as no target."), ""]
         if len(self.per_split) > 1:
-            lines += ["| split | pairs | gres_miou | ciou | n_acc | t_acc |", "|---|---:|---:|---:|---:|---:|"]
+            cols = " | ".join(lab[k] for k in ("gres_miou", "ciou", "n_acc", "t_acc"))
+            lines += [f"| split | pairs | {cols} |", "|---|---:|---:|---:|---:|---:|"]
             for s, r in self.per_split.items():
                 m = r["metrics"]
                 lines.append(f"| {s} | {r['counts']['pairs']} | {fmt('', m['gres_miou'])} | "
@@ -100,9 +111,9 @@ class Report:
                              f"{fmt('', m['t_acc'])} |")
             lines.append("")
         for b, buckets in self.breakdowns.items():
-            lines += [f"### {b}", "",
-                      ("| bucket | pairs | positives | negatives | gres_miou | ciou | n_acc | "
-                       "t_acc |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            cols = " | ".join(lab[k] for k in ("gres_miou", "ciou", "n_acc", "t_acc"))
+            lines += [f"### {b}", "", f"| bucket | pairs | positives | negatives | {cols} |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|"]
             for k, e in buckets.items():
                 c, m = e["counts"], e["metrics"]
                 lines.append(f"| {k} | {c['pairs']} | {c['positives']} | {c['negatives']} | "
