@@ -403,7 +403,7 @@ def test_predictions_schema_accepts_no_target_and_rejects_non_booleans():
 
     schema = json.loads(resources.files("grdkit.format").joinpath(
         "schema/predictions.schema.json").read_text(encoding="utf-8"))
-    ds, recs = generated_case(5, with_key=True)
+    _, recs = generated_case(5, with_key=True)
     jsonschema.validate(recs, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{**recs[0], "no_target": "yes"}], schema)
