@@ -107,6 +107,16 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
     return 0
 
 
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 _report_options = [
     click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
                  help="Write the JSON report {metrics, counts, config, per_split, per_group, ci, "
@@ -177,11 +187,14 @@ def eval_group():
               help="Resample groups N times for 95% confidence intervals.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Bootstrap seed.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --cosod: processes scoring the Co-SOD statistics (default: the CPU "
+                   "cores this process may use). The report is byte-identical to 1 worker's.")
 @click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path),
               help="Also save per-pair statistics (.npz) for `grdkit eval merge`.")
 @report_options
 def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol, bootstrap, seed,
-             save_state, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
+             workers, save_state, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
              names, curves):
     """Score PREDS (preds.json, or a folder of <expression_id>/<image_id>.png masks).
 
@@ -198,7 +211,8 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
 
         report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict, cosod=cosod,
                           bootstrap=bootstrap, seed=seed, save_state=save_state, progress=track,
-                          protocol=protocol, cosod_protocol=cosod_protocol)
+                          protocol=protocol, cosod_protocol=cosod_protocol,
+                          workers=(workers or _cores()) if cosod else 1)
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
                    curves, names)
 

@@ -44,21 +44,30 @@ class GresEvaluator:
         protocol: the evaluation profile's name (:mod:`.profiles`: ``grdkit``, ``rela``,
             ``rela-2023-05``, ``mcn``) or a :class:`~.profiles.Profile`.
         cosod_protocol: ``"pysodmetrics"`` or ``"eval-co-sod"`` (:mod:`.cosod`).
+        workers: processes scoring the Co-SOD statistics (>= 1; 1 = in this process). Each
+            pair's statistics are computed by the same function whichever process runs it and
+            stored in the same per-pair rows, so the report is byte-identical to one worker's
+            (what shards rely on, :mod:`.state`). Only Co-SOD uses them: it is ~100x the cost
+            of the RLE-domain GRES statistics.
 
     Raises:
-        ValueError: an unknown profile or ``min_pixels < 1``.
+        ValueError: an unknown profile, ``min_pixels < 1`` or ``workers < 1``.
         InputError: an incomplete ground truth (see :meth:`GresDataset.require_complete`);
             from :meth:`process`, an invalid prediction or a pair predicted twice.
     """
 
     def __init__(self, gt: dict[str, GresDataset] | GresDataset, min_pixels: int = 1,
                  cosod: bool = False, protocol: str = "grdkit",
-                 cosod_protocol: str = "pysodmetrics"):
+                 cosod_protocol: str = "pysodmetrics", workers: int = 1):
         if isinstance(gt, GresDataset):
             gt = {gt.split or "test": gt}
         if min_pixels < 1:
             raise ValueError("min_pixels must be >= 1")
         self.profile = get_profile(protocol)
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = int(workers)
+        self._pool = None
         if cosod_protocol not in COSOD_PROTOCOLS:
             raise ValueError(f"unknown Co-SOD protocol {cosod_protocol!r}; choose from "
                              f"{COSOD_PROTOCOLS}")
@@ -137,6 +146,7 @@ class GresEvaluator:
         Raises:
             InputError: an invalid prediction, or a pair already processed.
         """
+        pending = []  # Co-SOD work for the worker processes: (row, map or RLE, GT RLE)
         for p in check_predictions(predictions, self.gt):
             row = self.row_of.get((p.split, p.expression_id, p.image_id))
             if row is None:  # a Prediction checked against another ground truth
@@ -166,13 +176,38 @@ class GresEvaluator:
             self.pred_area[row], self.inter[row], self.union[row] = pa, inter, union
             self.pred_pos[row] = pos
             if self.cosod:  # the map as submitted: the no-target decision is GRES-only
-                if p.soft is not None:
-                    dense = p.soft
-                elif p.rle is not None:
-                    dense = masks.decode(p.rle) * np.uint8(255)
-                else:
-                    dense = np.zeros(tuple(gt_rle["size"]), np.uint8)
-                self._cosod_row(row, dense, gt_rle)
+                if self.workers > 1:
+                    pending.append((row, p.soft if p.soft is not None else p.rle, gt_rle))
+                    continue
+                self._cosod_row(row, _dense_map(p.soft if p.soft is not None else p.rle,
+                                                gt_rle), gt_rle)
+        if pending:
+            self._cosod_parallel(pending)
+
+    def _cosod_parallel(self, tasks: list) -> None:
+        """Score ``(row, map or RLE, GT RLE)`` tasks in worker processes (a pool kept for the
+        evaluator's life, closed by :meth:`close`); results land in their rows."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self._pool is None:
+            ctx = multiprocessing.get_context("fork" if "fork" in
+                                              multiprocessing.get_all_start_methods() else None)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        chunk = max(1, len(tasks) // (4 * self.workers))
+        proto = self.cosod_protocol
+        for row, r in zip((t[0] for t in tasks),
+                          self._pool.map(_cosod_task, ((m, g, proto) for _, m, g in tasks),
+                                         chunksize=chunk)):
+            self.c_tp[row], self.c_pp[row] = r["tp"], r["pp"]
+            self.c_g[row], self.c_n[row], self.c_scalars[row] = r["g"], r["n"], r["scalars"]
+            self.c_done[row] = True
+
+    def close(self) -> None:
+        """Stop the Co-SOD worker processes, if any (also done by :meth:`evaluate`)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _cosod_row(self, row: int, dense: np.ndarray, gt_rle: dict) -> None:
         r = cosod_pair(dense, masks.decode(gt_rle), self.cosod_protocol)
@@ -193,6 +228,7 @@ class GresEvaluator:
         Raises:
             InputError: ``strict`` and some pair has no prediction (the first few are named).
         """
+        self.close()
         missing = np.flatnonzero(~self.has_pred)
         if strict and missing.size:
             names = ", ".join(f"{self.keys[r]}" for r in missing[:5])
@@ -232,6 +268,21 @@ class GresEvaluator:
             has_pred=self.has_pred, group_idx=self.group_idx, groups=self.groups,
             splits=list(self.gt.splits), cosod=cosod, config=cfg, bootstrap=bootstrap,
             seed=seed, labels=self.labels, profile=self.profile)
+
+
+def _dense_map(pred, gt_rle: dict) -> np.ndarray:
+    """The uint8 0-255 map Co-SOD scores: a soft map as submitted, an RLE as 0/255, or zeros."""
+    if isinstance(pred, np.ndarray):
+        return pred
+    if pred is not None:
+        return masks.decode(pred) * np.uint8(255)
+    return np.zeros(tuple(gt_rle["size"]), np.uint8)
+
+
+def _cosod_task(args) -> dict:
+    """One pair's Co-SOD statistics in a worker process (module level: picklable)."""
+    pred, gt_rle, protocol = args
+    return cosod_pair(_dense_map(pred, gt_rle), masks.decode(gt_rle), protocol)
 
 
 __all__ = ["GresEvaluator"]
