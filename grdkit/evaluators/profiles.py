@@ -45,7 +45,17 @@ max(1, targets); where the sum of unions is 0, cIoU is 100 (the references divid
 ``mcn``, mIoU and prec@X average over *target* pairs (MCN averages over every sample, which is
 the same on RES benchmarks, where every sample is a target); LTS's tables print "IoU" without
 saying which of mIoU and oIoU it is (LTS §4.1 describes the per-sample IoU), so compare with
-care. ReLA's / MABP's no-target decision comes from a classifier head; submit it as the
+care. What the reference evaluators take from their models, and grdkit from the submission: ReLA's
+mask is the argmax of its two-channel output and MABP's the output > 0.5, both at 480 x 480, and
+MABP's ``pred_nt`` is the OR of its intermediate no-target heads (the "trick" in its ``process``);
+grdkit resizes the submitted full-resolution mask to 480 x 480 with the profile's map (ours: the
+references have no such step). MABP's GT is its own PNG rendering of the referred mask (lmdb) at
+full resolution; grdkit's is the dataset's RLE, the same union. MABP's ``evaluate`` files every
+sample under one source (a leftover loop variable), which changes nothing for one dataset; ReLA's
+"full" multi-source line is not reproduced. ReLA / MABP print Pr@0.7-0.9 only; grdkit adds 0.5
+and 0.6 by the same rule.
+
+ReLA's / MABP's no-target decision comes from a classifier head; submit it as the
 ``"no_target"`` key of a prediction (:mod:`.predictions`), otherwise an empty mask (below
 ``min_pixels``) is the decision.
 """
