@@ -191,6 +191,8 @@ class GresEvaluator:
         from concurrent.futures import ProcessPoolExecutor
 
         if self._pool is None:
+            if self.cosod_protocol == "pysodmetrics":  # imported once, before the fork
+                import py_sod_metrics  # noqa: F401
             ctx = multiprocessing.get_context("fork" if "fork" in
                                               multiprocessing.get_all_start_methods() else None)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
