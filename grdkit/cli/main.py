@@ -42,7 +42,8 @@ def cli() -> None:
         grdkit predict --checkpoint runs/grser --data val.json --img-root images --out preds.json
     Score predictions and gate a submission:
         grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
-        grdkit eval preds.json --gt out/grefcoco/val.json --protocol rela
+        grdkit eval preds.json --gt out/grefcoco/val.json --profile rela-2023-05 --names mabp
+        grdkit eval preds.json --gt out/refcocog/val.json --profile mcn --names lts
     Compare methods:
         grdkit leaderboard a.json b.json --names A,B --markdown board.md
     """
