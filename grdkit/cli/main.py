@@ -26,9 +26,11 @@ def cli() -> None:
     """grdkit: data, metrics and baselines for Group-wise Referring Expression Segmentation.
 
     \b
-    Build G-RefC / G-RefC+ / G-RefCg from refer-format data, or gRefCOCO as released:
+    Build G-RefC / G-RefC+ / G-RefCg from refer-format data, gRefCOCO as released, or the
+    classic RES benchmarks RefCOCO / RefCOCO+ / RefCOCOg (one sample per sentence):
         grdkit build g-refcocog --refer-root data/refcocog --out out/g-refcocog
         grdkit build grefcoco --refer-root data/grefcoco --out out/grefcoco
+        grdkit build refcocog --refer-root data/refcocog --out out/refcocog
     Print statistics of a built dataset:
         grdkit stats out/g-refcocog
     Convert GRD (the D³ pickles or JSON), Co-SOD group folders, and validate any GRES dataset:
