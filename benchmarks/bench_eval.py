@@ -15,8 +15,12 @@ metric set under both Co-SOD protocols on a subset of whole groups (``--cosod-pa
 ~600 pairs; the full set would take tens of minutes on 2 cores), extrapolated linearly to the full
 set (per-pair cost is constant: every pair is one 480 x 640 map), with the subset's peak memory.
 
+Co-SOD workers (issue 20): the pysodmetrics Co-SOD run on the same subset with ``workers=2``
+against ``workers=1``, in the same run: the speed-up and whether the two reports are identical.
+On a machine shared with other jobs the ratio is measured under contention (say so when quoting).
+
 Usage: python benchmarks/bench_eval.py [--dense-pairs 3000] [--cosod-pairs 600] [--workdir DIR]
-        [--skip-extra]
+        [--skip-extra] [--workers-only]
 """
 
 from __future__ import annotations
@@ -176,6 +180,8 @@ def main() -> None:
                     help="pairs scored with the full Co-SOD set per protocol (it is slow)")
     ap.add_argument("--skip-extra", action="store_true",
                     help="only the RLE-domain GRES run and the dense reference")
+    ap.add_argument("--workers-only", action="store_true",
+                    help="only the Co-SOD 2-workers-vs-1 comparison")
     ap.add_argument("--workdir", type=Path, default=None)
     a = ap.parse_args()
     work = a.workdir or Path(tempfile.mkdtemp(prefix="grdkit-bench-eval-"))
@@ -185,6 +191,8 @@ def main() -> None:
         t = time.perf_counter()
         gt, pp = generate(work)
         print(f"generated {gt} and {pp} in {time.perf_counter() - t:.1f} s")
+    if a.workers_only:
+        return workers_run(gt, pp, a.cosod_pairs, work)
     g = run_eval(pp, gt)
     n = g["counts"]["pairs"]
     grd_rate = n / g["seconds"]
@@ -236,6 +244,26 @@ def main() -> None:
                                if v is not None and k in (
                                    "mae", "f_max", "e_measure", "s_measure", "ap", "auc",
                                    "f_weighted")))
+    workers_run(gt, pp, a.cosod_pairs, work)
+
+
+def workers_run(gt: Path, pp: Path, n_pairs: int, work: Path) -> None:
+    """Co-SOD (pysodmetrics) on whole groups with 1 and with 2 worker processes."""
+    import os
+
+    sg, sp, sn = write_subset(gt, pp, n_pairs, work)
+    res = {w: run_eval(sp, sg, cosod=True, workers=w) for w in (1, 2)}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nCo-SOD (pysodmetrics) with worker processes, {sn} pairs, {cores} cores, "
+          f"load average {load:.1f} at the end")
+    for w, r in res.items():
+        print(f"  workers={w}: {r['seconds']:7.2f} s  {sn / r['seconds']:6.1f} pairs/s  "
+              f"peak {r['peak_mb']:.0f} MB (main process)")
+    same = res[1]["metrics"] == res[2]["metrics"] and res[1]["counts"] == res[2]["counts"]
+    print(f"  speed-up 2 vs 1 workers: {res[1]['seconds'] / res[2]['seconds']:.2f}x (target "
+          f">= 1.7x on 2 idle cores; measured under whatever else runs on this machine); "
+          f"identical metrics: {same}")
 
 
 if __name__ == "__main__":

@@ -24,10 +24,18 @@ class DatasetSpec:
         split_bys: refer partitions it exists in, the default first (empty: not refer-based).
         splits: split names in the order they are written and reported.
         paper: the counts its paper publishes (``groups``, ``images``, ``expressions``,
-            ``pairs``), printed next to ours; empty when none is published.
-        citation: where ``paper`` comes from.
+            ``pairs``, ``no_target_expressions``, ``multi_target_expressions``), printed next to
+            ours; empty when none is published. Whole-dataset figures: a paper may count splits
+            that were never released (RefCOCOg's 104,560 expressions include Google's unreleased
+            test split).
+        paper_splits: ``{split_by: {split: expressions}}``, per-split counts a paper publishes
+            for a partition (LTS §4.1 for RefCOCO / RefCOCO+ ``unc``), printed beside the build's.
+        citation: where ``paper`` and ``paper_splits`` come from.
         builder: ``regroup`` (the G-RefC recipe, :mod:`.refer`), ``grefcoco`` (one group per
-            image, :mod:`.grefcoco`), ``d3`` or ``files`` (converted, not built from refer data).
+            image, :mod:`.grefcoco`), ``res`` (the classic RES benchmarks, one sample per
+            sentence, :mod:`.res`), ``d3`` or ``files`` (converted, not built from refer data).
+        partition_splits: ``{split_by: splits}`` where a partition has other splits than
+            ``splits`` (RefCOCOg ``google``: train / val).
     """
 
     name: str
@@ -38,6 +46,12 @@ class DatasetSpec:
     paper: dict[str, int] = field(default_factory=dict)
     citation: str = ""
     builder: str = "regroup"
+    paper_splits: dict[str, dict[str, int]] = field(default_factory=dict)
+    partition_splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def splits_of(self, split_by: str | None) -> tuple[str, ...]:
+        """The splits of partition ``split_by`` (``splits`` unless the partition differs)."""
+        return self.partition_splits.get(split_by or "", self.splits)
 
     @property
     def default_split_by(self) -> str | None:
@@ -60,6 +74,8 @@ class DatasetSpec:
 
 
 _GRES = "Wu et al., Advancing Referring Expression Segmentation Beyond Single Image, ICCV 2023"
+_LTS = "Jing et al., Locate then Segment, CVPR 2021, §4.1"
+_MABP = "Bring Adaptive Binding Prototypes to Generalized RES (MABP), IEEE TMM, §IV-A"
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("g-refcoco", "G-RefC", "RefCOCO", ("unc", "google"),
@@ -72,8 +88,20 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
                 {"groups": 106, "images": 10578, "expressions": 316, "pairs": 31524},
                 f"{_GRES}, §4.3", "d3"),
     DatasetSpec("grefcoco", "gRefCOCO", "gRefCOCO", ("unc",), ("train", "val", "testA", "testB"),
-                {}, "Liu et al., GRES: Generalized Referring Expression Segmentation, CVPR 2023",
-                "grefcoco"),
+                {"expressions": 278232, "multi_target_expressions": 80022,
+                 "no_target_expressions": 32202, "images": 19994},
+                f"Liu et al., GRES: Generalized Referring Expression Segmentation, CVPR 2023; "
+                f"counts: {_MABP}", "grefcoco"),
+    # the classic single-image RES benchmarks: one sample per (ref, sentence)
+    DatasetSpec("refcoco", "RefCOCO", "RefCOCO", ("unc",), ("train", "val", "testA", "testB"),
+                {"images": 19994, "expressions": 142210}, _LTS, "res",
+                {"unc": {"train": 120624, "val": 10834, "testA": 5657, "testB": 5095}}),
+    DatasetSpec("refcoco+", "RefCOCO+", "RefCOCO+", ("unc",), ("train", "val", "testA", "testB"),
+                {"images": 19992, "expressions": 141564}, _LTS, "res",
+                {"unc": {"train": 120191, "val": 10758, "testA": 5726, "testB": 4889}}),
+    DatasetSpec("refcocog", "RefCOCOg", "RefCOCOg", ("umd", "google"), ("train", "val", "test"),
+                {"images": 26711, "expressions": 104560}, _LTS, "res",
+                partition_splits={"google": ("train", "val")}),
     DatasetSpec("cosod", "Co-SOD groups", "Co-SOD group folders", (), ("test",), {},
                 "CoCA / CoSal2015 / CoSOD3k folder layout", "files"),
 )}
@@ -92,7 +120,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 def refer_datasets() -> list[str]:
     """Names of the datasets built from refer-format data (``grdkit build`` choices)."""
-    return sorted(n for n, s in DATASETS.items() if s.builder in ("regroup", "grefcoco"))
+    return sorted(n for n, s in DATASETS.items() if s.builder in ("regroup", "grefcoco", "res"))
 
 
 def split_order(names, spec: DatasetSpec | None = None) -> list[str]:

@@ -4,6 +4,8 @@
   negative = empty RLE, cached annotation RLEs, ``info``);
 * :mod:`.refer`: G-RefC / G-RefC+ / G-RefCg from refer data (:func:`build_dataset`);
 * :mod:`.grefcoco`: gRefCOCO as a benchmark, one group per image (:func:`build_grefcoco`);
+* :mod:`.res`: the classic RES benchmarks RefCOCO / RefCOCO+ / RefCOCOg, one sample per
+  sentence (:func:`build_res`);
 * :mod:`.grd`: GRD from the D³ tables (:func:`convert_d3`);
 * :mod:`.cosod`: Co-SOD group folders, folder name as expression (:func:`build_cosod`);
 * :mod:`.imagegroup`: one group from image files and PNG masks (:func:`group_from_files`).
@@ -27,10 +29,12 @@ from .grd import (
 from .grefcoco import GrefcocoReport, build_from_grefs, build_grefcoco
 from .imagegroup import group_from_files
 from .refer import NEGATIVE_MODES, BuildOptions, BuildReport, build_dataset, build_from_refer
+from .res import ResReport, build_res, build_res_from_refer
 
 __all__ = ["DATASETS", "EXPRESSION_ALIASES", "EXPRESSION_SETS", "NEGATIVE_MODES", "SETTINGS",
            "AnnotationMasks", "BuildOptions", "BuildReport", "CosodReport", "DatasetSpec",
-           "GrefcocoReport", "SplitAssembler", "build_cosod", "build_dataset",
-           "build_from_grefs", "build_from_refer", "build_grefcoco", "convert_d3",
+           "GrefcocoReport", "ResReport", "SplitAssembler", "build_cosod", "build_dataset",
+           "build_from_grefs", "build_from_refer", "build_grefcoco", "build_res",
+           "build_res_from_refer", "convert_d3",
            "dataset_spec", "default_expressions", "expression_set", "group_from_files",
            "refer_datasets"]

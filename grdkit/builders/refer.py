@@ -41,6 +41,7 @@ from ..registry import dataset_spec, split_order
 from ..sources.refer import ReferData, read_refer, ref_problems
 from .assemble import AnnotationMasks, SplitAssembler
 from .grefcoco import build_grefcoco
+from .res import build_res
 
 NEGATIVE_MODES = ("random", "category-disjoint")
 
@@ -243,22 +244,25 @@ def build_dataset(name: str, refer_root: str | Path, split_by: str | None = None
                   min_images: int = 2, neg_ratio: float = 1.0, negatives: str = "random",
                   seed: int = 0, progress: Progress | None = None
                   ) -> tuple[dict[str, GresDataset], BuildReport]:
-    """Read a refer folder and build ``name`` (``g-refcoco``, ``g-refcoco+``, ``g-refcocog``, or
-    ``grefcoco``).
+    """Read a refer folder and build ``name`` (``g-refcoco``, ``g-refcoco+``, ``g-refcocog``,
+    ``grefcoco``, or the classic RES benchmarks ``refcoco``, ``refcoco+``, ``refcocog``).
 
     See the module header for the recipe; ``split_by`` defaults to the registry's (``unc`` for
     RefCOCO and RefCOCO+, ``umd`` for RefCOCOg). ``grefcoco`` is built by
     :func:`grdkit.builders.grefcoco.build_grefcoco` (one group per image, nothing sampled): the
-    regrouping options must keep their defaults for it.
+    regrouping options must keep their defaults for it, and for the RES benchmarks
+    (:func:`grdkit.builders.res.build_res`, one sample per sentence).
 
     Raises:
         InputError: bad input files, or a ``split_by`` the dataset does not have.
         ValueError: an unknown dataset, a bad option value, or a regrouping option for grefcoco.
     """
-    if dataset_spec(name).builder == "grefcoco":
+    if dataset_spec(name).builder in ("grefcoco", "res"):
         if (min_images, neg_ratio, negatives, seed) != (2, 1.0, "random", 0):
             raise ValueError(f"{name} has one group per image and no sampled negatives: "
                              "min_images, neg_ratio, negatives and seed do not apply")
+        if dataset_spec(name).builder == "res":
+            return build_res(name, refer_root, split_by, progress)
         return build_grefcoco(refer_root, split_by, progress)
     options = BuildOptions(name, dataset_spec(name).check_split_by(split_by), min_images,
                            neg_ratio, negatives, seed)

@@ -8,6 +8,7 @@ import click
 
 from ..builders import NEGATIVE_MODES, build_dataset, dataset_spec, refer_datasets
 from ..builders.grefcoco import build_grefcoco
+from ..builders.res import build_res
 from ..export import write_dataset
 from ..format import load_dataset, load_splits
 from ..format.stats import SUMMARY_COLUMNS, dataset_stats, summary_rows
@@ -51,13 +52,19 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
     per image, every sentence an expression, no-target refs as empty targets; the regrouping
     options do not apply to it.
 
+    refcoco, refcoco+, refcocog are the classic single-image RES benchmarks (LTS, MABP Table I):
+    one sample per (ref, sentence), its target the ref's mask; the published sample counts are
+    printed beside the build's. Splits: unc (train/val/testA/testB) for refcoco and refcoco+,
+    umd (train/val/test) or google (train/val) for refcocog.
+
     \b
     Example on real RefCOCOg (umd):
         grdkit build g-refcocog --refer-root refer/data/refcocog --out out/g-refcocog
         grdkit build grefcoco --refer-root datasets/grefcoco --out out/grefcoco
+        grdkit build refcocog --refer-root refer/data/refcocog --out out/refcocog
     """
     spec = dataset_spec(dataset)
-    if spec.builder == "grefcoco":
+    if spec.builder in ("grefcoco", "res"):
         given = [f"--{p.replace('_', '-')}" for p in ("min_images", "neg_ratio", "negatives",
                                                       "seed")
                  if ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT]
@@ -65,6 +72,8 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
             verb = "does" if len(given) == 1 else "do"
             raise click.UsageError(f"{', '.join(given)} {verb} not apply to {dataset} (one "
                                    "group per image, no sampled negatives)")
+        if spec.builder == "res":
+            return _build_res(dataset, refer_root, out_dir, split_by, no_progress)
         if refer_root is None:
             raise click.UsageError(f"{dataset} needs --refer-root (a folder with "
                                    "grefs(unc).json and instances.json)")
@@ -95,6 +104,33 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
         err.print(f"[yellow]warning:[/] {s}: {v['negative_shortfall_groups']} groups got "
                   f"{v['negative_shortfall_images']} fewer negatives than requested "
                   "(pool too small).")
+    out.print(f"Wrote {', '.join(str(p) for p in paths)}")
+
+
+def _build_res(dataset, refer_root, out_dir, split_by, no_progress):
+    spec = dataset_spec(dataset)
+    if refer_root is None:
+        refer_root = demo_root()
+        err.print(f"[bold]No --refer-root given: using grdkit's bundled demo sample[/] "
+                  f"({refer_root}), small synthetic refer-format data.")
+    split_by = spec.check_split_by(split_by)
+    with progress_bar(not no_progress) as track:
+        datasets, report = build_res(dataset, refer_root, split_by, progress=track)
+    paths = write_dataset(datasets, out_dir, report.notes())
+    published = spec.paper_splits.get(split_by, {})
+    rows = [{"split": s, "images": rp["images"], "samples": rp["expressions"],
+             "published": published.get(s, "-")} for s, rp in report.splits.items()]
+    out.print(table(f"{dataset} (splitBy {split_by}): samples = (ref, sentence) pairs", rows))
+    total = {"images": len({i.id for d in datasets.values() for i in d.images}),
+             "expressions": sum(rp["expressions"] for rp in report.splits.values())}
+    if spec.paper:
+        out.print(f"whole dataset: {total['images']} images, {total['expressions']} samples "
+                  "here; published (" + spec.citation + "): " + ", ".join(
+                      f"{v} {k}" for k, v in spec.paper.items())
+                  + (" (counts every split, released or not)" if dataset == "refcocog" else ""))
+    skipped = sum(rp["empty_sentences"] for rp in report.splits.values())
+    if skipped:
+        err.print(f"[yellow]note:[/] {skipped} empty sentences skipped (counted in the card)")
     out.print(f"Wrote {', '.join(str(p) for p in paths)}")
 
 

@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..evaluators import evaluate, load_ground_truth, merge_states, write_curves
 from ..evaluators.cosod import COSOD_PROTOCOLS
 from ..evaluators.functional import PROTOCOLS
+from ..evaluators.names import NAMINGS, labels
 from ..evaluators.report import Report, check_gate, comparability_problems, fmt
 from ..io import atomic_write_text
 from .ui import out, progress_bar, table
@@ -42,8 +43,10 @@ def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
 
 
 def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_under,
-            per_group: bool, curves=None) -> int:
+            per_group: bool, curves=None, names=None) -> int:
     gates = _parse_fail_under(fail_under)
+    report.names = names
+    lab = labels(names, (*report.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
     base = None
     if baseline is not None:
         try:
@@ -68,7 +71,7 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
     if markdown_out:
         gated = bool(gates) or base is not None
         atomic_write_text(markdown_out, report.to_markdown(failures if gated else None))
-    rows = [{"metric": k, "value": fmt(k, v),
+    rows = [{"metric": lab[k], "value": fmt(k, v),
              **({"95% CI": f"{fmt(k, report.ci[k][0])} - {fmt(k, report.ci[k][1])}"
                  if k in report.ci else ""} if report.ci else {})}
             for k, v in report.metrics.items()]
@@ -80,12 +83,12 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
     if len(report.per_split) > 1:
         out.print(table("per split", [
             {"split": s, "pairs": r["counts"]["pairs"],
-             **{k: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
+             **{lab[k]: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
             for s, r in report.per_split.items()]))
     for b, buckets in report.breakdowns.items():
         out.print(table(b, [{"bucket": k, "pairs": e["counts"]["pairs"],
                              "pos.": e["counts"]["positives"], "neg.": e["counts"]["negatives"],
-                             **{m: fmt(m, e["metrics"][m])
+                             **{lab[m]: fmt(m, e["metrics"][m])
                                 for m in ("gres_miou", "ciou", "n_acc", "t_acc")}}
                             for k, e in buckets.items()]))
     if per_group:
@@ -104,6 +107,16 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
     return 0
 
 
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 _report_options = [
     click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
                  help="Write the JSON report {metrics, counts, config, per_split, per_group, ci, "
@@ -119,6 +132,11 @@ _report_options = [
                  help="Fail when METRIC is below VALUE (above, for mae); repeatable."),
     click.option("--per-group", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Print the N lowest-scoring groups."),
+    click.option("--names", type=click.Choice(list(NAMINGS)),
+                 help="Label metrics as a paper prints them (gres: mIoU with a bar, R_neg; "
+                      "rela / mabp: gIoU, cIoU, N-acc, T-acc, Pr@X; lts: IoU (mIoU), oIoU, "
+                      "prec@X; cosod: MAE, F_max, S_α, E_ξ = mean E-measure). JSON keys stay "
+                      "grdkit's; the JSON report gains a 'names' entry."),
     click.option("--curves", type=click.Path(file_okay=False, path_type=Path),
                  help="With --cosod: write the PR, F- and E-over-threshold curves (CSV + PNG) "
                       "into this folder."),
@@ -136,7 +154,8 @@ def eval_group():
     """Score predictions (every GRES / RES / gRefCOCO / Co-SOD metric) and gate a submission.
 
     \b
-    grdkit eval PREDS --gt DATASET [--protocol grdkit|rela] [--json OUT] [--markdown OUT]
+    grdkit eval PREDS --gt DATASET [--profile grdkit|rela|rela-2023-05|mcn] [--json OUT]
+                [--markdown OUT]
                 [--cosod [--cosod-protocol pysodmetrics|eval-co-sod] [--curves DIR]]
                 [--baseline REF.json --max-drop 0.5] [--fail-under gres_miou=50 ...]
     grdkit eval merge SHARD.npz ... --gt DATASET [...]
@@ -152,9 +171,14 @@ def eval_group():
 @click.option("--min-pixels", type=click.IntRange(min=1), default=1, show_default=True,
               help="Predictions with fewer foreground pixels are 'no target'.")
 @click.option("--strict", is_flag=True, help="A pair without prediction is an error.")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="grdkit", show_default=True,
-              help="grdkit: I and U at the original resolution; rela: both masks resized to "
-                   "480x480 (centre-sampled nearest), as ReLA tests.")
+@click.option("--profile", "--protocol", "protocol", type=click.Choice(PROTOCOLS),
+              default="grdkit", show_default=True,
+              help="Evaluation profile: the evaluator a paper's number came from. grdkit: I and "
+                   "U at the original resolution. rela: ReLA after commit 884ef17, at 480x480. "
+                   "rela-2023-05: ReLA's first release as MABP ships it (T_acc = TP/(TP+FP+1), "
+                   "N_acc = TP/(TP+FN+1) in ReLA's naming; GT resized by OpenCV INTER_NEAREST). "
+                   "mcn: the classic RES evaluator (MCN/LTS: mean IoU, prec@X as IoU > X) plus "
+                   "overall IoU. --protocol is the former name. See grdkit.evaluators.profiles.")
 @click.option("--cosod", is_flag=True,
               help="Also compute the Co-SOD metrics (MAE, F, E, S, AP, AUC; slower).")
 @click.option("--cosod-protocol", type=click.Choice(COSOD_PROTOCOLS), default="pysodmetrics",
@@ -163,12 +187,15 @@ def eval_group():
               help="Resample groups N times for 95% confidence intervals.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Bootstrap seed.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --cosod: processes scoring the Co-SOD statistics (default: the CPU "
+                   "cores this process may use). The report is byte-identical to 1 worker's.")
 @click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path),
               help="Also save per-pair statistics (.npz) for `grdkit eval merge`.")
 @report_options
 def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol, bootstrap, seed,
-             save_state, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-             curves):
+             workers, save_state, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
+             names, curves):
     """Score PREDS (preds.json, or a folder of <expression_id>/<image_id>.png masks).
 
     Predictions are checked first and any invalid record stops the run (exit 2) with its name:
@@ -184,9 +211,10 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
 
         report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict, cosod=cosod,
                           bootstrap=bootstrap, seed=seed, save_state=save_state, progress=track,
-                          protocol=protocol, cosod_protocol=cosod_protocol)
+                          protocol=protocol, cosod_protocol=cosod_protocol,
+                          workers=(workers or _cores()) if cosod else 1)
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-                   curves)
+                   curves, names)
 
 
 @eval_group.command("merge")
@@ -199,7 +227,7 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @report_options
 def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out, baseline,
-               max_drop, fail_under, per_group, curves):
+               max_drop, fail_under, per_group, names, curves):
     """Combine shard states saved with --save-state into exactly the single-pass report.
 
     The protocol and Co-SOD options are those the shards were evaluated with."""
@@ -210,4 +238,4 @@ def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out,
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
                          config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-                   curves)
+                   curves, names)

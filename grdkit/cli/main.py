@@ -26,9 +26,11 @@ def cli() -> None:
     """grdkit: data, metrics and baselines for Group-wise Referring Expression Segmentation.
 
     \b
-    Build G-RefC / G-RefC+ / G-RefCg from refer-format data, or gRefCOCO as released:
+    Build G-RefC / G-RefC+ / G-RefCg from refer-format data, gRefCOCO as released, or the
+    classic RES benchmarks RefCOCO / RefCOCO+ / RefCOCOg (one sample per sentence):
         grdkit build g-refcocog --refer-root data/refcocog --out out/g-refcocog
         grdkit build grefcoco --refer-root data/grefcoco --out out/grefcoco
+        grdkit build refcocog --refer-root data/refcocog --out out/refcocog
     Print statistics of a built dataset:
         grdkit stats out/g-refcocog
     Convert GRD (the D³ pickles or JSON), Co-SOD group folders, and validate any GRES dataset:
@@ -42,7 +44,8 @@ def cli() -> None:
         grdkit predict --checkpoint runs/grser --data val.json --img-root images --out preds.json
     Score predictions and gate a submission:
         grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
-        grdkit eval preds.json --gt out/grefcoco/val.json --protocol rela
+        grdkit eval preds.json --gt out/grefcoco/val.json --profile rela-2023-05 --names mabp
+        grdkit eval preds.json --gt out/refcocog/val.json --profile mcn --names lts
     Compare methods:
         grdkit leaderboard a.json b.json --names A,B --markdown board.md
     """

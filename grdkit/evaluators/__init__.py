@@ -12,8 +12,9 @@ API::
 ``predictions``: a ``preds.json`` path, a folder of PNG masks, or a list of dicts (see
 :mod:`grdkit.evaluators.predictions`). ``dataset``: a split file, a built folder (several
 splits), a :class:`~grdkit.format.GresDataset` or ``{split: GresDataset}``. Metric definitions
-and sources, protocols: :mod:`grdkit.evaluators.functional` (GRES / RES / gRefCOCO, ``grdkit`` /
-``rela``) and :mod:`grdkit.evaluators.cosod` (Co-SOD, ``pysodmetrics`` / ``eval-co-sod``);
+and sources: :mod:`grdkit.evaluators.functional` (GRES / RES / gRefCOCO); evaluation profiles
+(the evaluator a paper's number came from: ``grdkit``, ``rela``, ``rela-2023-05``, ``mcn``):
+:mod:`grdkit.evaluators.profiles` and :mod:`grdkit.evaluators.cosod` (Co-SOD, ``pysodmetrics`` / ``eval-co-sod``);
 breakdowns: :mod:`grdkit.evaluators.breakdowns`; leaderboards:
 :mod:`grdkit.evaluators.leaderboard`.
 """
@@ -52,12 +53,17 @@ def load_ground_truth(dataset: Any) -> dict[str, GresDataset]:
 def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: bool = False,
              cosod: bool = False, bootstrap: int = 0, seed: int = 0,
              save_state: str | Path | None = None, progress: Progress | None = None,
-             protocol: str = "grdkit", cosod_protocol: str = "pysodmetrics") -> Report:
+             protocol: str = "grdkit", cosod_protocol: str = "pysodmetrics",
+             workers: int = 1) -> Report:
     """Score predictions against a canonical dataset; see the module header.
 
     Args:
-        protocol: ``"grdkit"`` (original resolution) or ``"rela"`` (I and U at 480 x 480).
+        protocol: the evaluation profile (:mod:`.profiles`): ``"grdkit"`` (original
+            resolution), ``"rela"`` (ReLA after 884ef17, 480 x 480), ``"rela-2023-05"`` (ReLA's
+            first release as MABP ships it) or ``"mcn"`` (classic RES: mIoU, prec@X > X, oIoU).
         cosod_protocol: ``"pysodmetrics"`` or ``"eval-co-sod"`` (with ``cosod``).
+        workers: processes scoring Co-SOD statistics (1 = this process); the report is
+            byte-identical whatever the number.
         save_state: also write the per-pair statistics (``.npz``) for ``grdkit eval merge``.
         progress: optional progress callback (:mod:`grdkit.progress`), one step per batch.
 
@@ -66,11 +72,15 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     """
     gt = load_ground_truth(dataset)
     ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod, protocol=protocol,
-                       cosod_protocol=cosod_protocol)
+                       cosod_protocol=cosod_protocol, workers=workers)
     preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
     batches = [preds[k:k + CHUNK] for k in range(0, len(preds), CHUNK)]
-    for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)", len(batches)):
-        ev.process(batch)
+    try:
+        for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)",
+                             len(batches)):
+            ev.process(batch)
+    finally:
+        ev.close()
     if save_state is not None:
         state.save_state(ev, save_state)
     cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}

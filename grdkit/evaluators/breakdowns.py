@@ -54,15 +54,16 @@ def kind(is_negative) -> int:
 
 
 def breakdown(codes: np.ndarray, names: tuple[str, ...], inter, union, gt_pos, pred_pos,
-              drop_empty: tuple[str, ...] = ()) -> dict[str, dict]:
+              drop_empty: tuple[str, ...] = (), profile=None) -> dict[str, dict]:
     """``{bucket: {"counts": {...}, "metrics": {...}}}`` for per-pair bucket ``codes``.
 
     Args:
         codes: int64 ``(P,)`` index into ``names`` per pair.
         inter, union, gt_pos, pred_pos: per-pair statistics (:mod:`.functional`).
         drop_empty: buckets left out when they hold no pair.
+        profile: the evaluation profile (:mod:`.profiles`; None = ``grdkit``).
     """
-    sums = group_sums(inter, union, gt_pos, pred_pos, codes, len(names))
+    sums = group_sums(inter, union, gt_pos, pred_pos, codes, len(names), profile)
     pos, neg = SUM_FIELDS.index("pos"), SUM_FIELDS.index("neg")
     out = {}
     for k, name in enumerate(names):
@@ -70,17 +71,17 @@ def breakdown(codes: np.ndarray, names: tuple[str, ...], inter, union, gt_pos, p
             continue
         out[name] = {"counts": {"pairs": int(sums[k][0]), "positives": int(sums[k][pos]),
                                 "negatives": int(sums[k][neg])},
-                     "metrics": (metrics_from_sums(sums[k]) if sums[k][0] else
-                                 dict.fromkeys(metrics_from_sums(sums[k])))}
+                     "metrics": (metrics_from_sums(sums[k], profile) if sums[k][0] else
+                                 dict.fromkeys(metrics_from_sums(sums[k], profile)))}
     return out
 
 
-def all_breakdowns(labels: dict[str, np.ndarray], inter, union, gt_pos, pred_pos
-                   ) -> dict[str, dict]:
+def all_breakdowns(labels: dict[str, np.ndarray], inter, union, gt_pos, pred_pos,
+                   profile=None) -> dict[str, dict]:
     """Every breakdown for which ``labels`` (name -> codes ``(P,)`` or None) has codes."""
     names = {"by_target_type": TARGET_TYPES, "by_length": LENGTH_BINS,
              "by_expression_kind": KINDS}
     drop = {"by_target_type": ("target (no ann_ids)",), "by_length": (),
             "by_expression_kind": ("unmarked",)}
-    return {b: breakdown(labels[b], names[b], inter, union, gt_pos, pred_pos, drop[b])
+    return {b: breakdown(labels[b], names[b], inter, union, gt_pos, pred_pos, drop[b], profile)
             for b in BREAKDOWNS if labels.get(b) is not None}

@@ -35,7 +35,10 @@ predictions and a shrunk no-target recall; MABP still ships them. grdkit uses th
 formulas above. A metric whose denominator is empty (e.g. ``n_acc`` with no negative pair) is
 ``None``.
 
-Protocols (:data:`PROTOCOLS`): ``grdkit`` counts I and U at the image's original resolution.
+Profiles (:mod:`.profiles`, :data:`PROTOCOLS` their names) change how the per-pair statistics
+are counted and a few formulas (empty-union IoU, smoothing, prec@X comparison, the 2023-05
+accuracies); the functions below take a :class:`~.profiles.Profile` (``None``: ``grdkit``).
+``grdkit`` counts I and U at the image's original resolution.
 ``rela`` follows ReLA's test pipeline (``refcoco_mapper.py``: ``T.Resize((480, 480))``, and the
 evaluator compares masks at that size): every ground-truth and predicted mask is resized to
 480 x 480 with centre-sampled nearest neighbour (:func:`resize_nearest`) and I and U are counted
@@ -51,8 +54,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..format import masks
+from .profiles import DEFAULT, PROFILES, Profile
 
-PROTOCOLS = ("grdkit", "rela")
+PROTOCOLS = tuple(PROFILES)  # evaluation profile names (``--profile``, formerly ``--protocol``)
 RELA_SIZE = 480  # ReLA configs/referring_R50.yaml INPUT.IMAGE_SIZE
 PR_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 METRICS = ("gres_miou", "res_miou", "giou", "ciou", "n_acc", "t_acc", "r_neg",
@@ -84,18 +88,27 @@ def pair_stats(pred: dict | None, gt: dict, gt_area: int, min_pixels: int = 1
     return p_area, inter, p_area + gt_area - inter, True
 
 
-def resize_index(in_size: int, out_size: int = RELA_SIZE) -> np.ndarray:
-    """Source index of each output pixel for centre-sampled nearest neighbour, int64 ``(out,)``.
+def resize_index(in_size: int, out_size: int = RELA_SIZE, mode: str = "centre") -> np.ndarray:
+    """Source index of each output pixel for nearest-neighbour resizing, int64 ``(out,)``.
 
-    Output pixel i takes input pixel ``floor((i + 0.5) * in_size / out_size)`` (the centre of
-    output pixel i mapped back into the input), computed in exact integer arithmetic.
+    ``centre``: output pixel i takes input pixel ``floor((i + 0.5) * in_size / out_size)`` (the
+    centre of output pixel i mapped back into the input), in exact integer arithmetic.
+    ``opencv``: OpenCV's ``INTER_NEAREST`` (``resizeNN`` in ``imgproc/src/resize.cpp``):
+    ``min(floor(i * (1 / (out_size / in_size))), in_size - 1)`` in float64, which is what
+    ``cv2.resize`` computes (the float product differs from the exact ``floor(i * in / out)``
+    for some sizes, e.g. 2 of 480 rows at ``in_size`` 39; tests compare with ``cv2.resize``).
     """
     i = np.arange(out_size, dtype=np.int64)
+    if mode == "opencv":
+        ifx = 1.0 / (out_size / in_size)
+        return np.minimum(np.floor(i * ifx).astype(np.int64), in_size - 1)
+    if mode != "centre":
+        raise ValueError(f"unknown resize mode {mode!r}")
     return ((2 * i + 1) * in_size) // (2 * out_size)
 
 
-def resize_nearest(mask: np.ndarray, out_h: int = RELA_SIZE, out_w: int = RELA_SIZE
-                   ) -> np.ndarray:
+def resize_nearest(mask: np.ndarray, out_h: int = RELA_SIZE, out_w: int = RELA_SIZE,
+                   mode: str = "centre") -> np.ndarray:
     """Resize a ``(H, W)`` mask to ``(out_h, out_w)`` by centre-sampled nearest neighbour.
 
     ``out[i, j] = mask[floor((i + 0.5) H / out_h), floor((j + 0.5) W / out_w)]``. Written as an
@@ -103,21 +116,42 @@ def resize_nearest(mask: np.ndarray, out_h: int = RELA_SIZE, out_w: int = RELA_S
     samples ``floor(i H / out_h)`` (no half-pixel offset), and scikit-image / scipy's order-0
     resize rounds ``(i + 0.5) H / out_h - 0.5``, which breaks ties the other way; PIL's NEAREST
     computes this map in floating point and lands one pixel lower on exact ties (e.g. 99 of 480
-    rows for H = 640).
+    rows for H = 640). ``mode="opencv"`` gives OpenCV's map instead (:func:`resize_index`).
     """
     h, w = mask.shape
     # two 1-D gathers (whole rows first on C-ordered masks) are ~8x faster than one np.ix_
     # gather at 480 x 640
-    return mask[resize_index(h, out_h)][:, resize_index(w, out_w)]
+    return mask[resize_index(h, out_h, mode)][:, resize_index(w, out_w, mode)]
 
 
-def resized_area(rle: dict, size: int = RELA_SIZE) -> int:
+def resized_area(rle: dict, size: int = RELA_SIZE, mode: str = "centre") -> int:
     """Foreground pixels of a mask after resizing it to ``size x size`` (:func:`resize_nearest`)."""
-    return int(np.count_nonzero(resize_nearest(masks.decode(rle), size, size)))
+    return int(np.count_nonzero(resize_nearest(masks.decode(rle), size, size, mode)))
+
+
+def mask_stats(pred: dict | None, gt: dict, gt_area: int, profile: Profile | None = None
+               ) -> tuple[int, int]:
+    """``(inter, union)`` in pixels of the prediction mask *as submitted* (no no-target rule)
+    against the ground truth, at the profile's resolution (original, or resized to
+    ``profile.size`` squared). Used when a prediction carries its own no-target decision.
+
+    Args:
+        pred: compressed RLE or None (empty). gt: compressed RLE; gt_area: its pixels.
+    """
+    p = profile or DEFAULT
+    if p.resize is None:
+        if pred is None:
+            return 0, gt_area
+        pa = masks.area(pred)
+        inter = masks.area(masks.intersection(pred, gt)) if pa and gt_area else 0
+        return inter, pa + gt_area - inter
+    if pred is None or masks.area(pred) == 0:
+        return 0, resized_area(gt, p.size, p.resize) if gt_area else 0
+    return pair_stats_resized(pred, True, gt, gt_area, p.size, p.resize)
 
 
 def pair_stats_resized(pred: dict | None, pred_pos: bool, gt: dict, gt_area: int,
-                       size: int = RELA_SIZE) -> tuple[int, int]:
+                       size: int = RELA_SIZE, mode: str = "centre") -> tuple[int, int]:
     """``(inter, union)`` of one pair after resizing both masks to ``size x size``; each mask is
     decoded once, and not at all when it is empty.
 
@@ -127,21 +161,26 @@ def pair_stats_resized(pred: dict | None, pred_pos: bool, gt: dict, gt_area: int
         gt: GT RLE; gt_area: its foreground pixels at its own resolution.
     """
     if pred is None or not pred_pos:
-        return 0, resized_area(gt, size) if gt_area else 0
-    p = resize_nearest(masks.decode(pred), size, size)  # uint8 0/1
+        return 0, resized_area(gt, size, mode) if gt_area else 0
+    p = resize_nearest(masks.decode(pred), size, size, mode)  # uint8 0/1
     pa = int(np.count_nonzero(p))
     if gt_area == 0:
         return 0, pa
-    g = resize_nearest(masks.decode(gt), size, size)
+    g = resize_nearest(masks.decode(gt), size, size, mode)
     inter = int(np.count_nonzero(p & g))
     return inter, pa + int(np.count_nonzero(g)) - inter
 
 
-def pair_iou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
-    """Per-pair IoU (0-1), 1 where U = 0 (empty vs. empty)."""
+def pair_iou(inter: np.ndarray, union: np.ndarray, profile: Profile | None = None
+             ) -> np.ndarray:
+    """Per-pair IoU (0-1): I/U, and where U = 0 (empty vs. empty) 1 (``grdkit``) or the
+    profile's ``empty_union_iou``; with ``profile.smooth`` s, (I + s) / (U + s) (MCN)."""
+    p = profile or DEFAULT
     inter = np.asarray(inter, dtype=np.float64)
     union = np.asarray(union, dtype=np.float64)
-    out = np.ones_like(inter)
+    if p.smooth:
+        return (inter + p.smooth) / (union + p.smooth)
+    out = np.full_like(inter, p.empty_union_iou)
     nz = union > 0
     out[nz] = inter[nz] / union[nz]
     return out
@@ -155,22 +194,28 @@ def confusion(gt_pos: np.ndarray, pred_pos: np.ndarray) -> dict[str, int]:
             "fp": int(np.sum(~gt_pos & pred_pos)), "fn": int(np.sum(gt_pos & ~pred_pos))}
 
 
-def group_sums(inter, union, gt_pos, pred_pos, group_index: np.ndarray, n_groups: int
-               ) -> np.ndarray:
+def group_sums(inter, union, gt_pos, pred_pos, group_index: np.ndarray, n_groups: int,
+               profile: Profile | None = None) -> np.ndarray:
     """Per-group sums from which every metric follows (used for totals and the bootstrap).
+
+    ``profile`` (default ``grdkit``) sets the per-pair IoU (:func:`pair_iou`) and prec@X's
+    comparison; with ``masks_only`` (``mcn``) mIoU and prec@X take every target pair's IoU
+    whatever the no-target decision.
 
     Returns a float64 array of shape ``(n_groups, len(SUM_FIELDS))``.
     """
+    p = profile or DEFAULT
     gt_pos = np.asarray(gt_pos, bool)
     pred_pos = np.asarray(pred_pos, bool)
-    iou = pair_iou(inter, union)
+    iou = pair_iou(inter, union, p)
     tp = gt_pos & pred_pos
     tn = ~gt_pos & ~pred_pos
     score = np.where(tp, iou, np.where(tn, 1.0, 0.0))
-    pos_iou = np.where(gt_pos & pred_pos, iou, 0.0)
+    scored = gt_pos if p.masks_only else tp
+    pos_iou = np.where(scored, iou, 0.0)
     cols = [np.ones(len(gt_pos)), score, np.asarray(inter, np.float64),
             np.asarray(union, np.float64), gt_pos, ~gt_pos, tp, tn, pos_iou]
-    cols += [gt_pos & (iou >= t) & pred_pos for t in PR_THRESHOLDS]
+    cols += [scored & ((iou > t) if p.pr_strict else (iou >= t)) for t in p.pr_thresholds]
     data = np.stack([np.asarray(c, np.float64) for c in cols], axis=1)
     out = np.zeros((n_groups, data.shape[1]))
     np.add.at(out, np.asarray(group_index, np.int64), data)
@@ -181,8 +226,11 @@ SUM_FIELDS = ("pairs", "score", "inter", "union", "pos", "neg", "tp", "tn", "pos
               *(f"pr{t}" for t in PR_THRESHOLDS))
 
 
-def metrics_from_sums(s: np.ndarray) -> dict[str, float | None]:
-    """Metrics (percent) from summed :data:`SUM_FIELDS` (shape ``(F,)`` or ``(B, F)``)."""
+def metrics_from_sums(s: np.ndarray, profile: Profile | None = None
+                      ) -> dict[str, float | None]:
+    """Metrics (percent) from summed :data:`SUM_FIELDS` (shape ``(F,)`` or ``(B, F)``);
+    ``profile`` ``rela-2023-05`` uses that release's N-acc / T-acc (:mod:`.profiles`)."""
+    p = profile or DEFAULT
     s = np.asarray(s, np.float64)
     f = {k: s[..., i] for i, k in enumerate(SUM_FIELDS)}
 
@@ -207,12 +255,24 @@ def metrics_from_sums(s: np.ndarray) -> dict[str, float | None]:
         "t_acc": ratio(f["tp"], f["pos"]),
         "r_neg": ratio(f["tn"], f["neg"]),
     }
+    if p.accuracies == "rela-2023-05":
+        # ReLA a389648: T_acc = TP/(TP+FP+1), N_acc = TP/(TP+FN+1) in its naming, where its TP
+        # is grdkit's tn, its FP grdkit's fn (= pos - tp) and its FN grdkit's fp (= neg - tn)
+        old_t = ratio(f["tn"], f["tn"] + f["pos"] - f["tp"] + 1)
+        old_n = ratio(f["tn"], f["neg"] + 1)
+        undefined = f["neg"] == 0  # the reference prints 0 there; grdkit: undefined
+        if np.ndim(undefined) == 0:
+            out["t_acc"], out["n_acc"] = (None, None) if undefined else (old_t, old_n)
+        else:
+            out["t_acc"] = np.where(undefined, np.nan, old_t)
+            out["n_acc"] = np.where(undefined, np.nan, old_n)
     for t in PR_THRESHOLDS:
         out[f"pr@{t}"] = ratio(f[f"pr{t}"], f["pos"])
     return out
 
 
-def gres_metrics(inter, union, gt_pos, pred_pos) -> dict[str, float | None]:
+def gres_metrics(inter, union, gt_pos, pred_pos, profile: Profile | None = None
+                 ) -> dict[str, float | None]:
     """All :data:`METRICS` (percent, or None when undefined) from per-pair statistics.
 
     Args:
@@ -227,5 +287,5 @@ def gres_metrics(inter, union, gt_pos, pred_pos) -> dict[str, float | None]:
         (37.5, 25.0, 20.833333333333332, 50.0, 50.0)
     """
     n = len(np.asarray(gt_pos))
-    sums = group_sums(inter, union, gt_pos, pred_pos, np.zeros(n, np.int64), 1)[0]
-    return metrics_from_sums(sums)
+    sums = group_sums(inter, union, gt_pos, pred_pos, np.zeros(n, np.int64), 1, profile)[0]
+    return metrics_from_sums(sums, profile)

@@ -4,6 +4,15 @@ Memory holds only per-pair sufficient statistics (I, U, prediction area, target 
 Co-SOD, integer threshold counts and five scalars per pair, :mod:`.cosod`), never masks. Statistics are integers and
 metrics are always computed from the full arrays in the ground truth's pair order, so shards
 combine exactly (:mod:`.state`). Report assembly and the bootstrap live in :mod:`.report`.
+
+Per-pair I and U follow the evaluation profile (:mod:`.profiles`). A prediction carrying its own
+no-target decision (``"no_target"``, :mod:`.predictions`) is scored as ReLA's and MABP's
+evaluators score a head's decision with its mask: the mask, whatever its size, is measured as
+submitted (``min_pixels`` does not apply), then a no-target sample predicted no-target adds
+I = U = 0, one predicted targeted adds U = its mask's area; a target sample predicted no-target
+adds I = 0 and U = |mask ∪ GT| (its mask stays in U), one predicted targeted its I and U. Under
+the ``mcn`` profile (``masks_only``) I and U are always the mask's. Without the key the mask is the
+decision: fewer than ``min_pixels`` pixels is "no target" and counts as an empty mask.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ from ..errors import InputError
 from ..format import GresDataset, masks
 from . import breakdowns as bd
 from .cosod import COSOD_PROTOCOLS, SCALARS, cosod_pair, n_thresholds
-from .functional import PROTOCOLS, RELA_SIZE, pair_stats, pair_stats_resized, resized_area
+from .functional import mask_stats, pair_stats, pair_stats_resized, resized_area
 from .predictions import GroundTruth, Prediction, check_predictions
+from .profiles import get_profile
 from .report import Report, assemble_report
 
 
@@ -31,29 +41,37 @@ class GresEvaluator:
         gt: ``{split: GresDataset}`` (one or more splits) or a single :class:`GresDataset`.
         min_pixels: predictions with fewer foreground pixels are "no target" (>= 1).
         cosod: also compute Co-SOD metrics (decodes masks; slower).
-        protocol: ``"grdkit"`` (original resolution) or ``"rela"`` (I and U at 480 x 480,
-            :mod:`.functional`).
+        protocol: the evaluation profile's name (:mod:`.profiles`: ``grdkit``, ``rela``,
+            ``rela-2023-05``, ``mcn``) or a :class:`~.profiles.Profile`.
         cosod_protocol: ``"pysodmetrics"`` or ``"eval-co-sod"`` (:mod:`.cosod`).
+        workers: processes scoring the Co-SOD statistics (>= 1; 1 = in this process). Each
+            pair's statistics are computed by the same function whichever process runs it and
+            stored in the same per-pair rows, so the report is byte-identical to one worker's
+            (what shards rely on, :mod:`.state`). Only Co-SOD uses them: it is ~100x the cost
+            of the RLE-domain GRES statistics.
 
     Raises:
-        ValueError: an unknown protocol or ``min_pixels < 1``.
+        ValueError: an unknown profile, ``min_pixels < 1`` or ``workers < 1``.
         InputError: an incomplete ground truth (see :meth:`GresDataset.require_complete`);
             from :meth:`process`, an invalid prediction or a pair predicted twice.
     """
 
     def __init__(self, gt: dict[str, GresDataset] | GresDataset, min_pixels: int = 1,
                  cosod: bool = False, protocol: str = "grdkit",
-                 cosod_protocol: str = "pysodmetrics"):
+                 cosod_protocol: str = "pysodmetrics", workers: int = 1):
         if isinstance(gt, GresDataset):
             gt = {gt.split or "test": gt}
         if min_pixels < 1:
             raise ValueError("min_pixels must be >= 1")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+        self.profile = get_profile(protocol)
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = int(workers)
+        self._pool = None
         if cosod_protocol not in COSOD_PROTOCOLS:
             raise ValueError(f"unknown Co-SOD protocol {cosod_protocol!r}; choose from "
                              f"{COSOD_PROTOCOLS}")
-        self.protocol = protocol
+        self.protocol = self.profile.name
         self.cosod_protocol = cosod_protocol
         self.gt = GroundTruth(gt)
         self.min_pixels = int(min_pixels)
@@ -128,6 +146,7 @@ class GresEvaluator:
         Raises:
             InputError: an invalid prediction, or a pair already processed.
         """
+        pending = []  # Co-SOD work for the worker processes: (row, map or RLE, GT RLE)
         for p in check_predictions(predictions, self.gt):
             row = self.row_of.get((p.split, p.expression_id, p.image_id))
             if row is None:  # a Prediction checked against another ground truth
@@ -138,22 +157,59 @@ class GresEvaluator:
                 raise InputError(None, "pair predicted twice", f"(split {p.split!r}, "
                                  f"expression_id {p.expression_id}, image_id {p.image_id})")
             gt_rle = self.gt_rle(row)
-            pa, inter, union, pos = pair_stats(p.rle, gt_rle, int(self.gt_area[row]),
-                                               self.min_pixels)
-            if self.protocol == "rela":
-                inter, union = pair_stats_resized(p.rle, pos, gt_rle, int(self.gt_area[row]),
-                                                  RELA_SIZE)
+            gt_area = int(self.gt_area[row])
+            prof = self.profile
+            if p.no_target is not None:  # the model's own decision; the mask enters U as is
+                pos = not p.no_target
+                pa = masks.area(p.rle) if p.rle is not None else 0
+                inter, union = mask_stats(p.rle, gt_rle, gt_area, prof)
+                if not prof.masks_only and not pos:
+                    inter = 0
+                    if not self.gt_pos[row]:
+                        union = 0
+            else:
+                pa, inter, union, pos = pair_stats(p.rle, gt_rle, gt_area, self.min_pixels)
+                if prof.resize is not None:
+                    inter, union = pair_stats_resized(p.rle, pos, gt_rle, gt_area, prof.size,
+                                                      prof.resize)
             self.has_pred[row] = True
             self.pred_area[row], self.inter[row], self.union[row] = pa, inter, union
             self.pred_pos[row] = pos
             if self.cosod:  # the map as submitted: the no-target decision is GRES-only
-                if p.soft is not None:
-                    dense = p.soft
-                elif p.rle is not None:
-                    dense = masks.decode(p.rle) * np.uint8(255)
-                else:
-                    dense = np.zeros(tuple(gt_rle["size"]), np.uint8)
-                self._cosod_row(row, dense, gt_rle)
+                if self.workers > 1:
+                    pending.append((row, p.soft if p.soft is not None else p.rle, gt_rle))
+                    continue
+                self._cosod_row(row, _dense_map(p.soft if p.soft is not None else p.rle,
+                                                gt_rle), gt_rle)
+        if pending:
+            self._cosod_parallel(pending)
+
+    def _cosod_parallel(self, tasks: list) -> None:
+        """Score ``(row, map or RLE, GT RLE)`` tasks in worker processes (a pool kept for the
+        evaluator's life, closed by :meth:`close`); results land in their rows."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self._pool is None:
+            if self.cosod_protocol == "pysodmetrics":  # imported once, before the fork
+                import py_sod_metrics  # noqa: F401
+            ctx = multiprocessing.get_context("fork" if "fork" in
+                                              multiprocessing.get_all_start_methods() else None)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        chunk = max(1, len(tasks) // (4 * self.workers))
+        proto = self.cosod_protocol
+        for row, r in zip((t[0] for t in tasks),
+                          self._pool.map(_cosod_task, ((m, g, proto) for _, m, g in tasks),
+                                         chunksize=chunk)):
+            self.c_tp[row], self.c_pp[row] = r["tp"], r["pp"]
+            self.c_g[row], self.c_n[row], self.c_scalars[row] = r["g"], r["n"], r["scalars"]
+            self.c_done[row] = True
+
+    def close(self) -> None:
+        """Stop the Co-SOD worker processes, if any (also done by :meth:`evaluate`)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _cosod_row(self, row: int, dense: np.ndarray, gt_rle: dict) -> None:
         r = cosod_pair(dense, masks.decode(gt_rle), self.cosod_protocol)
@@ -174,6 +230,7 @@ class GresEvaluator:
         Raises:
             InputError: ``strict`` and some pair has no prediction (the first few are named).
         """
+        self.close()
         missing = np.flatnonzero(~self.has_pred)
         if strict and missing.size:
             names = ", ".join(f"{self.keys[r]}" for r in missing[:5])
@@ -194,23 +251,40 @@ class GresEvaluator:
             cosod = {"tp": self.c_tp, "pp": self.c_pp, "g": self.c_g, "n": self.c_n,
                      "scalars": self.c_scalars, "skipped": skipped,
                      "protocol": self.cosod_protocol}
-        cfg = {"protocol": self.protocol, "min_pixels": self.min_pixels, "strict": strict,
+        cfg = {"protocol": self.protocol, "profile": self.profile.record(),
+               "min_pixels": self.min_pixels, "strict": strict,
                "cosod": self.cosod,
                **({"cosod_protocol": self.cosod_protocol} if self.cosod else {}),
                "bootstrap": bootstrap, "seed": seed, "splits": list(self.gt.splits),
                "gt_fingerprint": self.fingerprint, "grdkit_version": __version__,
                **(config or {})}
         union = self.union
-        if self.protocol == "rela":  # a missing pair adds its GT's area at 480 x 480 to U
+        prof = self.profile
+        if prof.resize is not None:  # a missing pair adds its GT's area at 480 x 480 to U
             union = union.copy()
             for r in missing:
                 if self.gt_area[r]:
-                    union[r] = resized_area(self.gt_rle(int(r)), RELA_SIZE)
+                    union[r] = resized_area(self.gt_rle(int(r)), prof.size, prof.resize)
         return assemble_report(
             inter=self.inter, union=union, gt_pos=self.gt_pos, pred_pos=self.pred_pos,
             has_pred=self.has_pred, group_idx=self.group_idx, groups=self.groups,
             splits=list(self.gt.splits), cosod=cosod, config=cfg, bootstrap=bootstrap,
-            seed=seed, labels=self.labels)
+            seed=seed, labels=self.labels, profile=self.profile)
+
+
+def _dense_map(pred, gt_rle: dict) -> np.ndarray:
+    """The uint8 0-255 map Co-SOD scores: a soft map as submitted, an RLE as 0/255, or zeros."""
+    if isinstance(pred, np.ndarray):
+        return pred
+    if pred is not None:
+        return masks.decode(pred) * np.uint8(255)
+    return np.zeros(tuple(gt_rle["size"]), np.uint8)
+
+
+def _cosod_task(args) -> dict:
+    """One pair's Co-SOD statistics in a worker process (module level: picklable)."""
+    pred, gt_rle, protocol = args
+    return cosod_pair(_dense_map(pred, gt_rle), masks.decode(gt_rle), protocol)
 
 
 __all__ = ["GresEvaluator"]

@@ -6,11 +6,18 @@ Accepted forms:
   "score": float (optional), "split": str (optional)}``. ``segmentation`` is a COCO compressed RLE
   ``{"size": [h, w], "counts": str}`` (uncompressed ``counts: [int]`` is accepted too) whose size
   must equal the image's. ``null`` or an empty mask means "no target". ``split`` is required only
-  when the ground truth has several splits (ids restart in each split).
+  when the ground truth has several splits (ids restart in each split). Optional
+  ``"no_target": true | false``: the model's own no-target decision (a classifier head, as in
+  ReLA and MABP); when present it is the decision and the mask, null, empty or not, is scored as
+  submitted and stays in U as the reference evaluators keep it (see :mod:`.gres`); when absent a
+  null or empty mask (below ``min_pixels``) means "no target".
 * a folder of PNG masks ``<expression_id>/<image_id>.png`` (``<split>/<expression_id>/...`` for
   several splits): 8-bit grey (or RGB, converted to grey), 0/255 binary or soft 0-255 maps. For the
   IoU family a pixel is foreground when its value is >= 128; the soft map is kept for Co-SOD,
-  which scores it as submitted (even when no pixel reaches 128).
+  which scores it as submitted (even when no pixel reaches 128). The no-target decisions go in an
+  optional sidecar ``<folder>/no_target.json``: a list of ``{"expression_id", "image_id",
+  "no_target": bool, "split" (as in preds.json)}``; a pair it names without a PNG is a
+  prediction with an empty mask.
 
 Anything that could silently change a score is an error that names the record: malformed JSON,
 unknown (expression, image) pairs, duplicate pairs, a mask size that differs from the image's,
@@ -45,7 +52,8 @@ class Prediction:
     ``rle`` is a COCO compressed RLE or None ("no target"); ``soft`` an optional uint8
     ``(h, w)`` map in 0-255 (from soft PNGs, for Co-SOD); ``score`` optional confidence.
     ``checked`` is set by this module's readers, which validated the record against the ground
-    truth already; :func:`check_predictions` validates every other Prediction.
+    truth already; :func:`check_predictions` validates every other Prediction. ``no_target``:
+    the model's own no-target decision, or None (the mask decides).
     """
 
     split: str
@@ -55,6 +63,7 @@ class Prediction:
     score: float | None = None
     soft: np.ndarray | None = None
     checked: bool = dataclasses.field(default=False, compare=False, repr=False)
+    no_target: bool | None = None
 
 
 class GroundTruth:
@@ -146,10 +155,15 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
                     or not math.isfinite(score):
                 raise InputError(path, f"score {score!r} is not a finite number", where)
             score = float(score)
+        nt = r.get("no_target")
+        if nt is not None and not isinstance(nt, bool):
+            raise InputError(path, f"no_target {nt!r} is not true or false", where,
+                             "write the model's no-target decision as a JSON boolean, or omit it")
         im = ds.image(i)
         out.append(Prediction(split, e, i, _check_rle(r["segmentation"], im.height, im.width,
                                                        where, path), score,
-                              checked=True))  # the list is discarded if a later check fails
+                              checked=True,  # the list is discarded if a later check fails
+                              no_target=nt))
     _check_integrity(out, path, lambda p: seen[(p.split, p.expression_id, p.image_id)])
     return out
 
@@ -196,6 +210,8 @@ def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
             rle = _check_rle(p.rle, im.height, im.width, where, None)  # normalised: str counts
             if rle is not p.rle:
                 batch[k] = p = dataclasses.replace(p, rle=rle)
+        if p.no_target is not None and not isinstance(p.no_target, bool):
+            raise InputError(None, f"no_target {p.no_target!r} is not a bool or None", where)
         if p.soft is not None and (not isinstance(p.soft, np.ndarray) or p.soft.dtype != np.uint8
                                    or p.soft.shape != (im.height, im.width)):
             raise InputError(None, "soft map must be a uint8 array of the image's size "
@@ -236,11 +252,13 @@ def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool 
                            ) -> list[Prediction]:
     """Read ``<expression_id>/<image_id>.png`` masks (``<split>/...`` first for several splits).
 
-    Every PNG must name a known pair; other files are errors (nothing is ignored silently).
+    Every PNG must name a known pair; other files are errors (nothing is ignored silently),
+    except the no-target sidecar ``no_target.json`` at the top (module header).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "predictions folder not found")
+    decisions = read_no_target_sidecar(folder / NO_TARGET_SIDECAR, gt)
     out: list[Prediction] = []
     split_dirs = ([(s, folder / s) for s in gt.splits] if gt.multi
                   else [(next(iter(gt.splits)), folder)])
@@ -252,6 +270,8 @@ def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool 
             if p.is_dir():
                 continue
             rel = p.relative_to(root)
+            if p == folder / NO_TARGET_SIDECAR:
+                continue
             where = f"file {rel}"
             m = re.fullmatch(r"(-?\d+)/(-?\d+)\.png", rel.as_posix())
             if not m:
@@ -266,7 +286,47 @@ def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool 
             binary = arr >= 128
             rle = masks.encode(binary) if binary.any() else None
             out.append(Prediction(split, e, i, rle, None, arr if keep_soft else None,
-                                  checked=True))
+                                  checked=True, no_target=decisions.pop((split, e, i), None)))
+    for (split, e, i), nt in decisions.items():  # a decision without a PNG: an empty mask
+        out.append(Prediction(split, e, i, None, None, None, checked=True, no_target=nt))
+    return out
+
+
+NO_TARGET_SIDECAR = "no_target.json"
+
+
+def read_no_target_sidecar(path: Path, gt: GroundTruth) -> dict[tuple[str, int, int], bool]:
+    """The no-target decisions of a PNG folder (``no_target.json``), ``{(split, expression_id,
+    image_id): bool}``; empty when the file does not exist.
+
+    Raises:
+        InputError: not a list of records, an unknown or duplicate pair, a non-boolean
+            ``no_target`` (file and record named).
+    """
+    if not path.exists():
+        return {}
+    records = read_json(path, "no-target sidecar", "write a JSON list of {expression_id, "
+                        "image_id, no_target}", allow_nan=False)
+    if not isinstance(records, list):
+        raise InputError(path, f"top level is a {type(records).__name__}, expected a list")
+    out: dict[tuple[str, int, int], bool] = {}
+    for k, r in enumerate(records):
+        where = f"records[{k}]"
+        if not isinstance(r, dict):
+            raise InputError(path, f"is a {type(r).__name__}, not an object", where)
+        e, i, nt = r.get("expression_id"), r.get("image_id"), r.get("no_target")
+        where = f"records[{k}] (expression_id {e!r}, image_id {i!r})"
+        if not _int(e) or not _int(i):
+            raise InputError(path, "expression_id and image_id must be integers", where)
+        if not isinstance(nt, bool):
+            raise InputError(path, f"no_target {nt!r} is not true or false", where)
+        split = gt.resolve_split(r.get("split"), where, path)
+        if not gt.splits[split].has_target(e, i):
+            raise InputError(path, f"unknown pair (expression_id {e}, image_id {i}) in split "
+                             f"{split!r}", where)
+        if (split, e, i) in out:
+            raise InputError(path, "duplicate pair", where)
+        out[(split, e, i)] = nt
     return out
 
 

@@ -20,6 +20,8 @@ import numpy as np
 from .breakdowns import all_breakdowns
 from .cosod import COSOD_METRICS, cosod_metrics
 from .functional import METRICS, SUM_FIELDS, confusion, group_sums, metrics_from_sums
+from .names import labels
+from .profiles import Profile
 
 LOWER_IS_BETTER = {"mae"}
 
@@ -36,11 +38,19 @@ class Report:
     ci: dict[str, list[float]] | None = None
     breakdowns: dict[str, dict] = field(default_factory=dict)
     curves: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    names: str | None = None  # label scheme (:mod:`.names`); keys never change
+
+    def labels(self) -> dict[str, str]:
+        """``{metric key: label}`` under :attr:`names` (the keys themselves when None)."""
+        return labels(self.names, self.metrics)
 
     def to_dict(self) -> dict:
-        return {"metrics": self.metrics, "counts": self.counts, "config": self.config,
-                "per_split": self.per_split, "per_group": self.per_group, "ci": self.ci,
-                "breakdowns": self.breakdowns}
+        d = {"metrics": self.metrics, "counts": self.counts, "config": self.config,
+             "per_split": self.per_split, "per_group": self.per_group, "ci": self.ci,
+             "breakdowns": self.breakdowns}
+        if self.names is not None:
+            d["names"] = {"scheme": self.names, "labels": self.labels()}
+        return d
 
     def breakdown_frame(self):
         """The breakdowns as one DataFrame: a row per (breakdown, bucket) with ``pairs``,
@@ -81,17 +91,19 @@ class Report:
         return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
 
     def to_markdown(self, failures: list[dict] | None = None) -> str:
+        lab = labels(self.names, (*self.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
         lines = ["## grdkit evaluation", "", "| metric | value | 95% CI |", "|---|---:|---|"]
         for k, v in self.metrics.items():
             ci = self.ci.get(k) if self.ci else None
-            lines.append(f"| {k} | {fmt(k, v)} | "
+            lines.append(f"| {lab[k]} | {fmt(k, v)} | "
                          f"{'' if not ci else f'{fmt(k, ci[0])} - {fmt(k, ci[1])}'} |")
         c = self.counts
         lines += ["", (f"{c['pairs']} pairs ({c['positive']} target, {c['negative']} no-target); "
                   f"TP {c['tp']}, TN {c['tn']}, FP {c['fp']}, FN {c['fn']}; "
                   f"{c['missing']} missing predictions counted as no target."), ""]
         if len(self.per_split) > 1:
-            lines += ["| split | pairs | gres_miou | ciou | n_acc | t_acc |", "|---|---:|---:|---:|---:|---:|"]
+            cols = " | ".join(lab[k] for k in ("gres_miou", "ciou", "n_acc", "t_acc"))
+            lines += [f"| split | pairs | {cols} |", "|---|---:|---:|---:|---:|---:|"]
             for s, r in self.per_split.items():
                 m = r["metrics"]
                 lines.append(f"| {s} | {r['counts']['pairs']} | {fmt('', m['gres_miou'])} | "
@@ -99,9 +111,9 @@ class Report:
                              f"{fmt('', m['t_acc'])} |")
             lines.append("")
         for b, buckets in self.breakdowns.items():
-            lines += [f"### {b}", "",
-                      ("| bucket | pairs | positives | negatives | gres_miou | ciou | n_acc | "
-                       "t_acc |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            cols = " | ".join(lab[k] for k in ("gres_miou", "ciou", "n_acc", "t_acc"))
+            lines += [f"### {b}", "", f"| bucket | pairs | positives | negatives | {cols} |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|"]
             for k, e in buckets.items():
                 c, m = e["counts"], e["metrics"]
                 lines.append(f"| {k} | {c['pairs']} | {c['positives']} | {c['negatives']} | "
@@ -143,6 +155,12 @@ def comparability_problems(config: dict, other: dict) -> list[str]:
     pa, pb = config.get("protocol", "grdkit"), other.get("protocol", "grdkit")
     if pa != pb:
         out.append(f"was made under protocol {pb!r}, this one under {pa!r}")
+    else:  # same profile name: same version (reports before versions existed: version 1)
+        va = (config.get("profile") or {}).get("version", 1)
+        vb = (other.get("profile") or {}).get("version", 1)
+        if va != vb:
+            out.append(f"was made under version {vb} of profile {pb!r}, this one under "
+                       f"version {va}")
     if config.get("cosod") and other.get("cosod"):
         ca = config.get("cosod_protocol", "pysodmetrics")
         cb = other.get("cosod_protocol", "pysodmetrics")
@@ -197,7 +215,7 @@ def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
                     pred_pos: np.ndarray, has_pred: np.ndarray, group_idx: np.ndarray,
                     groups: list[tuple[str, int]], splits: list[str], cosod: dict | None,
                     config: dict, bootstrap: int = 0, seed: int = 0,
-                    labels: dict | None = None) -> Report:
+                    labels: dict | None = None, profile: Profile | None = None) -> Report:
     """A :class:`Report` from per-pair statistics (all arrays of length P, in pair order).
 
     Args:
@@ -209,10 +227,11 @@ def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
         config: the report's ``config``.
         bootstrap, seed: resamples of groups for 95% intervals (:func:`bootstrap_ci`).
         labels: per-pair bucket codes of each breakdown (:mod:`.breakdowns`); None = none.
+        profile: the evaluation profile (:mod:`.profiles`; None = ``grdkit``).
     """
     n_groups = len(groups)
-    sums = group_sums(inter, union, gt_pos, pred_pos, group_idx, n_groups)
-    metrics = metrics_from_sums(sums.sum(axis=0))
+    sums = group_sums(inter, union, gt_pos, pred_pos, group_idx, n_groups, profile)
+    metrics = metrics_from_sums(sums.sum(axis=0), profile)
 
     def cosod_of(rows=slice(None), with_curves=False):
         if cosod is None:
@@ -237,20 +256,22 @@ def assemble_report(*, inter: np.ndarray, union: np.ndarray, gt_pos: np.ndarray,
     for s in splits:
         sel = split_of_group == s
         rows = np.isin(group_idx, np.flatnonzero(sel))
-        per_split[s] = {"metrics": {**metrics_from_sums(sums[sel].sum(axis=0)), **cosod_of(rows)},
+        per_split[s] = {"metrics": {**metrics_from_sums(sums[sel].sum(axis=0), profile),
+                                    **cosod_of(rows)},
                         "counts": {**counts_of(rows), "missing": int((~has_pred[rows]).sum())}}
     per_group = []
     for k, (s, gid) in enumerate(groups):
-        m = metrics_from_sums(sums[k])
+        m = metrics_from_sums(sums[k], profile)
         per_group.append({"split": s, "group_id": gid, "pairs": int(sums[k][0]),
                           "positive": int(sums[k][SUM_FIELDS.index("pos")]),
                           **{x: m[x] for x in ("gres_miou", "ciou", "n_acc", "t_acc")}})
-    ci = bootstrap_ci(sums, bootstrap, seed) if bootstrap else None
-    breakdowns = all_breakdowns(labels or {}, inter, union, gt_pos, pred_pos)
+    ci = bootstrap_ci(sums, bootstrap, seed, profile) if bootstrap else None
+    breakdowns = all_breakdowns(labels or {}, inter, union, gt_pos, pred_pos, profile)
     return Report(metrics, counts, config, per_split, per_group, ci, breakdowns, curves)
 
 
-def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0) -> dict[str, list[float]]:
+def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0, profile: Profile | None = None
+                 ) -> dict[str, list[float]]:
     """95% percentile intervals of every metric by resampling groups with replacement.
 
     Args:
@@ -269,7 +290,7 @@ def bootstrap_ci(sums: np.ndarray, n: int, seed: int = 0) -> dict[str, list[floa
     idx = rng.integers(0, g, size=(n, g))
     weights = np.zeros((n, g))
     np.add.at(weights, (np.repeat(np.arange(n), g), idx.ravel()), 1.0)
-    boot = metrics_from_sums(weights @ sums)
+    boot = metrics_from_sums(weights @ sums, profile)
     out = {}
     for k, v in boot.items():
         v = np.asarray(v, np.float64)
