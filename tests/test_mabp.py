@@ -197,19 +197,53 @@ def test_attention_mask_never_blocks_own_window(tiny):
 
 
 def test_no_target_branch_hand_case():
-    head = NoTargetHead(dim=2, queries=2, hidden_layers=2)
+    """``mean`` sentence (the earlier reading): masked mean over words, then a channel MLP."""
+    head = NoTargetHead(dim=2, queries=2, hidden_layers=2, sentence="mean")
     with torch.no_grad():
         for lin in (head.embed, head.centroid, *head.sentence.layers):
             lin.weight.copy_(torch.eye(2))
             lin.bias.zero_()
     mask_embed = torch.tensor([[[1.0, 2.0], [0.0, -1.0]]])     # e_q
     means = torch.tensor([[[3.0, 1.0], [2.0, 5.0]]])           # c_q
-    sentence = torch.tensor([[0.5, 4.0]])                      # s (positive: ReLU is identity)
+    # words: mean of the two real ones = s = (0.5, 4) (positive: ReLU is identity); 3rd padded
+    lang = torch.tensor([[[0.0, 3.0], [1.0, 5.0], [99.0, 99.0]]])
+    pad = torch.tensor([[False, False, True]])
     # a = [<e_q, s>] = [0.5 + 8, -4]; b = [<e_q, c_q>] = [3 + 2, -5]
-    assert head.scores(mask_embed, means, sentence)[0].tolist() == [8.5, -4.0, 5.0, -5.0]
-    assert head(mask_embed, means, sentence).shape == (1, 2)
+    assert head.scores(mask_embed, means, lang, pad)[0].tolist() == [8.5, -4.0, 5.0, -5.0]
+    assert head(mask_embed, means, lang, pad).shape == (1, 2)
     assert len(head.mlp.layers) == 3                              # two hidden layers of 2Q
     assert head.mlp.layers[0].in_features == 4 and head.mlp.layers[1].out_features == 4
+
+
+def test_no_target_sentence_mlp_aggregates_over_words():
+    """§III-D2 (``words``, default): an MLP over the word axis (official nt_lang_emb_proj =
+    MLP(20, 20, 1, 2 layers), buptLwz/MABP referring_transformer_decoder.py @ ec810ea), the
+    words zero-padded to 20, so padded words never contribute; checked against a plain loop."""
+    g = torch.Generator().manual_seed(0)
+    head = NoTargetHead(dim=3, queries=4, sentence="words")
+    assert [(lin.in_features, lin.out_features) for lin in head.sentence.layers] == \
+        [(20, 20), (20, 1)]
+    lang = torch.randn(2, 5, 3, generator=g)
+    pad = torch.tensor([[False, False, False, True, True], [False] * 5])
+    s = head.sentence_embedding(lang, pad)
+    w1, b1 = head.sentence.layers[0].weight, head.sentence.layers[0].bias
+    w2, b2 = head.sentence.layers[1].weight, head.sentence.layers[1].bias
+    for n in range(2):
+        for c in range(3):                      # channel c: its 20 word values -> one number
+            x = torch.zeros(20)
+            for t in range(5):
+                if not pad[n, t]:
+                    x[t] = lang[n, t, c]
+            hidden = torch.relu(w1 @ x + b1)
+            torch.testing.assert_close(s[n, c], (w2 @ hidden + b2)[0])
+    lang2 = lang.clone()
+    lang2[0, 3:] = 50.0                                           # garbage in the padding
+    torch.testing.assert_close(head.sentence_embedding(lang2, pad), s)
+    lang3 = lang.clone()
+    lang3[0, 1] += 1.0                                            # a real word matters
+    assert not torch.allclose(head.sentence_embedding(lang3, pad)[0], s[0])
+    with pytest.raises(ValueError, match="nt_sentence"):
+        NoTargetHead(dim=3, queries=4, sentence="max")
 
 
 def test_no_target_rules():
@@ -327,7 +361,11 @@ def test_registry_options_and_defaults():
     opts = model_options("mabp", {"width": 64, "d_k": 16, "regions": 2, "seed": 3,
                                   "group_size": 8})
     assert opts == {"width": 64, "regions": 2, "seed": 3}
-    assert (MABP.default_threshold, MABP.default_min_pixels) == (THRESHOLD, MIN_PIXELS) == (0.5, 50)
+    assert (MABP.default_threshold, MIN_PIXELS) == (THRESHOLD, 50) == (0.5, 50)
+    # the NT branch decides (no pixel rule); the 50-pixel rule is the no-NT-branch ablation's
+    assert MABP(**TINY).default_min_pixels == 1 and MABP(**TINY).decides_no_target
+    no_nt = MABP(**TINY, nt_depth=0)
+    assert no_nt.default_min_pixels == MIN_PIXELS and not no_nt.decides_no_target
     from grdkit.baselines.run import PRESETS, TrainConfig
 
     paper = PRESETS["mabp-paper"]
@@ -335,6 +373,10 @@ def test_registry_options_and_defaults():
     assert set(paper["config"]) <= set(TrainConfig.__dataclass_fields__)
     c = paper["config"]
     assert (c["size"], c["lr"], c["epochs"], c["clip"]) == (480, 2e-5, 30, 0.01)
+    for bad in ({"nt_sentence": "max"}, {"fusion": "film"}, {"main_depth": 0},
+                {"nt_depth": 4}):
+        with pytest.raises(ValueError):
+            MABP(vision_weights=None, **bad)
     with pytest.raises(ValueError, match="nt_rule"):
         MABP(vision_weights=None, nt_rule="best")
     with pytest.raises(ValueError, match="divisible"):

@@ -70,14 +70,27 @@ from torch import nn
 
 from .data import valid_rows
 from .encoders import DEFAULT_TEXT, DEFAULT_VISION, TextEncoder, VisionEncoder
+from .fusion import PWAM
 from .msdeform import PixelDecoder, sine_position
 
 LOSS_WEIGHTS = {"bce_final": 5.0, "dice_final": 5.0, "bce_mid": 0.5, "dice_mid": 0.5, "nt": 2.5}
 NT_CLASS_WEIGHTS = (0.9, 1.1)   # (target, no target), official criterion
 THRESHOLD = 0.5                 # official evaluator
-MIN_PIXELS = 50                 # paper
+MIN_PIXELS = 50                 # paper: CGFormer (§IV-B) and the no-NT-branch ablation (Table VI)
 MAX_TOKENS = 20                 # official REFERRING.MAX_TOKENS
-NT_RULES = ("any", "last", "first")
+NT_RULES = ("first", "any", "last")
+NT_SENTENCES = ("words", "mean")
+FUSIONS = ("pwam", "none")
+HEAD_LAYER = (0, 1, 2, 2)       # decoding layer of each head: 1/32, 1/16, 1/8, final 1/4 (FPN)
+# official train_net.py (build_optimizer): no weight decay on these parameter names
+NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+
+
+def supervised_heads(depth: int) -> list[int]:
+    """Heads (0: 1/32, 1: 1/16, 2: 1/8, 3: final 1/4) supervised at Table VI depth ``depth``:
+    every head of the last ``depth`` decoding layers (the final FPN prediction belongs to the
+    last layer, whose queries it reads); 0: none."""
+    return [k for k, layer in enumerate(HEAD_LAYER) if layer >= 3 - depth]
 
 class MLP(nn.Module):
     """``layers`` linear layers with ReLU between them (``layers - 1`` hidden layers)."""
@@ -151,26 +164,61 @@ def nearest_target(y: torch.Tensor, size) -> torch.Tensor:
 
 # ---------------------------------------------------------------- heads and layers
 
-class NoTargetHead(nn.Module):
-    """No-target branch of one prediction level: ``(mask embeddings (N, Q, C), region means
-    (N, Q, C), sentence feature (N, C)) -> indicator logits (N, 2)``, class 1 = no target."""
+def pad_words(lang: torch.Tensor, lang_pad: torch.Tensor, tokens: int = MAX_TOKENS
+              ) -> torch.Tensor:
+    """Language tokens ``(N, T, C)`` (T <= ``tokens``) -> ``(N, tokens, C)`` with every padded
+    position zero (the official code multiplies its 20-token features by the word mask).
 
-    def __init__(self, dim: int, queries: int, hidden_layers: int = 2):
+    Raises:
+        ValueError: more than ``tokens`` tokens.
+    """
+    t = lang.shape[1]
+    if t > tokens:
+        raise ValueError(f"{t} language tokens, at most {tokens}")
+    x = lang.masked_fill(lang_pad[..., None], 0.0)
+    return F.pad(x, (0, 0, 0, tokens - t))
+
+
+class NoTargetHead(nn.Module):
+    """No-target branch of one prediction level (§III-D2, Fig. 3 (c)): ``(mask embeddings (N, Q,
+    C), region means (N, Q, C), language tokens (N, T, C), padding (N, T) bool) -> indicator
+    logits (N, 2)``, class 1 = no target.
+
+    Sentence embedding s (``sentence``): ``words`` (§III-D2: "an MLP to aggregate word-level
+    features into sentence-level linguistic embeddings"; official nt_lang_emb_proj = MLP(20, 20,
+    1, 2 layers) over the token axis, the tokens padded with zeros to :data:`MAX_TOKENS`) or
+    ``mean`` (grdkit's earlier reading: masked mean over the words, then a 2-layer channel MLP).
+    Indicator MLP: ``hidden_layers`` hidden layers of width 2Q (§III-D2: two).
+    """
+
+    def __init__(self, dim: int, queries: int, hidden_layers: int = 2, sentence: str = "words",
+                 tokens: int = MAX_TOKENS):
         super().__init__()
+        if sentence not in NT_SENTENCES:
+            raise ValueError(f"nt_sentence must be one of {NT_SENTENCES}")
+        self.sentence_mode, self.tokens = sentence, tokens
         self.centroid = nn.Linear(dim, dim)
         self.embed = nn.Linear(dim, dim)
-        self.sentence = MLP(dim, dim, dim, 2)
+        self.sentence = MLP(tokens, tokens, 1, 2) if sentence == "words" else MLP(dim, dim, dim, 2)
         self.mlp = MLP(2 * queries, 2 * queries, 2, hidden_layers + 1)
 
-    def scores(self, mask_embed, means, sentence) -> torch.Tensor:
+    def sentence_embedding(self, lang: torch.Tensor, lang_pad: torch.Tensor) -> torch.Tensor:
+        """s ``(N, C)`` from the language tokens (padded words never contribute)."""
+        if self.sentence_mode == "words":
+            x = pad_words(lang, lang_pad, self.tokens)                # (N, 20, C)
+            return self.sentence(x.transpose(1, 2)).squeeze(-1)      # MLP over the words
+        keep = (~lang_pad).unsqueeze(-1).to(lang.dtype)
+        return self.sentence((lang * keep).sum(1) / keep.sum(1).clamp_min(1.0))
+
+    def scores(self, mask_embed, means, lang, lang_pad) -> torch.Tensor:
         """[<e_q, s>]_q ++ [<e_q, c_q>]_q, ``(N, 2Q)``."""
         e = self.embed(mask_embed)
-        a = (e * self.sentence(sentence)[:, None, :]).sum(-1)
+        a = (e * self.sentence_embedding(lang, lang_pad)[:, None, :]).sum(-1)
         b = (e * self.centroid(means)).sum(-1)
         return torch.cat([a, b], -1)
 
-    def forward(self, mask_embed, means, sentence) -> torch.Tensor:
-        return self.mlp(self.scores(mask_embed, means, sentence))
+    def forward(self, mask_embed, means, lang, lang_pad) -> torch.Tensor:
+        return self.mlp(self.scores(mask_embed, means, lang, lang_pad))
 
 
 class MMDLayer(nn.Module):
@@ -214,38 +262,61 @@ class MMDLayer(nn.Module):
 
 
 class MABP(nn.Module):
-    """Model with Adaptive Binding Prototypes; see the module header.
+    """Model with Adaptive Binding Prototypes; see the module header (its fidelity table).
 
     Args:
         vision, vision_weights, text, text_gru, train_text, freeze_vision: encoders (as LTS).
         image_size: input size for visual encoders built for a fixed one (Swin: the run's --size).
+        fusion: ``pwam`` (§III: language in the encoder; LAVT's PWAM after each of the four
+            stages) or ``none`` (a plain visual encoder).
         width: C (paper / official 256). heads: attention heads (8). regions: r_0, the initial
             region grid side (4: 16 queries; 64 and 256 after the two upsamplings).
         layers: MMD layers per scale (3). dec_ffn: MMD FFN width (2048). enc_layers, enc_ffn,
             points: deformable pixel decoder (6, 1024, 4).
-        nt_hidden: hidden layers of the indicator MLP (2). nt_rule: ``any`` | ``last`` |
-            ``first`` (which level's indicator decides).
+        query_generator: region-text-specific initial queries (§III-B); False: learnable,
+            randomly initialised queries (Table V, No. 3).
+        nt_hidden: hidden layers of the indicator MLP (§III-D2: 2). nt_sentence: ``words``
+            (§III-D2) | ``mean`` (see :class:`NoTargetHead`). nt_rule: ``first`` (the paper's
+            numbers, official README) | ``any`` (official evaluator) | ``last``: which
+            supervised indicator decides.
+        main_depth: deep-supervision depth of the main branch, 1-3 (Table VI; 3 = full).
+        nt_depth: depth of the no-target branch, 0-3 (Table VI; 0 removes the branch and
+            predicts no target for masks under 50 pixels, :data:`MIN_PIXELS`).
+        decay_exempt: no weight decay on normalisation, embedding and Swin position-table
+            parameters (official train_net.py); False: decay on every parameter.
         w_bce, w_dice, w_bce_mid, w_dice_mid, w_nt: loss weights (official 5, 5, 0.5, 0.5, 2.5).
         seed: seed of the parameter initialisation (the global RNG is left untouched).
 
     ``forward`` gives ``{"masks": [logits (M, 1, h, w) at 1/32, 1/16, 1/8, 1/4], "nt": [(M, 2)
-    per level], "regions": [r per level]}``.
+    per supervised no-target head], "nt_heads": their head indices, "regions": [r per head]}``.
+
+    Raises:
+        ValueError: an unknown option value, or a width not divisible by heads.
     """
 
     name = "mabp"
     default_threshold = THRESHOLD
-    default_min_pixels = MIN_PIXELS
+    default_min_pixels = 1      # the NT branch decides; MIN_PIXELS only without it (nt_depth 0)
 
     def __init__(self, vision: str = DEFAULT_VISION, vision_weights="bundled",
                  text: str = DEFAULT_TEXT, text_gru: bool = False, train_text: bool = False,
-                 freeze_vision: bool = False, image_size: int | None = None, width: int = 256, heads: int = 8, regions: int = 4,
+                 freeze_vision: bool = False, image_size: int | None = None,
+                 fusion: str = "pwam", width: int = 256, heads: int = 8, regions: int = 4,
                  layers: int = 3, dec_ffn: int = 2048, enc_layers: int = 6, enc_ffn: int = 1024,
-                 points: int = 4, nt_hidden: int = 2, nt_rule: str = "any",
+                 points: int = 4, query_generator: bool = True, nt_hidden: int = 2,
+                 nt_sentence: str = "words", nt_rule: str = "first", main_depth: int = 3,
+                 nt_depth: int = 3, decay_exempt: bool = True,
                  w_bce: float = 5.0, w_dice: float = 5.0, w_bce_mid: float = 0.5,
                  w_dice_mid: float = 0.5, w_nt: float = 2.5, seed: int = 0):
         super().__init__()
         if nt_rule not in NT_RULES:
             raise ValueError(f"nt_rule must be one of {NT_RULES}")
+        if nt_sentence not in NT_SENTENCES:
+            raise ValueError(f"nt_sentence must be one of {NT_SENTENCES}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}")
+        if main_depth not in (1, 2, 3) or nt_depth not in (0, 1, 2, 3):
+            raise ValueError("main_depth must be 1, 2 or 3 and nt_depth 0, 1, 2 or 3")
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         if regions < 1 or layers < 1:
@@ -256,7 +327,13 @@ class MABP(nn.Module):
         for p in self.vision.parameters():
             p.requires_grad_(not freeze_vision)
         self.width, self.heads, self.r0, self.n_layers = width, heads, regions, layers
-        self.nt_rule = nt_rule
+        self.nt_rule, self.decay_exempt = nt_rule, bool(decay_exempt)
+        self.main_heads = supervised_heads(main_depth)
+        self.nt_heads = supervised_heads(nt_depth)
+        # the NT branch decides (and predict keeps the mask, writing "no_target"); without it,
+        # masks under MIN_PIXELS are no target (Table VI, depth 0)
+        self.decides_no_target = bool(self.nt_heads)
+        self.default_min_pixels = 1 if self.nt_heads else MIN_PIXELS
         self.weights = {"bce_final": w_bce, "dice_final": w_dice, "bce_mid": w_bce_mid,
                         "dice_mid": w_dice_mid, "nt": w_nt}
         c, cl = width, self.text.dim
@@ -264,22 +341,24 @@ class MABP(nn.Module):
         self.grids = grids
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            self.pwam = nn.ModuleList([PWAM(ch, cl) for ch in self.vision.channels]) \
+                if fusion == "pwam" else None
             self.pixel = PixelDecoder(self.vision.channels, c, enc_layers, enc_ffn, heads, points)
             # query generator
             self.query_feat = nn.Embedding(regions * regions, c)
             self.query_pos = nn.Embedding(regions * regions, c)
-            self.qg_q = nn.Linear(c, c)
-            self.qg_norm = nn.LayerNorm(c)
-            self.qg_k = nn.Linear(cl, c)
-            self.qg_v = nn.Linear(cl, c)      # also the language tokens L
-            self.qg_out = nn.Linear(c, c)
+            self.qg = nn.ModuleDict({"q": nn.Linear(c, c), "norm": nn.LayerNorm(c),
+                                     "k": nn.Linear(cl, c), "out": nn.Linear(c, c)}) \
+                if query_generator else None
+            self.qg_v = nn.Linear(cl, c)      # the language tokens L (and the QG's values)
             self.lang_pos = nn.Embedding(MAX_TOKENS, c)
             self.level_embed = nn.Embedding(3, c)
             self.mmd = nn.ModuleList([MMDLayer(c, heads, dec_ffn) for _ in range(3 * layers)])
-            # RSH + no-target branch, one per prediction level (1/32, 1/16, 1/8, 1/4)
+            # RSH per head (1/32, 1/16, 1/8, 1/4); NT branch on the supervised heads only
             self.norms = nn.ModuleList([nn.LayerNorm(c) for _ in range(4)])
             self.mask_embed = nn.ModuleList([MLP(c, c, c, 3) for _ in range(4)])
-            self.nt = nn.ModuleList([NoTargetHead(c, g * g, nt_hidden) for g in grids])
+            self.nt = nn.ModuleList([NoTargetHead(c, grids[k] ** 2, nt_hidden, nt_sentence)
+                                     for k in self.nt_heads])
             # FPN over the three query grids
             self.fpn_lateral = nn.ModuleList([nn.Conv2d(c, c, 1, bias=False) for _ in range(3)])
             self.fpn_out = nn.ModuleList([nn.Conv2d(c, c, 3, padding=1, bias=False)
@@ -291,22 +370,37 @@ class MABP(nn.Module):
 
     def generate_queries(self, words: torch.Tensor, word_mask: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query generator: ``(queries (N, r0^2, C), language tokens L (N, T, C))``."""
+        """Query generator: ``(queries (N, r0^2, C), language tokens L (N, T, C))``; without it
+        (``query_generator=False``) the learnable embeddings themselves."""
         n = words.shape[0]
         lang = self.qg_v(words)
-        q = self.qg_norm(self.qg_q(self.query_feat.weight))[None].expand(n, -1, -1)
-        sim = torch.einsum("nqc,ntc->nqt", q, self.qg_k(words)) / math.sqrt(self.width)
+        if self.qg is None:
+            return self.query_feat.weight[None].expand(n, -1, -1), lang
+        q = self.qg["norm"](self.qg["q"](self.query_feat.weight))[None].expand(n, -1, -1)
+        sim = torch.einsum("nqc,ntc->nqt", q, self.qg["k"](words)) / math.sqrt(self.width)
         sim = sim.masked_fill(~word_mask[:, None, :], float("-inf")).softmax(-1)
-        return self.qg_out(sim @ lang), lang
+        return self.qg["out"](sim @ lang), lang
+
+    def encode_images(self, x: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor
+                      ) -> list[torch.Tensor]:
+        """Visual features at strides 4, 8, 16, 32 of images ``(M, 3, S, S)``, each fused with
+        its expression's words ``(M, T, C_l)`` (mask ``(M, T)``) by PWAM when ``fusion`` is
+        ``pwam`` (after each stage; see :mod:`.fusion`)."""
+        feats = self.vision(x)
+        if self.pwam is None:
+            return feats
+        return [mod(f, words, word_mask) for mod, f in zip(self.pwam, feats)]
 
     def head(self, level: int, q: torch.Tensor, feat: torch.Tensor, r: int, lang: torch.Tensor,
-             lang_pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """RSH + no-target branch of one level: ``(mask logits (N, 1, H, W), nt logits (N, 2))``."""
+             lang_pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """RSH + no-target branch of one head: ``(mask logits (N, 1, H, W), nt logits (N, 2) or
+        None when this head's NT branch is not supervised)``."""
         emb = self.mask_embed[level](self.norms[level](q))
         logits = regional_logits(emb, feat, r)
-        keep = (~lang_pad).unsqueeze(-1).to(lang.dtype)
-        sentence = (lang * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-        return logits, self.nt[level](emb, region_means(feat, r), sentence)
+        if level not in self.nt_heads:
+            return logits, None
+        nt = self.nt[self.nt_heads.index(level)]
+        return logits, nt(emb, region_means(feat, r), lang, lang_pad)
 
     def blocked(self, level: int, q: torch.Tensor, feat: torch.Tensor, r: int) -> torch.Tensor:
         """Cross-attention mask from the current prediction (no gradient): ``(N, Q, HW)``, True
@@ -331,6 +425,27 @@ class MABP(nn.Module):
             out = F.relu(self.fpn_out[k](y))
         return out.flatten(2).transpose(1, 2)
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: with ``decay_exempt``, parameters of normalisation layers,
+        embeddings and Swin's position tables get no weight decay (official train_net.py,
+        build_optimizer: WEIGHT_DECAY_NORM = WEIGHT_DECAY_EMBED = 0); the rest ``weight_decay``.
+        Frozen parameters are left out."""
+        norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+                 nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+                 nn.LocalResponseNorm)
+        decay, exempt, seen = [], [], set()
+        for mname, module in self.named_modules():
+            for pname, p in module.named_parameters(recurse=False):
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                free = self.decay_exempt and (
+                    isinstance(module, (*norms, nn.Embedding))
+                    or any(k in f"{mname}.{pname}" for k in NO_DECAY_NAMES))
+                (exempt if free else decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay},
+                {"params": exempt, "weight_decay": 0.0}]
+
     # -------------------------------------------------------------- protocol
 
     def forward(self, batch: dict) -> dict:
@@ -343,7 +458,7 @@ class MABP(nn.Module):
         n, t = lang.shape[0], lang.shape[1]
         lang_pos = self.lang_pos.weight[:t][None].expand(n, -1, -1)
         q_pos = self.query_pos.weight[None].expand(n, -1, -1)
-        mask_feat, scales = self.pixel(self.vision(x))
+        mask_feat, scales = self.pixel(self.encode_images(x, words, wmask))
         masks, nts, grids, regions = [], [], [], []
         r = self.r0
         for s, feat in enumerate(scales):                       # 1/32, 1/16, 1/8
@@ -367,10 +482,13 @@ class MABP(nn.Module):
         masks.append(m)
         nts.append(nt)
         regions.append(r)
-        return {"masks": masks, "nt": nts, "regions": regions}
+        return {"masks": masks, "nt": [x for x in nts if x is not None],
+                "nt_heads": list(self.nt_heads), "regions": regions}
 
     def loss(self, out: dict, batch: dict, epoch: int = 0, epochs: int = 1) -> tuple:
-        """BCE + Dice per level, weighted cross-entropy on the indicators (module header)."""
+        """BCE + Dice on the supervised heads, weighted cross-entropy on the supervised
+        indicators (module header). Heads outside ``main_depth`` enter with weight 0 (their
+        parameters stay in the graph, as DDP needs; they still drive the attention masks)."""
         y = valid_rows(batch, "masks").float()
         no_target = (~valid_rows(batch, "positive")).long()
         terms = []
@@ -379,20 +497,27 @@ class MABP(nn.Module):
             terms.append((F.binary_cross_entropy_with_logits(logit.float(), t),
                           dice_loss(logit, t)))
         bce_f, dice_f = terms[-1]
-        bce_m = sum(b for b, _ in terms[:-1]) / max(1, len(terms) - 1)
-        dice_m = sum(d for _, d in terms[:-1]) / max(1, len(terms) - 1)
+        mids = [k for k in range(len(terms) - 1) if k in self.main_heads]
+        unused = sum((terms[k][0] + terms[k][1]) * 0.0 for k in range(len(terms) - 1)
+                     if k not in mids)
+        bce_m = sum(terms[k][0] for k in mids) / max(1, len(mids))
+        dice_m = sum(terms[k][1] for k in mids) / max(1, len(mids))
         cw = torch.tensor(NT_CLASS_WEIGHTS, device=y.device)
         ce = sum(F.cross_entropy(nt.float(), no_target, weight=cw, reduction="none").mean()
-                 for nt in out["nt"]) / len(out["nt"])
+                 for nt in out["nt"]) / max(1, len(out["nt"]))
         w = self.weights
         total = (w["bce_final"] * bce_f + w["dice_final"] * dice_f + w["bce_mid"] * bce_m
-                 + w["dice_mid"] * dice_m + w["nt"] * ce)
-        parts = {"bce": bce_f.detach(), "dice": dice_f.detach(), "bce_mid": bce_m.detach(),
-                 "dice_mid": dice_m.detach(), "nt": ce.detach()}
+                 + w["dice_mid"] * dice_m + w["nt"] * ce + unused)
+        parts = {k: torch.as_tensor(v).detach() for k, v in
+                 {"bce": bce_f, "dice": dice_f, "bce_mid": bce_m, "dice_mid": dice_m,
+                  "nt": ce}.items()}
         return total, parts
 
-    def no_target(self, out: dict) -> torch.Tensor:
-        """Per-image no-target decision ``(M,)`` bool under ``nt_rule``."""
+    def no_target(self, out: dict) -> torch.Tensor | None:
+        """Per-image no-target decision ``(M,)`` bool under ``nt_rule`` over the supervised
+        indicators (in head order 1/32 ... 1/4); None without an NT branch."""
+        if not out["nt"]:
+            return None
         says = [nt[:, 1] > nt[:, 0] for nt in out["nt"]]
         if self.nt_rule == "first":
             return says[0]
@@ -400,6 +525,8 @@ class MABP(nn.Module):
             return says[-1]
         return torch.stack(says).any(0)
 
-    def probabilities(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mask probabilities at 1/4 (M, 1, S/4, S/4), decision: True = target)."""
-        return torch.sigmoid(out["masks"][-1].float()), ~self.no_target(out)
+    def probabilities(self, out: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mask probabilities at 1/4 (M, 1, S/4, S/4), decision: True = target, or None
+        without an NT branch: then ``predict`` applies :data:`MIN_PIXELS`)."""
+        nt = self.no_target(out)
+        return torch.sigmoid(out["masks"][-1].float()), None if nt is None else ~nt

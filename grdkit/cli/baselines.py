@@ -36,8 +36,12 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: config.json, checkpoint.pt, metrics.jsonl.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Groups per step (per process).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Groups per optimiser step IN TOTAL, over all processes and accumulation "
+                   "micro-steps (split as evenly as possible, losses weighted per group); "
+                   "default: one per process and micro-step.")
+@click.option("--accum-steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Gradient-accumulation micro-steps per optimiser step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5,
               show_default=True, help="AdamW learning rate (polynomial decay, power 0.9).")
 @click.option("--group-size", type=click.IntRange(min=1), default=8, show_default=True,
@@ -102,7 +106,7 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "string), e.g. --model-arg heads=8 for MABP; repeatable.")
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
-def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group_size, size,
+def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr, group_size, size,
               device, seed, repeats, resume, max_steps, vision, vision_weights, text, text_gru,
               train_text, freeze_vision, width, d_k, no_tqm, no_hierarchizer, no_mirror,
               no_triplet, rank, fusion, margin, mirror_weight, threshold, clip, preset, val_data,
@@ -140,7 +144,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group
                       group_size=group_size, size=size, seed=seed, device=device,
                       repeats=repeats, max_steps=max_steps, threshold=threshold, clip=clip,
                       workers=workers, channels_last=channels_last, compile=compile_,
-                      preset=preset, model_args=args)
+                      preset=preset, model_args=args, accum_steps=accum_steps)
     explicit = {k for k in ctx.params
                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     cfg = apply_preset(cfg, explicit)
