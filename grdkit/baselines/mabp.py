@@ -1,62 +1,145 @@
 """MABP, the Model with Adaptive Binding Prototypes (Li, Zhao, Bai, Su, "Bring Adaptive Binding
 Prototypes to Generalized Referring Expression Segmentation", IEEE TMM; arXiv 2405.15169),
-reimplemented from the paper (§III) for single images. Facts the paper does not give (query counts,
-loss weights, thresholds) were read from the official repository buptLwz/MABP (configs/gres-MABP.yaml,
-referring_R50.yaml, criterion.py, referring_transformer_decoder.py, refer_evaluation.py), which
-was read, not copied. Every choice neither settles, or where they disagree, is marked "choice".
+reimplemented from the paper's text (§III method, §IV-A settings, Tables V-VI) for single images.
+The extracted text lost the equation bodies and a few numbers; those facts come from the official
+repository buptLwz/MABP at commit ec810ea17f9abfd78601086bd9677d10a3e11588 ("official" below:
+configs/gres-MABP.yaml, configs/referring_R50.yaml, configs/Base-COCO-InstanceSegmentation.yaml,
+gres_model/config.py, train_net.py, gres_model/modeling/criterion.py,
+gres_model/modeling/transformer_decoder/referring_transformer_decoder.py ("decoder.py" below),
+gres_model/evaluation/refer_evaluation.py, README.md), read, not copied.
 
 Each valid image of a batch is an independent sample queried with its batch entry's expression
-(gRefCOCO groups have one image; GRES groups are split into single images).
+(gRefCOCO groups have one image; GRES groups are split into single images). Heads: RSH + NT
+branch at 1/32, 1/16, 1/8 (one per decoding layer) and the final prediction at 1/4.
 
-* Visual encoder: features at strides 4, 8, 16, 32 (:class:`.encoders.VisionEncoder` with
-  ``strides=(4, 8, 16, 32)``; the 1/4 one
-  feeds the pixel decoder's FPN step as in Mask2Former), then the multi-scale deformable-attention
-  pixel decoder (:class:`.msdeform.PixelDecoder`): V_32, V_16, V_8 (width C) and mask features
-  V_4. Official: 6 encoder layers, FFN 1024, 8 heads, 4 points, C = 256. Choice: the official
-  Swin-B fuses language into every stage (LAVT-style PWAM); the issue's description and this
-  module use a plain visual encoder.
-* Language: word features W (T tokens, at most 20 as the official MAX_TOKENS) from the
-  text encoder, projected to C: language tokens L = W_v W (also the values of the query
-  generator); a sentence feature is the masked mean of L.
-* Query generator: learnable region embeddings E (Q_0 = r_0^2, r_0 = 4: 16 regions as
-  the official NUM_OBJECT_QUERIES) cross-attend to the words: Q = W_o softmax(LN(W_q E)(W_k W)^T /
-  sqrt(C)) W_v W, giving region-text-specific initial queries; learnable query positions P_Q.
-  Choice: softmax over the words (the official code uses the raw scaled similarity, no softmax).
-* Mixed modal decoder, ``layers`` (3) per scale over V_32, V_16, V_8 (sine positions +
-  a learnt level embedding): masked cross-attention of Q over [V_s; L], self-attention over
-  [Q; L], FFN over both (post-norm, as the official configuration; padded words are masked).
-  Attention mask (official): query q may not attend to a pixel that is outside its own window AND
-  predicted background (sigmoid < 0.5) by the previous layer's RSH output at this scale; language
-  tokens are never masked; no mask in the very first layer. After each scale but the last the
-  query grid r x r is upsampled x2 by nearest neighbour (4 r^2 queries: 16 -> 64 -> 256). Choice:
-  the official per-layer Linear(20, 20) mixing of the language tokens along the token axis is
-  left out (it needs a fixed sentence length).
-* Regional supervision head, RSH: the map V (H x W) is cut into an r x r grid of equal
-  windows of side ceil(H / r) (the map centred in the padded grid, as the official padding), and
-  the logit of pixel p is <MLP_3(LN(q_{w(p)})), V_p> with w(p) the window holding p: each query
-  is dotted only with its own window, so its gradient comes only from that region. Deep
-  supervision at 1/32, 1/16, 1/8 with the MMD queries of that scale (dotted with V_s); the final
-  prediction at 1/4 dots the mask features V_4 with the 16 x 16 queries refined by an FPN over the
-  three query grids (official: lateral 1x1 conv + bilinear upsampling + 3x3 conv, ReLU).
-* No-target branch, per prediction level: region centroids c_q = W_c avgpool(window q)
-  (choice: the mean over the window's real pixels, not over its zero padding), sentence embedding
-  s = MLP_2(sentence feature of the current language tokens) (choice: the official MLP runs over
-  the fixed 20-token axis), e_q = W_e MLP_3(LN(q)); a = [<e_q, s>]_q, b = [<e_q, c_q>]_q;
-  indicator logits = MLP([a; b]) with ``nt_hidden`` hidden layers of width 2Q (the issue's
-  reading of the paper: 2; the official code has 1) -> 2 logits, class 1 = no target.
-* Losses: BCE + Dice on the masks of every image (negatives have empty masks) against the
-  ground truth nearest-downsampled to each prediction's size, cross-entropy on the indicator.
-  Weights (official configs/gres-MABP.yaml): BCE_final 5, Dice_final 5, BCE_intermediate 0.5,
-  Dice_intermediate 0.5 (each averaged over the 3 intermediate levels), CE_nt 2.5 (averaged over
-  the 4 levels), class weights (0.9, 1.1) as the official criterion (weighted terms averaged over
-  images). Dice = 1 - (2 sum(p y) + 1) / (sum p + sum y + 1) per image, averaged. Choice (the
-  official criterion differs): plain BCE (official: pos_weight 1.1 and an entropy weight), the
-  final prediction compared at 1/4 (official: upsampled to the input, bilinear) and intermediate
-  targets nearest-downsampled (official: bilinear).
-* Inference: mask = sigmoid(final logits) > 0.5 (official evaluator; :data:`THRESHOLD`); no target
-  when the indicator says so (``nt_rule``: ``any`` level, as the official evaluator, ``last``, or
-  ``first``, the paper's reported setting per the official README); masks with fewer than 50
-  pixels are reset to no target (the paper's rule; :data:`MIN_PIXELS`).
+Fidelity table: paper statement -> what the code does -> verdict (faithful | named option |
+open choice, with its source).
+
+§III (overview)
+* Feature extractor adapted to encode images AND expressions (following LAVT / ReLA) ->
+  ``fusion="pwam"`` (default, preset): LAVT's pixel-word attention (:class:`.fusion.PWAM`) on the
+  output of each of the four stages (strides 4, 8, 16, 32), words of the image's expression,
+  padding masked -> named option (``none``: plain encoder). Open choice (timm runs the backbone
+  whole): the fused map is not fed back into the next stage, as LAVT / official Swin do; language
+  enters after each stage, not inside it.
+* Linguistic features -> query generator -> region-text-specific queries -> faithful.
+* Queries and language interact with visual features at several scales through the MMD; each
+  decoding layer = three MMD + one RSH, intermediate results at each scale for deep supervision
+  -> ``layers`` = 3 MMD per scale (1/32, 1/16, 1/8), one head per scale -> faithful.
+* Queries nearest-upsampled as the mask resolution grows (x4 per scale: 16 -> 64 -> 256) ->
+  :func:`upsample_queries` -> faithful.
+§III-A
+* Swin Transformer visual encoder, features at 1/32, 1/16, 1/8 into a multi-scale deformable
+  attention pixel decoder (Deformable DETR) -> :class:`.msdeform.PixelDecoder` (official: 6
+  layers, FFN 1024, 8 heads, 4 points, C = 256); the preset's Swin-B
+  (``swin_base_patch4_window12_384``, weights from a local path) -> faithful; the CPU default
+  backbone (EfficientNet-Lite0) is a named option (``vision``). The 1/4 feature also feeds the
+  pixel decoder's FPN step (mask features), as Mask2Former -> open choice, official
+  referring_R50.yaml (IN_FEATURES res2-res5, COMMON_STRIDE 4).
+* BERT language encoder, word representations without the pooling layer -> the last hidden
+  states of each token (preset: ``bert-base-uncased`` from a local folder), at most 20 tokens ->
+  faithful; 20 = official REFERRING.MAX_TOKENS.
+§III-B (query generator, Fig. 4)
+* Learnable embeddings, one per region (r_0^2 = 16: §IV-A's number was lost; official
+  NUM_OBJECT_QUERIES 16) -> ``query_feat`` -> faithful.
+* Embeddings as query, words as key and value, four projections -> Q = W_o softmax(LN(W_q E)
+  (W_k W)^T / sqrt(C)) W_v W (LN: official langq_norm) -> faithful up to an open choice (ours):
+  softmax over the words (decoder.py uses the raw scaled similarity, no softmax).
+* Table V No. 3 (randomly initialised learnable queries instead of the generator) ->
+  ``query_generator=False`` -> named option.
+§III-C (MMD, eq. 1)
+* Masked cross-attention, self-attention, FFN, in this order; language tokens concatenated with
+  the visual features (cross-attention keys / values) and with the queries (self-attention),
+  then split -> :class:`MMDLayer` (post-norm, official PRE_NORM False; padded words masked) ->
+  faithful. The language tokens carry over from layer to layer ("from the previous stage").
+* The attention mask limits each query's receptive field -> official rule (decoder.py,
+  attn_mask_generate): a query may not attend a pixel that is outside its own window AND
+  predicted background (sigmoid < 0.5) by the previous head at this scale; language tokens never
+  masked; no mask in the first layer -> open choice, official. Left out (open choice, ours): the
+  official per-layer Linear(20, 20) mixing along the token axis (needs a fixed sentence length).
+§III-D1 (RSH main branch, Fig. 3 (b))
+* The map is cut by a sliding window into r x r patches of side ceil(H / r); each query is
+  multiplied only with its own patch; sigmoid; loss against the ground truth -> :func:`region_ids`
+  / :func:`regional_logits` (the map centred in the padded grid, official padding) -> faithful;
+  tested: a query's gradient comes only from its window.
+* Final prediction: the mask features at 1/4 dotted with the 16 x 16 queries refined by an FPN
+  over the three query grids (lateral 1x1 conv, bilinear upsampling, 3x3 conv, ReLU) -> open
+  choice, official decoder.py.
+§III-D2 (NT branch, Fig. 3 (c))
+* Region centroids by average pooling of the current map -> W_c mean(window) (W_c: official
+  pooler_src_proj) -> faithful; open choice (ours): the mean over the window's real pixels, not
+  over its zero padding.
+* "an MLP to aggregate word-level features into sentence-level linguistic embeddings" ->
+  ``nt_sentence="words"`` (default, preset): an MLP over the word axis, MLP(20, 20, 1) with one
+  hidden layer (official nt_lang_emb_proj), the tokens zero-padded to 20 so padded words never
+  contribute -> faithful. ``mean`` (masked mean over the words, then a 2-layer channel MLP:
+  grdkit's earlier reading) -> named option.
+* Queries dot-producted with the centroids and with the sentence embedding (e_q = W_e
+  MLP_3(LN(q)): official nt_emb_proj on the mask embedding), concatenated -> [a; b] (2Q) ->
+  faithful.
+* "an MLP with two hidden layers" -> ``nt_hidden`` = 2 hidden layers of width 2Q -> faithful
+  (the official code has one: MLP(2Q, 2Q, 2, 2)).
+* The mask loss also applies to no-target samples (all-zero ground truth) -> negatives' empty
+  masks enter BCE + Dice -> faithful.
+§III-E (losses, eq. 2-4)
+* Cross-entropy + Dice (smoothing factor) on each mask output -> BCE + Dice, Dice = 1 - (2
+  sum(p y) + 1) / (sum p + sum y + 1) per image, averaged -> faithful; smoothing 1: official.
+  Open choice (official criterion.py differs): plain BCE (official: pos_weight 1.1 and an entropy
+  weight).
+* Ground truth nearest-downsampled to each output's size -> :func:`nearest_target` (also for the
+  final 1/4 output) -> faithful (official: the final output upsampled to the input, bilinear).
+* eq. 4 weights lambda_ce, lambda_dice -> 5 / 5 final, 0.5 / 0.5 intermediate (averaged over the
+  supervised intermediate heads) -> open choice, official gres-MABP.yaml.
+* NT branch: cross-entropy only -> weighted CE (class weights (0.9, 1.1), official criterion),
+  weight 2.5 (official CE_nt_WEIGHT), averaged over the supervised indicators -> faithful.
+§IV-A (settings; ``--preset mabp-paper``, :data:`.run.PRESETS`)
+* Visual encoder pretrained on ImageNet-22K, text encoder from HuggingFace weights -> preset
+  requires ``vision_weights`` (Swin-B 22K state dict) and ``text`` (bert-base-uncased folder),
+  local paths, nothing downloaded; both fine-tuned -> faithful. Open choice: the official
+  optimiser trains BERT encoder layers 0-9 only; grdkit fine-tunes the whole text model.
+* 480 x 480 -> ``size`` 480 -> faithful.
+* AdamW, initial learning rate 2e-5 -> faithful. The schedule is not stated -> the engine's
+  polynomial decay (open choice, ours; official: constant to epoch 25, then cosine to 1.8e-6 over
+  40 epochs).
+* 30 epochs -> faithful (official config: 40).
+* Batch size 42 on 6 GPUs -> ``batch_size`` 42 images (group size 1) per optimiser step in
+  total on any number of processes: the engine splits them over processes x ``accum_steps``
+  micro-batches (unevenly when 42 does not divide, with exact per-image loss weighting; see
+  :mod:`.engine`) -> faithful (official config: 18).
+* gIoU, cIoU, Pr@0.7/0.8/0.9 following ReLA -> ``grdkit eval`` -> faithful (evaluator).
+* Initial regions r_0^2 = 16, quadrupled whenever the feature scale doubles -> ``regions`` 4 ->
+  faithful.
+Not stated by the paper (official or ours)
+* Weight decay 0.05 and full-model gradient clipping 0.01: official Base config (preset).
+* No weight decay on normalisation and embedding parameters and on Swin's position tables:
+  official train_net.py (WEIGHT_DECAY_NORM = WEIGHT_DECAY_EMBED = 0) -> :meth:`MABP.param_groups`,
+  ``decay_exempt=True`` (default, preset) -> named option.
+* Mask threshold 0.5 (:data:`THRESHOLD`): official evaluator.
+* Which NT indicator decides: ``nt_rule="first"`` (default, preset): the official README says the
+  paper's numbers used only the first indicator; ``any`` (the official evaluator's OR, slightly
+  better per the README) and ``last`` -> named options.
+* bf16 autocast on CUDA: ours (engine).
+§IV-B / Table VI (no-target decision, ablations)
+* Fewer than 50 positive pixels -> no target is the paper's rule for its CGFormer and for the
+  ablation WITHOUT the NT branch, not for MABP -> ``nt_depth=0`` removes the branch and sets the
+  model's ``default_min_pixels`` to :data:`MIN_PIXELS`; the full model decides with its NT branch
+  (``default_min_pixels`` 1) and ``grdkit predict`` keeps its mask and writes the decision as the
+  prediction's ``"no_target"`` key (``decides_no_target``) -> faithful.
+* Deep supervision depth (Table VI: main 1; NT 0 / 1; MABP 3 / 3) -> ``main_depth`` 1-3,
+  ``nt_depth`` 0-3 (default, preset 3 / 3). Depth d supervises every head of the last d decoding
+  layers (:func:`supervised_heads`; the final 1/4 prediction belongs to the last layer, whose
+  queries it reads, so depth 1 = the 1/8 head and the final one; depth 3 = all four, the official
+  code's full model) -> named option; the counting is an open choice (ours): the paper does not
+  say where the final FPN prediction counts. Unsupervised main heads stay in the graph with
+  weight 0 (DDP) and still give the attention masks; unsupervised NT heads are not built.
+Table V (components)
+* No. 3 (MMD, random queries) -> ``query_generator=False``. No. 1 (naive: ReLA's RIA / RLA
+  decoder, a naive mask head aggregating the queries' masks) and No. 2 (RSH on ReLA's decoder):
+  not implemented (they need ReLA's decoder, which grdkit does not have).
+
+Output of inference: mask = sigmoid(final logits) > threshold at 1/4, resized to the image by
+``predict``; no target when the NT indicator chosen by ``nt_rule`` says so (or, without the
+branch, when the mask has fewer than 50 pixels).
 """
 
 from __future__ import annotations
