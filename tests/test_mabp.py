@@ -545,11 +545,146 @@ def test_mabp_on_a_grefcoco_fixture_built_by_grdkit(tmp_path, capsys):
                             "--no-progress"], capsys)
     assert code == 0, err
     n_pairs = len(grdkit.load_dataset(out / "train.json").targets)
-    assert len(json.loads(preds.read_text())) == n_pairs
+    recs = json.loads(preds.read_text())
+    assert len(recs) == n_pairs
+    # the NT head's decision travels as "no_target" beside the mask, which is kept (contract C3)
+    assert all(isinstance(r["no_target"], bool) for r in recs)
+    from grdkit.baselines.predict import predict
+
+    again = predict(run, out / "train.json", imgs, "cpu", min_pixels=1)
+    assert [r["no_target"] for r in again] == [r["no_target"] for r in recs]
     code, out_text, _ = run_cli(["eval", preds, "--gt", out / "train.json", "--strict"], capsys)
-    assert code == 0 and "giou" in out_text
+    assert code == 0 and "giou" in out_text        # the evaluator accepts the key (issue 20)
     code, _, err = run_cli(["train", "mabp", "--data", out / "train.json", "--img-root", imgs,
                             "--out", tmp_path / "r2", "--model-arg", "d_k=3", "--no-progress"],
                            capsys)
     assert code == 2 and "mabp takes no option d_k" in err
 
+
+
+# ------------------------------------------------------------ issue 19: fusion, depths, preset
+
+def test_pwam_fusion_reads_the_expression_and_ignores_padded_words(tiny):
+    """§III: the encoder encodes images and expressions (PWAM after each stage, the default)."""
+    from grdkit.baselines.fusion import PWAM
+
+    assert tiny.pwam is not None and len(tiny.pwam) == 4
+    assert all(isinstance(m, PWAM) for m in tiny.pwam)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g)
+    words = torch.randn(2, 4, tiny.text.dim, generator=g)
+    mask = torch.tensor([[True, True, False, False], [True] * 4])
+    with torch.no_grad():
+        plain = tiny.vision(x)
+        fused = tiny.encode_images(x, words, mask)
+        other = tiny.encode_images(x, words.flip(0), mask.flip(0))
+        garbage = words.clone()
+        garbage[0, 2:] = 1e3                                      # padded words of image 0
+        padded = tiny.encode_images(x, garbage, mask)
+    assert [f.shape for f in fused] == [f.shape for f in plain]
+    for f, p, o, q in zip(fused, plain, other, padded):
+        assert not torch.allclose(f, p)                           # language changes the features
+        assert not torch.allclose(f[0], o[0])                     # ... with the expression
+        torch.testing.assert_close(q, f)                          # padding ignored
+    no_fusion = MABP(**TINY, fusion="none")
+    assert no_fusion.pwam is None
+    with torch.no_grad():
+        for a, b in zip(no_fusion.encode_images(x, words, mask), no_fusion.vision(x)):
+            torch.testing.assert_close(a, b)
+
+
+def test_supervised_heads_follow_table_vi():
+    from grdkit.baselines.mabp import supervised_heads
+
+    assert [supervised_heads(d) for d in (0, 1, 2, 3)] == [[], [2, 3], [1, 2, 3], [0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize(("main", "nt", "qg"), [(1, 3, True), (3, 0, True), (3, 1, True),
+                                                 (3, 3, False)])
+def test_table_v_and_vi_options_build_and_train_a_step(main, nt, qg):
+    torch.manual_seed(0)
+    model = MABP(**TINY, main_depth=main, nt_depth=nt, query_generator=qg)
+    b = toy_batch()
+    model.train()
+    out = model(b)
+    assert len(out["nt"]) == len(out["nt_heads"]) == {0: 0, 1: 2, 3: 4}[nt]
+    loss, parts = model.loss(out, b)
+    assert torch.isfinite(loss)
+    loss.backward()
+    no_grad = [k for k, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []                                          # DDP-safe
+    assert (model.qg is None) == (not qg)
+    # an unsupervised intermediate head adds nothing to the loss
+    if main == 1:
+        moved = model.loss({**out, "masks": [m * 0 + 7 if k == 0 else m
+                                              for k, m in enumerate(out["masks"])]}, b)[0]
+        assert float(moved.detach()) == pytest.approx(float(loss.detach()))
+    model.eval()
+    with torch.no_grad():
+        probs, decision = model.probabilities(model(b))
+    assert probs.shape == (3, 1, 16, 16)
+    if nt == 0:
+        assert decision is None and float(parts["nt"]) == 0.0
+        assert model.default_min_pixels == MIN_PIXELS and not model.decides_no_target
+    else:
+        assert decision.dtype == torch.bool and model.decides_no_target
+
+
+def test_first_versus_any_indicator_on_a_hand_case():
+    """The paper's numbers used the first indicator (official README); ``any`` ORs them."""
+    nt = [torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 3.0]]), torch.tensor([[1.0, 0.0]]),
+          torch.tensor([[1.0, 0.0]])]                             # only level 2 says no target
+    out = {"nt": nt, "masks": [torch.zeros(1, 1, 4, 4)]}
+    first = SimpleNamespace(nt_rule="first")
+    anyr = SimpleNamespace(nt_rule="any")
+    assert MABP.no_target(first, out).tolist() == [False]
+    assert MABP.no_target(anyr, out).tolist() == [True]
+    assert MABP.no_target(first, {"nt": []}) is None
+    import inspect
+
+    assert inspect.signature(MABP).parameters["nt_rule"].default == "first"
+
+
+def test_mabp_paper_preset_pinned_against_section_iv_a():
+    """§IV-A: 480 x 480, AdamW lr 2e-5, 30 epochs, batch 42 (images, in total), Swin-B + BERT
+    from local paths; the model options the paper states (§III, Table VI)."""
+    from grdkit.baselines.run import TrainConfig, apply_preset
+    from grdkit.errors import InputError
+
+    with pytest.raises(InputError, match="vision_weights"):
+        apply_preset(TrainConfig(model="mabp", preset="mabp-paper"))
+    with pytest.raises(InputError, match="needs text"):
+        apply_preset(TrainConfig(model="mabp", preset="mabp-paper"), {"vision_weights"})
+    cfg = apply_preset(TrainConfig(model="mabp", preset="mabp-paper",
+                                   model_args={"vision_weights": "swin.pth",
+                                               "text": "bert-base-uncased"}),
+                       {"vision_weights", "text"})
+    assert (cfg.size, cfg.lr, cfg.epochs, cfg.batch_size, cfg.group_size) == \
+        (480, 2e-5, 30, 42, 1)
+    assert (cfg.weight_decay, cfg.clip) == (0.05, 0.01)           # official config
+    a = cfg.model_args
+    assert a["vision"] == "swin_base_patch4_window12_384" and a["vision_weights"] == "swin.pth"
+    assert a["text"] == "bert-base-uncased" and a["train_text"] is True
+    assert (a["fusion"], a["nt_rule"], a["nt_sentence"], a["nt_hidden"]) == \
+        ("pwam", "first", "words", 2)
+    assert (a["main_depth"], a["nt_depth"], a["regions"], a["width"]) == (3, 3, 4, 256)
+    assert set(a) - {"vision_weights", "text"} <= set(model_options("mabp", a))
+    # the engine builds AdamW (issue 18 may add an optimiser option; it must stay AdamW here)
+    assert getattr(cfg, "optimizer", "adamw") == "adamw"
+    # explicit options win
+    cfg2 = apply_preset(TrainConfig(model="mabp", preset="mabp-paper", batch_size=6),
+                        {"vision_weights", "text", "batch_size"})
+    assert cfg2.batch_size == 6
+
+
+def test_decay_exemptions_follow_the_official_optimiser(tiny):
+    groups = tiny.param_groups(0.05)
+    decay, exempt = ({id(p) for p in g["params"]} for g in groups)
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and not decay & exempt
+    assert id(tiny.norms[0].weight) in exempt and id(tiny.query_feat.weight) in exempt
+    assert id(tiny.lang_pos.weight) in exempt and id(tiny.mmd[0].norm1.bias) in exempt
+    assert id(tiny.mask_embed[0].layers[0].weight) in decay
+    trainable = {id(p) for p in tiny.parameters() if p.requires_grad}
+    assert decay | exempt == trainable
+    off = MABP(**TINY, decay_exempt=False).param_groups(0.05)
+    assert off[1]["params"] == []

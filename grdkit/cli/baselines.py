@@ -175,7 +175,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
               show_default=True)
 @click.option("--min-pixels", type=click.IntRange(min=1),
               help="Masks with fewer pixels are 'no target' (null); default: the model's "
-                   "(1; MABP 50).")
+                   "(1; MABP without its no-target branch, nt_depth=0: 50).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="DataLoader worker processes decoding images.")
@@ -191,7 +191,8 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
     with progress_bar(not no_progress) as track:
         preds = predict(run_dir, data, img_root, device, min_pixels, threshold, track, workers)
     write_predictions(preds, out_path)
-    n_pos = sum(p["segmentation"] is not None for p in preds)
+    n_pos = sum(not p["no_target"] if "no_target" in p else p["segmentation"] is not None
+                for p in preds)
     out.print(f"Wrote {out_path}: {len(preds)} pairs, {n_pos} predicted targeted, "
               f"{len(preds) - n_pos} no-target")
 
