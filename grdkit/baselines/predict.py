@@ -7,8 +7,9 @@ default, see :class:`~.run.TrainConfig`), and encoded as COCO RLE. A mask with f
 ``min_pixels`` pixels, or an image the model decides is negative (GRSer's triplet rule), is
 ``null`` (no target). A model that decides no-target with a head while still predicting a mask
 (``decides_no_target = True``: MABP, like ReLA) keeps its mask, and its decision is the
-record's optional ``"no_target"`` key (true | false), which the evaluator scores. :func:`predict_with_model` is also what training's per-epoch validation
-runs, so a saved run predicts exactly what training measured.
+record's optional ``"no_target"`` key (true | false), which the evaluator scores.
+:func:`predict_with_model` is also what training's per-epoch validation runs, so a saved run
+predicts exactly what training measured.
 """
 
 from __future__ import annotations

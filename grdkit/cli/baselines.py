@@ -106,8 +106,8 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "string), e.g. --model-arg heads=8 for MABP; repeatable.")
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
-def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr, group_size, size,
-              device, seed, repeats, resume, max_steps, vision, vision_weights, text, text_gru,
+def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr,
+              group_size, size, device, seed, repeats, resume, max_steps, vision, vision_weights, text, text_gru,
               train_text, freeze_vision, width, d_k, no_tqm, no_hierarchizer, no_mirror,
               no_triplet, rank, fusion, margin, mirror_weight, threshold, clip, preset, val_data,
               workers, cache_dir, channels_last, compile_, model_arg, no_progress):
