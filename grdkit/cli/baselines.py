@@ -108,9 +108,10 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.pass_context
 def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr,
               group_size, size, device, seed, repeats, resume, max_steps, vision,
-              vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm, no_hierarchizer, no_mirror,
-              no_triplet, rank, fusion, margin, mirror_weight, threshold, clip, preset, val_data,
-              workers, cache_dir, channels_last, compile_, model_arg, no_progress):
+              vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm,
+              no_hierarchizer, no_mirror, no_triplet, rank, fusion, margin, mirror_weight,
+              threshold, clip, preset, val_data, workers, cache_dir, channels_last, compile_,
+              model_arg, no_progress):
     """Train a baseline on a canonical dataset; CPU or CUDA (bf16).
 
     Several GPUs or nodes: launch with torchrun, e.g.
