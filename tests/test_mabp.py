@@ -473,13 +473,15 @@ def test_two_cpu_processes_stay_in_sync(tmp_path):
            "--master_port", "29547", "-m", "grdkit.cli.main", "train", "mabp", "--data",
            str(data), "--img-root", str(tmp_path / "img"), "--out", str(run), "--size", "64",
            "--group-size", "1", "--width", "32", "--vision-weights", "bundled", "--epochs", "1",
-           "--max-steps", "2", "--device", "cpu", "--no-progress"]
+           "--max-steps", "2", "--device", "cpu", "--no-progress",
+           "--batch-size", "5", "--accum-steps", "2"]     # uneven: 2, 1 | 1, 1 (issue 19)
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stderr[-2000:]
     done = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert done["event"] == "done" and done["world_size"] == 2 and done["ranks_in_sync"]
-    assert done["step"] == 2
+    assert done["step"] == 2 and done["items_per_step"] == 5
+    assert done["micro_batches"] == [2, 1, 1, 1]
 
 
 def test_swin_from_a_local_path_at_another_input_size(tmp_path):
