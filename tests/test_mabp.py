@@ -197,19 +197,53 @@ def test_attention_mask_never_blocks_own_window(tiny):
 
 
 def test_no_target_branch_hand_case():
-    head = NoTargetHead(dim=2, queries=2, hidden_layers=2)
+    """``mean`` sentence (the earlier reading): masked mean over words, then a channel MLP."""
+    head = NoTargetHead(dim=2, queries=2, hidden_layers=2, sentence="mean")
     with torch.no_grad():
         for lin in (head.embed, head.centroid, *head.sentence.layers):
             lin.weight.copy_(torch.eye(2))
             lin.bias.zero_()
     mask_embed = torch.tensor([[[1.0, 2.0], [0.0, -1.0]]])     # e_q
     means = torch.tensor([[[3.0, 1.0], [2.0, 5.0]]])           # c_q
-    sentence = torch.tensor([[0.5, 4.0]])                      # s (positive: ReLU is identity)
+    # words: mean of the two real ones = s = (0.5, 4) (positive: ReLU is identity); 3rd padded
+    lang = torch.tensor([[[0.0, 3.0], [1.0, 5.0], [99.0, 99.0]]])
+    pad = torch.tensor([[False, False, True]])
     # a = [<e_q, s>] = [0.5 + 8, -4]; b = [<e_q, c_q>] = [3 + 2, -5]
-    assert head.scores(mask_embed, means, sentence)[0].tolist() == [8.5, -4.0, 5.0, -5.0]
-    assert head(mask_embed, means, sentence).shape == (1, 2)
+    assert head.scores(mask_embed, means, lang, pad)[0].tolist() == [8.5, -4.0, 5.0, -5.0]
+    assert head(mask_embed, means, lang, pad).shape == (1, 2)
     assert len(head.mlp.layers) == 3                              # two hidden layers of 2Q
     assert head.mlp.layers[0].in_features == 4 and head.mlp.layers[1].out_features == 4
+
+
+def test_no_target_sentence_mlp_aggregates_over_words():
+    """§III-D2 (``words``, default): an MLP over the word axis (official nt_lang_emb_proj =
+    MLP(20, 20, 1, 2 layers), buptLwz/MABP referring_transformer_decoder.py @ ec810ea), the
+    words zero-padded to 20, so padded words never contribute; checked against a plain loop."""
+    g = torch.Generator().manual_seed(0)
+    head = NoTargetHead(dim=3, queries=4, sentence="words")
+    assert [(lin.in_features, lin.out_features) for lin in head.sentence.layers] == \
+        [(20, 20), (20, 1)]
+    lang = torch.randn(2, 5, 3, generator=g)
+    pad = torch.tensor([[False, False, False, True, True], [False] * 5])
+    s = head.sentence_embedding(lang, pad)
+    w1, b1 = head.sentence.layers[0].weight, head.sentence.layers[0].bias
+    w2, b2 = head.sentence.layers[1].weight, head.sentence.layers[1].bias
+    for n in range(2):
+        for c in range(3):                      # channel c: its 20 word values -> one number
+            x = torch.zeros(20)
+            for t in range(5):
+                if not pad[n, t]:
+                    x[t] = lang[n, t, c]
+            hidden = torch.relu(w1 @ x + b1)
+            torch.testing.assert_close(s[n, c], (w2 @ hidden + b2)[0])
+    lang2 = lang.clone()
+    lang2[0, 3:] = 50.0                                           # garbage in the padding
+    torch.testing.assert_close(head.sentence_embedding(lang2, pad), s)
+    lang3 = lang.clone()
+    lang3[0, 1] += 1.0                                            # a real word matters
+    assert not torch.allclose(head.sentence_embedding(lang3, pad)[0], s[0])
+    with pytest.raises(ValueError, match="nt_sentence"):
+        NoTargetHead(dim=3, queries=4, sentence="max")
 
 
 def test_no_target_rules():
@@ -327,7 +361,11 @@ def test_registry_options_and_defaults():
     opts = model_options("mabp", {"width": 64, "d_k": 16, "regions": 2, "seed": 3,
                                   "group_size": 8})
     assert opts == {"width": 64, "regions": 2, "seed": 3}
-    assert (MABP.default_threshold, MABP.default_min_pixels) == (THRESHOLD, MIN_PIXELS) == (0.5, 50)
+    assert (MABP.default_threshold, MIN_PIXELS) == (THRESHOLD, 50) == (0.5, 50)
+    # the NT branch decides (no pixel rule); the 50-pixel rule is the no-NT-branch ablation's
+    assert MABP(**TINY).default_min_pixels == 1 and MABP(**TINY).decides_no_target
+    no_nt = MABP(**TINY, nt_depth=0)
+    assert no_nt.default_min_pixels == MIN_PIXELS and not no_nt.decides_no_target
     from grdkit.baselines.run import PRESETS, TrainConfig
 
     paper = PRESETS["mabp-paper"]
@@ -335,6 +373,10 @@ def test_registry_options_and_defaults():
     assert set(paper["config"]) <= set(TrainConfig.__dataclass_fields__)
     c = paper["config"]
     assert (c["size"], c["lr"], c["epochs"], c["clip"]) == (480, 2e-5, 30, 0.01)
+    for bad in ({"nt_sentence": "max"}, {"fusion": "film"}, {"main_depth": 0},
+                {"nt_depth": 4}):
+        with pytest.raises(ValueError):
+            MABP(vision_weights=None, **bad)
     with pytest.raises(ValueError, match="nt_rule"):
         MABP(vision_weights=None, nt_rule="best")
     with pytest.raises(ValueError, match="divisible"):
@@ -431,13 +473,15 @@ def test_two_cpu_processes_stay_in_sync(tmp_path):
            "--master_port", "29547", "-m", "grdkit.cli.main", "train", "mabp", "--data",
            str(data), "--img-root", str(tmp_path / "img"), "--out", str(run), "--size", "64",
            "--group-size", "1", "--width", "32", "--vision-weights", "bundled", "--epochs", "1",
-           "--max-steps", "2", "--device", "cpu", "--no-progress"]
+           "--max-steps", "2", "--device", "cpu", "--no-progress",
+           "--batch-size", "5", "--accum-steps", "2"]     # uneven: 2, 1 | 1, 1 (issue 19)
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stderr[-2000:]
     done = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert done["event"] == "done" and done["world_size"] == 2 and done["ranks_in_sync"]
-    assert done["step"] == 2
+    assert done["step"] == 2 and done["items_per_step"] == 5
+    assert done["micro_batches"] == [2, 1, 1, 1]
 
 
 def test_swin_from_a_local_path_at_another_input_size(tmp_path):
@@ -503,11 +547,146 @@ def test_mabp_on_a_grefcoco_fixture_built_by_grdkit(tmp_path, capsys):
                             "--no-progress"], capsys)
     assert code == 0, err
     n_pairs = len(grdkit.load_dataset(out / "train.json").targets)
-    assert len(json.loads(preds.read_text())) == n_pairs
+    recs = json.loads(preds.read_text())
+    assert len(recs) == n_pairs
+    # the NT head's decision travels as "no_target" beside the mask, which is kept (contract C3)
+    assert all(isinstance(r["no_target"], bool) for r in recs)
+    from grdkit.baselines.predict import predict
+
+    again = predict(run, out / "train.json", imgs, "cpu", min_pixels=1)
+    assert [r["no_target"] for r in again] == [r["no_target"] for r in recs]
     code, out_text, _ = run_cli(["eval", preds, "--gt", out / "train.json", "--strict"], capsys)
-    assert code == 0 and "giou" in out_text
+    assert code == 0 and "giou" in out_text        # the evaluator accepts the key (issue 20)
     code, _, err = run_cli(["train", "mabp", "--data", out / "train.json", "--img-root", imgs,
                             "--out", tmp_path / "r2", "--model-arg", "d_k=3", "--no-progress"],
                            capsys)
     assert code == 2 and "mabp takes no option d_k" in err
 
+
+
+# ------------------------------------------------------------ issue 19: fusion, depths, preset
+
+def test_pwam_fusion_reads_the_expression_and_ignores_padded_words(tiny):
+    """§III: the encoder encodes images and expressions (PWAM after each stage, the default)."""
+    from grdkit.baselines.fusion import PWAM
+
+    assert tiny.pwam is not None and len(tiny.pwam) == 4
+    assert all(isinstance(m, PWAM) for m in tiny.pwam)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g)
+    words = torch.randn(2, 4, tiny.text.dim, generator=g)
+    mask = torch.tensor([[True, True, False, False], [True] * 4])
+    with torch.no_grad():
+        plain = tiny.vision(x)
+        fused = tiny.encode_images(x, words, mask)
+        other = tiny.encode_images(x, words.flip(0), mask.flip(0))
+        garbage = words.clone()
+        garbage[0, 2:] = 1e3                                      # padded words of image 0
+        padded = tiny.encode_images(x, garbage, mask)
+    assert [f.shape for f in fused] == [f.shape for f in plain]
+    for f, p, o, q in zip(fused, plain, other, padded):
+        assert not torch.allclose(f, p)                           # language changes the features
+        assert not torch.allclose(f[0], o[0])                     # ... with the expression
+        torch.testing.assert_close(q, f)                          # padding ignored
+    no_fusion = MABP(**TINY, fusion="none")
+    assert no_fusion.pwam is None
+    with torch.no_grad():
+        for a, b in zip(no_fusion.encode_images(x, words, mask), no_fusion.vision(x)):
+            torch.testing.assert_close(a, b)
+
+
+def test_supervised_heads_follow_table_vi():
+    from grdkit.baselines.mabp import supervised_heads
+
+    assert [supervised_heads(d) for d in (0, 1, 2, 3)] == [[], [2, 3], [1, 2, 3], [0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize(("main", "nt", "qg"), [(1, 3, True), (3, 0, True), (3, 1, True),
+                                                 (3, 3, False)])
+def test_table_v_and_vi_options_build_and_train_a_step(main, nt, qg):
+    torch.manual_seed(0)
+    model = MABP(**TINY, main_depth=main, nt_depth=nt, query_generator=qg)
+    b = toy_batch()
+    model.train()
+    out = model(b)
+    assert len(out["nt"]) == len(out["nt_heads"]) == {0: 0, 1: 2, 3: 4}[nt]
+    loss, parts = model.loss(out, b)
+    assert torch.isfinite(loss)
+    loss.backward()
+    no_grad = [k for k, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []                                          # DDP-safe
+    assert (model.qg is None) == (not qg)
+    # an unsupervised intermediate head adds nothing to the loss
+    if main == 1:
+        moved = model.loss({**out, "masks": [m * 0 + 7 if k == 0 else m
+                                              for k, m in enumerate(out["masks"])]}, b)[0]
+        assert float(moved.detach()) == pytest.approx(float(loss.detach()))
+    model.eval()
+    with torch.no_grad():
+        probs, decision = model.probabilities(model(b))
+    assert probs.shape == (3, 1, 16, 16)
+    if nt == 0:
+        assert decision is None and float(parts["nt"]) == 0.0
+        assert model.default_min_pixels == MIN_PIXELS and not model.decides_no_target
+    else:
+        assert decision.dtype == torch.bool and model.decides_no_target
+
+
+def test_first_versus_any_indicator_on_a_hand_case():
+    """The paper's numbers used the first indicator (official README); ``any`` ORs them."""
+    nt = [torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 3.0]]), torch.tensor([[1.0, 0.0]]),
+          torch.tensor([[1.0, 0.0]])]                             # only level 2 says no target
+    out = {"nt": nt, "masks": [torch.zeros(1, 1, 4, 4)]}
+    first = SimpleNamespace(nt_rule="first")
+    anyr = SimpleNamespace(nt_rule="any")
+    assert MABP.no_target(first, out).tolist() == [False]
+    assert MABP.no_target(anyr, out).tolist() == [True]
+    assert MABP.no_target(first, {"nt": []}) is None
+    import inspect
+
+    assert inspect.signature(MABP).parameters["nt_rule"].default == "first"
+
+
+def test_mabp_paper_preset_pinned_against_section_iv_a():
+    """§IV-A: 480 x 480, AdamW lr 2e-5, 30 epochs, batch 42 (images, in total), Swin-B + BERT
+    from local paths; the model options the paper states (§III, Table VI)."""
+    from grdkit.baselines.run import TrainConfig, apply_preset
+    from grdkit.errors import InputError
+
+    with pytest.raises(InputError, match="vision_weights"):
+        apply_preset(TrainConfig(model="mabp", preset="mabp-paper"))
+    with pytest.raises(InputError, match="needs text"):
+        apply_preset(TrainConfig(model="mabp", preset="mabp-paper"), {"vision_weights"})
+    cfg = apply_preset(TrainConfig(model="mabp", preset="mabp-paper",
+                                   model_args={"vision_weights": "swin.pth",
+                                               "text": "bert-base-uncased"}),
+                       {"vision_weights", "text"})
+    assert (cfg.size, cfg.lr, cfg.epochs, cfg.batch_size, cfg.group_size) == \
+        (480, 2e-5, 30, 42, 1)
+    assert (cfg.weight_decay, cfg.clip) == (0.05, 0.01)           # official config
+    a = cfg.model_args
+    assert a["vision"] == "swin_base_patch4_window12_384" and a["vision_weights"] == "swin.pth"
+    assert a["text"] == "bert-base-uncased" and a["train_text"] is True
+    assert (a["fusion"], a["nt_rule"], a["nt_sentence"], a["nt_hidden"]) == \
+        ("pwam", "first", "words", 2)
+    assert (a["main_depth"], a["nt_depth"], a["regions"], a["width"]) == (3, 3, 4, 256)
+    assert set(a) - {"vision_weights", "text"} <= set(model_options("mabp", a))
+    # the engine builds AdamW (issue 18 may add an optimiser option; it must stay AdamW here)
+    assert getattr(cfg, "optimizer", "adamw") == "adamw"
+    # explicit options win
+    cfg2 = apply_preset(TrainConfig(model="mabp", preset="mabp-paper", batch_size=6),
+                        {"vision_weights", "text", "batch_size"})
+    assert cfg2.batch_size == 6
+
+
+def test_decay_exemptions_follow_the_official_optimiser(tiny):
+    groups = tiny.param_groups(0.05)
+    decay, exempt = ({id(p) for p in g["params"]} for g in groups)
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and not decay & exempt
+    assert id(tiny.norms[0].weight) in exempt and id(tiny.query_feat.weight) in exempt
+    assert id(tiny.lang_pos.weight) in exempt and id(tiny.mmd[0].norm1.bias) in exempt
+    assert id(tiny.mask_embed[0].layers[0].weight) in decay
+    trainable = {id(p) for p in tiny.parameters() if p.requires_grad}
+    assert decay | exempt == trainable
+    off = MABP(**TINY, decay_exempt=False).param_groups(0.05)
+    assert off[1]["params"] == []

@@ -46,6 +46,8 @@ class BaselineModel(Protocol):
     train_text: bool
     default_threshold: float  # optional: the model's mask threshold (0.25 when absent)
     default_min_pixels: int   # optional: masks with fewer pixels are no-target (1 when absent)
+    decides_no_target: bool   # optional: a head decides no-target while a mask is still
+    #                           predicted (MABP); predict keeps the mask and writes "no_target"
 
     def __call__(self, batch: dict) -> dict: ...
 

@@ -244,30 +244,65 @@ class GroupDataset(torch.utils.data.Dataset):
         return make_item(self.ds, self.store, eid, sample_group(pos, neg, self.n, rng))
 
 
-class EpochBatches(torch.utils.data.Sampler):
-    """Batches of ``(epoch, item)`` keys for one rank: the epoch order (seeded by ``[seed, epoch,
-    7]``) padded by wrapping so every rank gets the same number of full batches, then every
-    ``world``-th item from ``rank``. Call :meth:`set_epoch` before iterating an epoch."""
+def split_sizes(total: int, parts: int) -> list[int]:
+    """``total`` items split into ``parts`` contiguous parts as evenly as possible: the first
+    ``total % parts`` parts hold one item more (:func:`numpy.array_split`'s rule).
 
-    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0):
+    Raises:
+        ValueError: ``parts < 1`` or ``total < parts`` (a part would be empty).
+    """
+    if parts < 1 or total < parts:
+        raise ValueError(f"cannot split {total} items into {parts} non-empty parts")
+    base, extra = divmod(int(total), int(parts))
+    return [base + (k < extra) for k in range(parts)]
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Micro-batches of ``(epoch, item)`` keys for one rank.
+
+    ``batch_size`` is the number of items (groups) per OPTIMISER STEP in total, over the ``world``
+    processes and ``accum`` accumulation micro-steps. The epoch order (seeded by ``[seed, epoch,
+    7]``) is padded by wrapping to a whole number of steps; each step's ``batch_size`` consecutive
+    items are split by :func:`split_sizes` into ``world * accum`` parts (sizes differ by at most
+    one when ``batch_size`` is not a multiple), and part ``m * world + rank`` is this rank's
+    ``m``-th micro-batch of the step. Every rank yields ``accum`` micro-batches per step. The
+    engine weights each micro-batch's loss by its item count (see
+    :func:`.engine.micro_step`), so an uneven split still averages exactly over the step's items.
+    Call :meth:`set_epoch` before iterating an epoch.
+
+    Raises:
+        ValueError: ``batch_size < world * accum`` (some micro-batch would be empty).
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
+                 accum: int = 1):
         self.n, self.bs, self.rank, self.world, self.seed, self.epoch = \
-            n, batch_size, rank, world, seed, 0
+            n, int(batch_size), rank, world, seed, 0
+        self.accum = int(accum)
+        self.sizes = split_sizes(self.bs, world * self.accum)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def steps(self) -> int:
+        """Optimiser steps per epoch."""
+        return max(1, math.ceil(self.n / self.bs))
+
     def order(self, epoch: int) -> np.ndarray:
         idx = np.random.default_rng([self.seed, epoch, 7]).permutation(self.n)
-        per = self.world * self.bs
-        return np.resize(idx, max(per, math.ceil(self.n / per) * per))
+        return np.resize(idx, self.steps() * self.bs)
 
     def __len__(self) -> int:
-        return len(self.order(0)) // (self.world * self.bs)
+        return self.steps() * self.accum
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        mine = self.order(self.epoch)[self.rank::self.world]
-        for k in range(0, len(mine), self.bs):
-            yield [(self.epoch, int(i)) for i in mine[k:k + self.bs]]
+        order = self.order(self.epoch)
+        starts = np.concatenate([[0], np.cumsum(self.sizes)])
+        for s in range(self.steps()):
+            chunk = order[s * self.bs:(s + 1) * self.bs]
+            for m in range(self.accum):
+                j = m * self.world + self.rank
+                yield [(self.epoch, int(i)) for i in chunk[starts[j]:starts[j + 1]]]
 
 
 class _DecodeOnTheFly:

@@ -14,18 +14,29 @@ pinned memory on CUDA, persistent workers, prefetching) reading the memory-mappe
 :func:`.data.build_store`; images travel as uint8 and are normalised on the device. Rank 0
 builds the store, the other ranks wait for it.
 
+Batch (issue 19): ``batch_size`` is the number of items (groups) per OPTIMISER STEP in total,
+over every process and every gradient-accumulation micro-step (``accum_steps``); None means one
+item per process and micro-step. :class:`.data.EpochBatches` splits a step's items into
+``processes x accum_steps`` micro-batches, as evenly as possible (sizes differ by at most one
+when ``batch_size`` is not a multiple: e.g. 42 on 4 processes -> 11, 11, 10, 10), and
+:func:`micro_step` weights each micro-batch's loss by ``items x processes / batch_size``, so the
+accumulated, rank-averaged gradient is that of the mean loss over the step's items (exact for a
+loss that is a mean over items, e.g. MABP at group size 1, whose loss averages over images).
+Gradient synchronisation runs once per step (``no_sync`` on the other micro-steps).
+
 Presets (:data:`.run.PRESETS`) fill the settings a paper states; every setting a paper does not state
 is an explicit option with its source in :class:`TrainConfig`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +92,41 @@ def save_checkpoint(path: Path, model, opt, sched, epoch: int, step: int) -> Non
     atomic_write_bytes(path, buf.getvalue())
 
 
+def resolve_batch(cfg: TrainConfig, world: int) -> TrainConfig:
+    """``cfg`` with ``batch_size`` resolved for ``world`` processes (None: ``world x
+    accum_steps``, one item per process and micro-step); see the module header.
+
+    Raises:
+        InputError: ``accum_steps < 1`` or fewer items per step than ``world x accum_steps``.
+    """
+    accum = int(cfg.accum_steps)
+    if accum < 1:
+        raise InputError(None, f"accum_steps must be >= 1, not {accum}")
+    bs = world * accum if cfg.batch_size is None else int(cfg.batch_size)
+    if bs < world * accum:
+        raise InputError(None, f"batch_size {bs} (items per optimiser step in total) is smaller "
+                         f"than processes x accum_steps = {world} x {accum}: some micro-batch "
+                         "would be empty", hint="raise batch_size, or lower accum_steps or the "
+                         "number of processes")
+    return replace(cfg, batch_size=bs)
+
+
+def micro_step(net, model, batch: dict, weight: float, device: torch.device, epoch: int = 0,
+               epochs: int = 1, sync: bool = True) -> tuple[torch.Tensor, dict]:
+    """Forward and backward of one micro-batch (already on ``device``), its loss scaled by
+    ``weight`` (``items x processes / batch_size``: the accumulated gradient is then the gradient
+    of the mean loss over the step's items). ``sync`` False: DDP's gradient all-reduce is
+    skipped (``no_sync``; the step's last micro-batch synchronises). Returns the unweighted
+    loss (detached 0-d tensor) and the model's loss parts."""
+    ctx = net.no_sync() if not sync and hasattr(net, "no_sync") else contextlib.nullcontext()
+    with ctx:
+        with autocast(device):
+            outp = net(batch)
+        loss, parts = model.loss(outp, batch, epoch, epochs)
+        (loss * weight).backward()
+    return loss.detach(), parts
+
+
 def param_checksum(model: torch.nn.Module, buffers: bool = False) -> str:
     """sha256 prefix of the parameters (or of the buffers, e.g. BatchNorm running stats)."""
     h = hashlib.sha256()
@@ -120,6 +166,7 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
     np.random.seed(cfg.seed)
     device, own_group = _init_dist(pick_device(cfg.device))
     rank, world = _dist()
+    cfg = resolve_batch(cfg, world)
     out = Path(out)
     try:
         return _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device,
@@ -151,9 +198,11 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
         model = model.to(memory_format=torch.channels_last)
         model.vision.channels_last = True
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = EpochBatches(len(train_set), cfg.batch_size, rank, world, cfg.seed)
-    total = cfg.epochs * len(sampler)
+    groups = model.param_groups(cfg.weight_decay) if hasattr(model, "param_groups") else params
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = EpochBatches(len(train_set), cfg.batch_size, rank, world, cfg.seed,
+                           cfg.accum_steps)
+    total = cfg.epochs * sampler.steps()
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -193,22 +242,29 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
             sampler.set_epoch(epoch)
             model.train()
             losses = []
+            micro, step_loss = 0, None
+            opt.zero_grad(set_to_none=True)
             for batch in tracked(progress if rank == 0 else None, loader,
                                  f"epoch {epoch + 1}/{cfg.epochs}", len(sampler)):
                 if step >= total:
                     break
                 batch = to_device(batch, device)
-                with autocast(device):
-                    outp = net(batch)
-                loss, parts = model.loss(outp, batch, epoch, cfg.epochs)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                weight = len(batch["counts"]) * world / cfg.batch_size
+                loss, parts = micro_step(net, model, batch, weight, device, epoch, cfg.epochs,
+                                         sync=micro == cfg.accum_steps - 1)
+                step_loss = loss * weight if step_loss is None else step_loss + loss * weight
+                micro += 1
+                if micro < cfg.accum_steps:
+                    continue
                 if cfg.clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip)
                 opt.step()
                 sched.step()
+                opt.zero_grad(set_to_none=True)
                 step += 1
-                losses.append(loss.detach())
+                # this rank's share of the step's mean loss; the mean over ranks is the mean
+                loss, micro, step_loss = step_loss, 0, None
+                losses.append(loss)
                 if step % cfg.log_every == 0 or step == 1:  # the only host syncs of a step
                     last = _mean_over_ranks(loss.detach(), world)
                     if not np.isfinite(last):
@@ -252,6 +308,8 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
             buffers_in_sync = len({s[1] for s in sums}) == 1
         if log:
             log.write(json.dumps({"event": "done", "step": step, "world_size": world,
+                                  "items_per_step": cfg.batch_size,
+                                  "micro_batches": sampler.sizes,
                                   "ranks_in_sync": in_sync, "buffers_in_sync": buffers_in_sync,
                                   "param_checksum": checksum,
                                   "seconds": round(time.perf_counter() - t0, 2)}) + "\n")

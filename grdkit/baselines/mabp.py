@@ -1,62 +1,145 @@
 """MABP, the Model with Adaptive Binding Prototypes (Li, Zhao, Bai, Su, "Bring Adaptive Binding
 Prototypes to Generalized Referring Expression Segmentation", IEEE TMM; arXiv 2405.15169),
-reimplemented from the paper (§III) for single images. Facts the paper does not give (query counts,
-loss weights, thresholds) were read from the official repository buptLwz/MABP (configs/gres-MABP.yaml,
-referring_R50.yaml, criterion.py, referring_transformer_decoder.py, refer_evaluation.py), which
-was read, not copied. Every choice neither settles, or where they disagree, is marked "choice".
+reimplemented from the paper's text (§III method, §IV-A settings, Tables V-VI) for single images.
+The extracted text lost the equation bodies and a few numbers; those facts come from the official
+repository buptLwz/MABP at commit ec810ea17f9abfd78601086bd9677d10a3e11588 ("official" below:
+configs/gres-MABP.yaml, configs/referring_R50.yaml, configs/Base-COCO-InstanceSegmentation.yaml,
+gres_model/config.py, train_net.py, gres_model/modeling/criterion.py,
+gres_model/modeling/transformer_decoder/referring_transformer_decoder.py ("decoder.py" below),
+gres_model/evaluation/refer_evaluation.py, README.md), read, not copied.
 
 Each valid image of a batch is an independent sample queried with its batch entry's expression
-(gRefCOCO groups have one image; GRES groups are split into single images).
+(gRefCOCO groups have one image; GRES groups are split into single images). Heads: RSH + NT
+branch at 1/32, 1/16, 1/8 (one per decoding layer) and the final prediction at 1/4.
 
-* Visual encoder: features at strides 4, 8, 16, 32 (:class:`.encoders.VisionEncoder` with
-  ``strides=(4, 8, 16, 32)``; the 1/4 one
-  feeds the pixel decoder's FPN step as in Mask2Former), then the multi-scale deformable-attention
-  pixel decoder (:class:`.msdeform.PixelDecoder`): V_32, V_16, V_8 (width C) and mask features
-  V_4. Official: 6 encoder layers, FFN 1024, 8 heads, 4 points, C = 256. Choice: the official
-  Swin-B fuses language into every stage (LAVT-style PWAM); the issue's description and this
-  module use a plain visual encoder.
-* Language: word features W (T tokens, at most 20 as the official MAX_TOKENS) from the
-  text encoder, projected to C: language tokens L = W_v W (also the values of the query
-  generator); a sentence feature is the masked mean of L.
-* Query generator: learnable region embeddings E (Q_0 = r_0^2, r_0 = 4: 16 regions as
-  the official NUM_OBJECT_QUERIES) cross-attend to the words: Q = W_o softmax(LN(W_q E)(W_k W)^T /
-  sqrt(C)) W_v W, giving region-text-specific initial queries; learnable query positions P_Q.
-  Choice: softmax over the words (the official code uses the raw scaled similarity, no softmax).
-* Mixed modal decoder, ``layers`` (3) per scale over V_32, V_16, V_8 (sine positions +
-  a learnt level embedding): masked cross-attention of Q over [V_s; L], self-attention over
-  [Q; L], FFN over both (post-norm, as the official configuration; padded words are masked).
-  Attention mask (official): query q may not attend to a pixel that is outside its own window AND
-  predicted background (sigmoid < 0.5) by the previous layer's RSH output at this scale; language
-  tokens are never masked; no mask in the very first layer. After each scale but the last the
-  query grid r x r is upsampled x2 by nearest neighbour (4 r^2 queries: 16 -> 64 -> 256). Choice:
-  the official per-layer Linear(20, 20) mixing of the language tokens along the token axis is
-  left out (it needs a fixed sentence length).
-* Regional supervision head, RSH: the map V (H x W) is cut into an r x r grid of equal
-  windows of side ceil(H / r) (the map centred in the padded grid, as the official padding), and
-  the logit of pixel p is <MLP_3(LN(q_{w(p)})), V_p> with w(p) the window holding p: each query
-  is dotted only with its own window, so its gradient comes only from that region. Deep
-  supervision at 1/32, 1/16, 1/8 with the MMD queries of that scale (dotted with V_s); the final
-  prediction at 1/4 dots the mask features V_4 with the 16 x 16 queries refined by an FPN over the
-  three query grids (official: lateral 1x1 conv + bilinear upsampling + 3x3 conv, ReLU).
-* No-target branch, per prediction level: region centroids c_q = W_c avgpool(window q)
-  (choice: the mean over the window's real pixels, not over its zero padding), sentence embedding
-  s = MLP_2(sentence feature of the current language tokens) (choice: the official MLP runs over
-  the fixed 20-token axis), e_q = W_e MLP_3(LN(q)); a = [<e_q, s>]_q, b = [<e_q, c_q>]_q;
-  indicator logits = MLP([a; b]) with ``nt_hidden`` hidden layers of width 2Q (the issue's
-  reading of the paper: 2; the official code has 1) -> 2 logits, class 1 = no target.
-* Losses: BCE + Dice on the masks of every image (negatives have empty masks) against the
-  ground truth nearest-downsampled to each prediction's size, cross-entropy on the indicator.
-  Weights (official configs/gres-MABP.yaml): BCE_final 5, Dice_final 5, BCE_intermediate 0.5,
-  Dice_intermediate 0.5 (each averaged over the 3 intermediate levels), CE_nt 2.5 (averaged over
-  the 4 levels), class weights (0.9, 1.1) as the official criterion (weighted terms averaged over
-  images). Dice = 1 - (2 sum(p y) + 1) / (sum p + sum y + 1) per image, averaged. Choice (the
-  official criterion differs): plain BCE (official: pos_weight 1.1 and an entropy weight), the
-  final prediction compared at 1/4 (official: upsampled to the input, bilinear) and intermediate
-  targets nearest-downsampled (official: bilinear).
-* Inference: mask = sigmoid(final logits) > 0.5 (official evaluator; :data:`THRESHOLD`); no target
-  when the indicator says so (``nt_rule``: ``any`` level, as the official evaluator, ``last``, or
-  ``first``, the paper's reported setting per the official README); masks with fewer than 50
-  pixels are reset to no target (the paper's rule; :data:`MIN_PIXELS`).
+Fidelity table: paper statement -> what the code does -> verdict (faithful | named option |
+open choice, with its source).
+
+§III (overview)
+* Feature extractor adapted to encode images AND expressions (following LAVT / ReLA) ->
+  ``fusion="pwam"`` (default, preset): LAVT's pixel-word attention (:class:`.fusion.PWAM`) on the
+  output of each of the four stages (strides 4, 8, 16, 32), words of the image's expression,
+  padding masked -> named option (``none``: plain encoder). Open choice (timm runs the backbone
+  whole): the fused map is not fed back into the next stage, as LAVT / official Swin do; language
+  enters after each stage, not inside it.
+* Linguistic features -> query generator -> region-text-specific queries -> faithful.
+* Queries and language interact with visual features at several scales through the MMD; each
+  decoding layer = three MMD + one RSH, intermediate results at each scale for deep supervision
+  -> ``layers`` = 3 MMD per scale (1/32, 1/16, 1/8), one head per scale -> faithful.
+* Queries nearest-upsampled as the mask resolution grows (x4 per scale: 16 -> 64 -> 256) ->
+  :func:`upsample_queries` -> faithful.
+§III-A
+* Swin Transformer visual encoder, features at 1/32, 1/16, 1/8 into a multi-scale deformable
+  attention pixel decoder (Deformable DETR) -> :class:`.msdeform.PixelDecoder` (official: 6
+  layers, FFN 1024, 8 heads, 4 points, C = 256); the preset's Swin-B
+  (``swin_base_patch4_window12_384``, weights from a local path) -> faithful; the CPU default
+  backbone (EfficientNet-Lite0) is a named option (``vision``). The 1/4 feature also feeds the
+  pixel decoder's FPN step (mask features), as Mask2Former -> open choice, official
+  referring_R50.yaml (IN_FEATURES res2-res5, COMMON_STRIDE 4).
+* BERT language encoder, word representations without the pooling layer -> the last hidden
+  states of each token (preset: ``bert-base-uncased`` from a local folder), at most 20 tokens ->
+  faithful; 20 = official REFERRING.MAX_TOKENS.
+§III-B (query generator, Fig. 4)
+* Learnable embeddings, one per region (r_0^2 = 16: §IV-A's number was lost; official
+  NUM_OBJECT_QUERIES 16) -> ``query_feat`` -> faithful.
+* Embeddings as query, words as key and value, four projections -> Q = W_o softmax(LN(W_q E)
+  (W_k W)^T / sqrt(C)) W_v W (LN: official langq_norm) -> faithful up to an open choice (ours):
+  softmax over the words (decoder.py uses the raw scaled similarity, no softmax).
+* Table V No. 3 (randomly initialised learnable queries instead of the generator) ->
+  ``query_generator=False`` -> named option.
+§III-C (MMD, eq. 1)
+* Masked cross-attention, self-attention, FFN, in this order; language tokens concatenated with
+  the visual features (cross-attention keys / values) and with the queries (self-attention),
+  then split -> :class:`MMDLayer` (post-norm, official PRE_NORM False; padded words masked) ->
+  faithful. The language tokens carry over from layer to layer ("from the previous stage").
+* The attention mask limits each query's receptive field -> official rule (decoder.py,
+  attn_mask_generate): a query may not attend a pixel that is outside its own window AND
+  predicted background (sigmoid < 0.5) by the previous head at this scale; language tokens never
+  masked; no mask in the first layer -> open choice, official. Left out (open choice, ours): the
+  official per-layer Linear(20, 20) mixing along the token axis (needs a fixed sentence length).
+§III-D1 (RSH main branch, Fig. 3 (b))
+* The map is cut by a sliding window into r x r patches of side ceil(H / r); each query is
+  multiplied only with its own patch; sigmoid; loss against the ground truth -> :func:`region_ids`
+  / :func:`regional_logits` (the map centred in the padded grid, official padding) -> faithful;
+  tested: a query's gradient comes only from its window.
+* Final prediction: the mask features at 1/4 dotted with the 16 x 16 queries refined by an FPN
+  over the three query grids (lateral 1x1 conv, bilinear upsampling, 3x3 conv, ReLU) -> open
+  choice, official decoder.py.
+§III-D2 (NT branch, Fig. 3 (c))
+* Region centroids by average pooling of the current map -> W_c mean(window) (W_c: official
+  pooler_src_proj) -> faithful; open choice (ours): the mean over the window's real pixels, not
+  over its zero padding.
+* "an MLP to aggregate word-level features into sentence-level linguistic embeddings" ->
+  ``nt_sentence="words"`` (default, preset): an MLP over the word axis, MLP(20, 20, 1) with one
+  hidden layer (official nt_lang_emb_proj), the tokens zero-padded to 20 so padded words never
+  contribute -> faithful. ``mean`` (masked mean over the words, then a 2-layer channel MLP:
+  grdkit's earlier reading) -> named option.
+* Queries dot-producted with the centroids and with the sentence embedding (e_q = W_e
+  MLP_3(LN(q)): official nt_emb_proj on the mask embedding), concatenated -> [a; b] (2Q) ->
+  faithful.
+* "an MLP with two hidden layers" -> ``nt_hidden`` = 2 hidden layers of width 2Q -> faithful
+  (the official code has one: MLP(2Q, 2Q, 2, 2)).
+* The mask loss also applies to no-target samples (all-zero ground truth) -> negatives' empty
+  masks enter BCE + Dice -> faithful.
+§III-E (losses, eq. 2-4)
+* Cross-entropy + Dice (smoothing factor) on each mask output -> BCE + Dice, Dice = 1 - (2
+  sum(p y) + 1) / (sum p + sum y + 1) per image, averaged -> faithful; smoothing 1: official.
+  Open choice (official criterion.py differs): plain BCE (official: pos_weight 1.1 and an entropy
+  weight).
+* Ground truth nearest-downsampled to each output's size -> :func:`nearest_target` (also for the
+  final 1/4 output) -> faithful (official: the final output upsampled to the input, bilinear).
+* eq. 4 weights lambda_ce, lambda_dice -> 5 / 5 final, 0.5 / 0.5 intermediate (averaged over the
+  supervised intermediate heads) -> open choice, official gres-MABP.yaml.
+* NT branch: cross-entropy only -> weighted CE (class weights (0.9, 1.1), official criterion),
+  weight 2.5 (official CE_nt_WEIGHT), averaged over the supervised indicators -> faithful.
+§IV-A (settings; ``--preset mabp-paper``, :data:`.run.PRESETS`)
+* Visual encoder pretrained on ImageNet-22K, text encoder from HuggingFace weights -> preset
+  requires ``vision_weights`` (Swin-B 22K state dict) and ``text`` (bert-base-uncased folder),
+  local paths, nothing downloaded; both fine-tuned -> faithful. Open choice: the official
+  optimiser trains BERT encoder layers 0-9 only; grdkit fine-tunes the whole text model.
+* 480 x 480 -> ``size`` 480 -> faithful.
+* AdamW, initial learning rate 2e-5 -> faithful. The schedule is not stated -> the engine's
+  polynomial decay (open choice, ours; official: constant to epoch 25, then cosine to 1.8e-6 over
+  40 epochs).
+* 30 epochs -> faithful (official config: 40).
+* Batch size 42 on 6 GPUs -> ``batch_size`` 42 images (group size 1) per optimiser step in
+  total on any number of processes: the engine splits them over processes x ``accum_steps``
+  micro-batches (unevenly when 42 does not divide, with exact per-image loss weighting; see
+  :mod:`.engine`) -> faithful (official config: 18).
+* gIoU, cIoU, Pr@0.7/0.8/0.9 following ReLA -> ``grdkit eval`` -> faithful (evaluator).
+* Initial regions r_0^2 = 16, quadrupled whenever the feature scale doubles -> ``regions`` 4 ->
+  faithful.
+Not stated by the paper (official or ours)
+* Weight decay 0.05 and full-model gradient clipping 0.01: official Base config (preset).
+* No weight decay on normalisation and embedding parameters and on Swin's position tables:
+  official train_net.py (WEIGHT_DECAY_NORM = WEIGHT_DECAY_EMBED = 0) -> :meth:`MABP.param_groups`,
+  ``decay_exempt=True`` (default, preset) -> named option.
+* Mask threshold 0.5 (:data:`THRESHOLD`): official evaluator.
+* Which NT indicator decides: ``nt_rule="first"`` (default, preset): the official README says the
+  paper's numbers used only the first indicator; ``any`` (the official evaluator's OR, slightly
+  better per the README) and ``last`` -> named options.
+* bf16 autocast on CUDA: ours (engine).
+§IV-B / Table VI (no-target decision, ablations)
+* Fewer than 50 positive pixels -> no target is the paper's rule for its CGFormer and for the
+  ablation WITHOUT the NT branch, not for MABP -> ``nt_depth=0`` removes the branch and sets the
+  model's ``default_min_pixels`` to :data:`MIN_PIXELS`; the full model decides with its NT branch
+  (``default_min_pixels`` 1) and ``grdkit predict`` keeps its mask and writes the decision as the
+  prediction's ``"no_target"`` key (``decides_no_target``) -> faithful.
+* Deep supervision depth (Table VI: main 1; NT 0 / 1; MABP 3 / 3) -> ``main_depth`` 1-3,
+  ``nt_depth`` 0-3 (default, preset 3 / 3). Depth d supervises every head of the last d decoding
+  layers (:func:`supervised_heads`; the final 1/4 prediction belongs to the last layer, whose
+  queries it reads, so depth 1 = the 1/8 head and the final one; depth 3 = all four, the official
+  code's full model) -> named option; the counting is an open choice (ours): the paper does not
+  say where the final FPN prediction counts. Unsupervised main heads stay in the graph with
+  weight 0 (DDP) and still give the attention masks; unsupervised NT heads are not built.
+Table V (components)
+* No. 3 (MMD, random queries) -> ``query_generator=False``. No. 1 (naive: ReLA's RIA / RLA
+  decoder, a naive mask head aggregating the queries' masks) and No. 2 (RSH on ReLA's decoder):
+  not implemented (they need ReLA's decoder, which grdkit does not have).
+
+Output of inference: mask = sigmoid(final logits) > threshold at 1/4, resized to the image by
+``predict``; no target when the NT indicator chosen by ``nt_rule`` says so (or, without the
+branch, when the mask has fewer than 50 pixels).
 """
 
 from __future__ import annotations
@@ -70,14 +153,27 @@ from torch import nn
 
 from .data import valid_rows
 from .encoders import DEFAULT_TEXT, DEFAULT_VISION, TextEncoder, VisionEncoder
+from .fusion import PWAM
 from .msdeform import PixelDecoder, sine_position
 
 LOSS_WEIGHTS = {"bce_final": 5.0, "dice_final": 5.0, "bce_mid": 0.5, "dice_mid": 0.5, "nt": 2.5}
 NT_CLASS_WEIGHTS = (0.9, 1.1)   # (target, no target), official criterion
 THRESHOLD = 0.5                 # official evaluator
-MIN_PIXELS = 50                 # paper
+MIN_PIXELS = 50                 # paper: CGFormer (§IV-B) and the no-NT-branch ablation (Table VI)
 MAX_TOKENS = 20                 # official REFERRING.MAX_TOKENS
-NT_RULES = ("any", "last", "first")
+NT_RULES = ("first", "any", "last")
+NT_SENTENCES = ("words", "mean")
+FUSIONS = ("pwam", "none")
+HEAD_LAYER = (0, 1, 2, 2)       # decoding layer of each head: 1/32, 1/16, 1/8, final 1/4 (FPN)
+# official train_net.py (build_optimizer): no weight decay on these parameter names
+NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+
+
+def supervised_heads(depth: int) -> list[int]:
+    """Heads (0: 1/32, 1: 1/16, 2: 1/8, 3: final 1/4) supervised at Table VI depth ``depth``:
+    every head of the last ``depth`` decoding layers (the final FPN prediction belongs to the
+    last layer, whose queries it reads); 0: none."""
+    return [k for k, layer in enumerate(HEAD_LAYER) if layer >= 3 - depth]
 
 class MLP(nn.Module):
     """``layers`` linear layers with ReLU between them (``layers - 1`` hidden layers)."""
@@ -151,26 +247,61 @@ def nearest_target(y: torch.Tensor, size) -> torch.Tensor:
 
 # ---------------------------------------------------------------- heads and layers
 
-class NoTargetHead(nn.Module):
-    """No-target branch of one prediction level: ``(mask embeddings (N, Q, C), region means
-    (N, Q, C), sentence feature (N, C)) -> indicator logits (N, 2)``, class 1 = no target."""
+def pad_words(lang: torch.Tensor, lang_pad: torch.Tensor, tokens: int = MAX_TOKENS
+              ) -> torch.Tensor:
+    """Language tokens ``(N, T, C)`` (T <= ``tokens``) -> ``(N, tokens, C)`` with every padded
+    position zero (the official code multiplies its 20-token features by the word mask).
 
-    def __init__(self, dim: int, queries: int, hidden_layers: int = 2):
+    Raises:
+        ValueError: more than ``tokens`` tokens.
+    """
+    t = lang.shape[1]
+    if t > tokens:
+        raise ValueError(f"{t} language tokens, at most {tokens}")
+    x = lang.masked_fill(lang_pad[..., None], 0.0)
+    return F.pad(x, (0, 0, 0, tokens - t))
+
+
+class NoTargetHead(nn.Module):
+    """No-target branch of one prediction level (§III-D2, Fig. 3 (c)): ``(mask embeddings (N, Q,
+    C), region means (N, Q, C), language tokens (N, T, C), padding (N, T) bool) -> indicator
+    logits (N, 2)``, class 1 = no target.
+
+    Sentence embedding s (``sentence``): ``words`` (§III-D2: "an MLP to aggregate word-level
+    features into sentence-level linguistic embeddings"; official nt_lang_emb_proj = MLP(20, 20,
+    1, 2 layers) over the token axis, the tokens padded with zeros to :data:`MAX_TOKENS`) or
+    ``mean`` (grdkit's earlier reading: masked mean over the words, then a 2-layer channel MLP).
+    Indicator MLP: ``hidden_layers`` hidden layers of width 2Q (§III-D2: two).
+    """
+
+    def __init__(self, dim: int, queries: int, hidden_layers: int = 2, sentence: str = "words",
+                 tokens: int = MAX_TOKENS):
         super().__init__()
+        if sentence not in NT_SENTENCES:
+            raise ValueError(f"nt_sentence must be one of {NT_SENTENCES}")
+        self.sentence_mode, self.tokens = sentence, tokens
         self.centroid = nn.Linear(dim, dim)
         self.embed = nn.Linear(dim, dim)
-        self.sentence = MLP(dim, dim, dim, 2)
+        self.sentence = MLP(tokens, tokens, 1, 2) if sentence == "words" else MLP(dim, dim, dim, 2)
         self.mlp = MLP(2 * queries, 2 * queries, 2, hidden_layers + 1)
 
-    def scores(self, mask_embed, means, sentence) -> torch.Tensor:
+    def sentence_embedding(self, lang: torch.Tensor, lang_pad: torch.Tensor) -> torch.Tensor:
+        """s ``(N, C)`` from the language tokens (padded words never contribute)."""
+        if self.sentence_mode == "words":
+            x = pad_words(lang, lang_pad, self.tokens)                # (N, 20, C)
+            return self.sentence(x.transpose(1, 2)).squeeze(-1)      # MLP over the words
+        keep = (~lang_pad).unsqueeze(-1).to(lang.dtype)
+        return self.sentence((lang * keep).sum(1) / keep.sum(1).clamp_min(1.0))
+
+    def scores(self, mask_embed, means, lang, lang_pad) -> torch.Tensor:
         """[<e_q, s>]_q ++ [<e_q, c_q>]_q, ``(N, 2Q)``."""
         e = self.embed(mask_embed)
-        a = (e * self.sentence(sentence)[:, None, :]).sum(-1)
+        a = (e * self.sentence_embedding(lang, lang_pad)[:, None, :]).sum(-1)
         b = (e * self.centroid(means)).sum(-1)
         return torch.cat([a, b], -1)
 
-    def forward(self, mask_embed, means, sentence) -> torch.Tensor:
-        return self.mlp(self.scores(mask_embed, means, sentence))
+    def forward(self, mask_embed, means, lang, lang_pad) -> torch.Tensor:
+        return self.mlp(self.scores(mask_embed, means, lang, lang_pad))
 
 
 class MMDLayer(nn.Module):
@@ -214,38 +345,61 @@ class MMDLayer(nn.Module):
 
 
 class MABP(nn.Module):
-    """Model with Adaptive Binding Prototypes; see the module header.
+    """Model with Adaptive Binding Prototypes; see the module header (its fidelity table).
 
     Args:
         vision, vision_weights, text, text_gru, train_text, freeze_vision: encoders (as LTS).
         image_size: input size for visual encoders built for a fixed one (Swin: the run's --size).
+        fusion: ``pwam`` (§III: language in the encoder; LAVT's PWAM after each of the four
+            stages) or ``none`` (a plain visual encoder).
         width: C (paper / official 256). heads: attention heads (8). regions: r_0, the initial
             region grid side (4: 16 queries; 64 and 256 after the two upsamplings).
         layers: MMD layers per scale (3). dec_ffn: MMD FFN width (2048). enc_layers, enc_ffn,
             points: deformable pixel decoder (6, 1024, 4).
-        nt_hidden: hidden layers of the indicator MLP (2). nt_rule: ``any`` | ``last`` |
-            ``first`` (which level's indicator decides).
+        query_generator: region-text-specific initial queries (§III-B); False: learnable,
+            randomly initialised queries (Table V, No. 3).
+        nt_hidden: hidden layers of the indicator MLP (§III-D2: 2). nt_sentence: ``words``
+            (§III-D2) | ``mean`` (see :class:`NoTargetHead`). nt_rule: ``first`` (the paper's
+            numbers, official README) | ``any`` (official evaluator) | ``last``: which
+            supervised indicator decides.
+        main_depth: deep-supervision depth of the main branch, 1-3 (Table VI; 3 = full).
+        nt_depth: depth of the no-target branch, 0-3 (Table VI; 0 removes the branch and
+            predicts no target for masks under 50 pixels, :data:`MIN_PIXELS`).
+        decay_exempt: no weight decay on normalisation, embedding and Swin position-table
+            parameters (official train_net.py); False: decay on every parameter.
         w_bce, w_dice, w_bce_mid, w_dice_mid, w_nt: loss weights (official 5, 5, 0.5, 0.5, 2.5).
         seed: seed of the parameter initialisation (the global RNG is left untouched).
 
     ``forward`` gives ``{"masks": [logits (M, 1, h, w) at 1/32, 1/16, 1/8, 1/4], "nt": [(M, 2)
-    per level], "regions": [r per level]}``.
+    per supervised no-target head], "nt_heads": their head indices, "regions": [r per head]}``.
+
+    Raises:
+        ValueError: an unknown option value, or a width not divisible by heads.
     """
 
     name = "mabp"
     default_threshold = THRESHOLD
-    default_min_pixels = MIN_PIXELS
+    default_min_pixels = 1      # the NT branch decides; MIN_PIXELS only without it (nt_depth 0)
 
     def __init__(self, vision: str = DEFAULT_VISION, vision_weights="bundled",
                  text: str = DEFAULT_TEXT, text_gru: bool = False, train_text: bool = False,
-                 freeze_vision: bool = False, image_size: int | None = None, width: int = 256, heads: int = 8, regions: int = 4,
+                 freeze_vision: bool = False, image_size: int | None = None,
+                 fusion: str = "pwam", width: int = 256, heads: int = 8, regions: int = 4,
                  layers: int = 3, dec_ffn: int = 2048, enc_layers: int = 6, enc_ffn: int = 1024,
-                 points: int = 4, nt_hidden: int = 2, nt_rule: str = "any",
+                 points: int = 4, query_generator: bool = True, nt_hidden: int = 2,
+                 nt_sentence: str = "words", nt_rule: str = "first", main_depth: int = 3,
+                 nt_depth: int = 3, decay_exempt: bool = True,
                  w_bce: float = 5.0, w_dice: float = 5.0, w_bce_mid: float = 0.5,
                  w_dice_mid: float = 0.5, w_nt: float = 2.5, seed: int = 0):
         super().__init__()
         if nt_rule not in NT_RULES:
             raise ValueError(f"nt_rule must be one of {NT_RULES}")
+        if nt_sentence not in NT_SENTENCES:
+            raise ValueError(f"nt_sentence must be one of {NT_SENTENCES}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}")
+        if main_depth not in (1, 2, 3) or nt_depth not in (0, 1, 2, 3):
+            raise ValueError("main_depth must be 1, 2 or 3 and nt_depth 0, 1, 2 or 3")
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         if regions < 1 or layers < 1:
@@ -256,7 +410,13 @@ class MABP(nn.Module):
         for p in self.vision.parameters():
             p.requires_grad_(not freeze_vision)
         self.width, self.heads, self.r0, self.n_layers = width, heads, regions, layers
-        self.nt_rule = nt_rule
+        self.nt_rule, self.decay_exempt = nt_rule, bool(decay_exempt)
+        self.main_heads = supervised_heads(main_depth)
+        self.nt_heads = supervised_heads(nt_depth)
+        # the NT branch decides (and predict keeps the mask, writing "no_target"); without it,
+        # masks under MIN_PIXELS are no target (Table VI, depth 0)
+        self.decides_no_target = bool(self.nt_heads)
+        self.default_min_pixels = 1 if self.nt_heads else MIN_PIXELS
         self.weights = {"bce_final": w_bce, "dice_final": w_dice, "bce_mid": w_bce_mid,
                         "dice_mid": w_dice_mid, "nt": w_nt}
         c, cl = width, self.text.dim
@@ -264,22 +424,24 @@ class MABP(nn.Module):
         self.grids = grids
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            self.pwam = nn.ModuleList([PWAM(ch, cl) for ch in self.vision.channels]) \
+                if fusion == "pwam" else None
             self.pixel = PixelDecoder(self.vision.channels, c, enc_layers, enc_ffn, heads, points)
             # query generator
             self.query_feat = nn.Embedding(regions * regions, c)
             self.query_pos = nn.Embedding(regions * regions, c)
-            self.qg_q = nn.Linear(c, c)
-            self.qg_norm = nn.LayerNorm(c)
-            self.qg_k = nn.Linear(cl, c)
-            self.qg_v = nn.Linear(cl, c)      # also the language tokens L
-            self.qg_out = nn.Linear(c, c)
+            self.qg = nn.ModuleDict({"q": nn.Linear(c, c), "norm": nn.LayerNorm(c),
+                                     "k": nn.Linear(cl, c), "out": nn.Linear(c, c)}) \
+                if query_generator else None
+            self.qg_v = nn.Linear(cl, c)      # the language tokens L (and the QG's values)
             self.lang_pos = nn.Embedding(MAX_TOKENS, c)
             self.level_embed = nn.Embedding(3, c)
             self.mmd = nn.ModuleList([MMDLayer(c, heads, dec_ffn) for _ in range(3 * layers)])
-            # RSH + no-target branch, one per prediction level (1/32, 1/16, 1/8, 1/4)
+            # RSH per head (1/32, 1/16, 1/8, 1/4); NT branch on the supervised heads only
             self.norms = nn.ModuleList([nn.LayerNorm(c) for _ in range(4)])
             self.mask_embed = nn.ModuleList([MLP(c, c, c, 3) for _ in range(4)])
-            self.nt = nn.ModuleList([NoTargetHead(c, g * g, nt_hidden) for g in grids])
+            self.nt = nn.ModuleList([NoTargetHead(c, grids[k] ** 2, nt_hidden, nt_sentence)
+                                     for k in self.nt_heads])
             # FPN over the three query grids
             self.fpn_lateral = nn.ModuleList([nn.Conv2d(c, c, 1, bias=False) for _ in range(3)])
             self.fpn_out = nn.ModuleList([nn.Conv2d(c, c, 3, padding=1, bias=False)
@@ -291,22 +453,37 @@ class MABP(nn.Module):
 
     def generate_queries(self, words: torch.Tensor, word_mask: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query generator: ``(queries (N, r0^2, C), language tokens L (N, T, C))``."""
+        """Query generator: ``(queries (N, r0^2, C), language tokens L (N, T, C))``; without it
+        (``query_generator=False``) the learnable embeddings themselves."""
         n = words.shape[0]
         lang = self.qg_v(words)
-        q = self.qg_norm(self.qg_q(self.query_feat.weight))[None].expand(n, -1, -1)
-        sim = torch.einsum("nqc,ntc->nqt", q, self.qg_k(words)) / math.sqrt(self.width)
+        if self.qg is None:
+            return self.query_feat.weight[None].expand(n, -1, -1), lang
+        q = self.qg["norm"](self.qg["q"](self.query_feat.weight))[None].expand(n, -1, -1)
+        sim = torch.einsum("nqc,ntc->nqt", q, self.qg["k"](words)) / math.sqrt(self.width)
         sim = sim.masked_fill(~word_mask[:, None, :], float("-inf")).softmax(-1)
-        return self.qg_out(sim @ lang), lang
+        return self.qg["out"](sim @ lang), lang
+
+    def encode_images(self, x: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor
+                      ) -> list[torch.Tensor]:
+        """Visual features at strides 4, 8, 16, 32 of images ``(M, 3, S, S)``, each fused with
+        its expression's words ``(M, T, C_l)`` (mask ``(M, T)``) by PWAM when ``fusion`` is
+        ``pwam`` (after each stage; see :mod:`.fusion`)."""
+        feats = self.vision(x)
+        if self.pwam is None:
+            return feats
+        return [mod(f, words, word_mask) for mod, f in zip(self.pwam, feats)]
 
     def head(self, level: int, q: torch.Tensor, feat: torch.Tensor, r: int, lang: torch.Tensor,
-             lang_pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """RSH + no-target branch of one level: ``(mask logits (N, 1, H, W), nt logits (N, 2))``."""
+             lang_pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """RSH + no-target branch of one head: ``(mask logits (N, 1, H, W), nt logits (N, 2) or
+        None when this head's NT branch is not supervised)``."""
         emb = self.mask_embed[level](self.norms[level](q))
         logits = regional_logits(emb, feat, r)
-        keep = (~lang_pad).unsqueeze(-1).to(lang.dtype)
-        sentence = (lang * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-        return logits, self.nt[level](emb, region_means(feat, r), sentence)
+        if level not in self.nt_heads:
+            return logits, None
+        nt = self.nt[self.nt_heads.index(level)]
+        return logits, nt(emb, region_means(feat, r), lang, lang_pad)
 
     def blocked(self, level: int, q: torch.Tensor, feat: torch.Tensor, r: int) -> torch.Tensor:
         """Cross-attention mask from the current prediction (no gradient): ``(N, Q, HW)``, True
@@ -331,6 +508,27 @@ class MABP(nn.Module):
             out = F.relu(self.fpn_out[k](y))
         return out.flatten(2).transpose(1, 2)
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: with ``decay_exempt``, parameters of normalisation layers,
+        embeddings and Swin's position tables get no weight decay (official train_net.py,
+        build_optimizer: WEIGHT_DECAY_NORM = WEIGHT_DECAY_EMBED = 0); the rest ``weight_decay``.
+        Frozen parameters are left out."""
+        norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+                 nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+                 nn.LocalResponseNorm)
+        decay, exempt, seen = [], [], set()
+        for mname, module in self.named_modules():
+            for pname, p in module.named_parameters(recurse=False):
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                free = self.decay_exempt and (
+                    isinstance(module, (*norms, nn.Embedding))
+                    or any(k in f"{mname}.{pname}" for k in NO_DECAY_NAMES))
+                (exempt if free else decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay},
+                {"params": exempt, "weight_decay": 0.0}]
+
     # -------------------------------------------------------------- protocol
 
     def forward(self, batch: dict) -> dict:
@@ -343,7 +541,7 @@ class MABP(nn.Module):
         n, t = lang.shape[0], lang.shape[1]
         lang_pos = self.lang_pos.weight[:t][None].expand(n, -1, -1)
         q_pos = self.query_pos.weight[None].expand(n, -1, -1)
-        mask_feat, scales = self.pixel(self.vision(x))
+        mask_feat, scales = self.pixel(self.encode_images(x, words, wmask))
         masks, nts, grids, regions = [], [], [], []
         r = self.r0
         for s, feat in enumerate(scales):                       # 1/32, 1/16, 1/8
@@ -367,10 +565,13 @@ class MABP(nn.Module):
         masks.append(m)
         nts.append(nt)
         regions.append(r)
-        return {"masks": masks, "nt": nts, "regions": regions}
+        return {"masks": masks, "nt": [x for x in nts if x is not None],
+                "nt_heads": list(self.nt_heads), "regions": regions}
 
     def loss(self, out: dict, batch: dict, epoch: int = 0, epochs: int = 1) -> tuple:
-        """BCE + Dice per level, weighted cross-entropy on the indicators (module header)."""
+        """BCE + Dice on the supervised heads, weighted cross-entropy on the supervised
+        indicators (module header). Heads outside ``main_depth`` enter with weight 0 (their
+        parameters stay in the graph, as DDP needs; they still drive the attention masks)."""
         y = valid_rows(batch, "masks").float()
         no_target = (~valid_rows(batch, "positive")).long()
         terms = []
@@ -379,20 +580,27 @@ class MABP(nn.Module):
             terms.append((F.binary_cross_entropy_with_logits(logit.float(), t),
                           dice_loss(logit, t)))
         bce_f, dice_f = terms[-1]
-        bce_m = sum(b for b, _ in terms[:-1]) / max(1, len(terms) - 1)
-        dice_m = sum(d for _, d in terms[:-1]) / max(1, len(terms) - 1)
+        mids = [k for k in range(len(terms) - 1) if k in self.main_heads]
+        unused = sum((terms[k][0] + terms[k][1]) * 0.0 for k in range(len(terms) - 1)
+                     if k not in mids)
+        bce_m = sum(terms[k][0] for k in mids) / max(1, len(mids))
+        dice_m = sum(terms[k][1] for k in mids) / max(1, len(mids))
         cw = torch.tensor(NT_CLASS_WEIGHTS, device=y.device)
         ce = sum(F.cross_entropy(nt.float(), no_target, weight=cw, reduction="none").mean()
-                 for nt in out["nt"]) / len(out["nt"])
+                 for nt in out["nt"]) / max(1, len(out["nt"]))
         w = self.weights
         total = (w["bce_final"] * bce_f + w["dice_final"] * dice_f + w["bce_mid"] * bce_m
-                 + w["dice_mid"] * dice_m + w["nt"] * ce)
-        parts = {"bce": bce_f.detach(), "dice": dice_f.detach(), "bce_mid": bce_m.detach(),
-                 "dice_mid": dice_m.detach(), "nt": ce.detach()}
+                 + w["dice_mid"] * dice_m + w["nt"] * ce + unused)
+        parts = {k: torch.as_tensor(v).detach() for k, v in
+                 {"bce": bce_f, "dice": dice_f, "bce_mid": bce_m, "dice_mid": dice_m,
+                  "nt": ce}.items()}
         return total, parts
 
-    def no_target(self, out: dict) -> torch.Tensor:
-        """Per-image no-target decision ``(M,)`` bool under ``nt_rule``."""
+    def no_target(self, out: dict) -> torch.Tensor | None:
+        """Per-image no-target decision ``(M,)`` bool under ``nt_rule`` over the supervised
+        indicators (in head order 1/32 ... 1/4); None without an NT branch."""
+        if not out["nt"]:
+            return None
         says = [nt[:, 1] > nt[:, 0] for nt in out["nt"]]
         if self.nt_rule == "first":
             return says[0]
@@ -400,6 +608,8 @@ class MABP(nn.Module):
             return says[-1]
         return torch.stack(says).any(0)
 
-    def probabilities(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mask probabilities at 1/4 (M, 1, S/4, S/4), decision: True = target)."""
-        return torch.sigmoid(out["masks"][-1].float()), ~self.no_target(out)
+    def probabilities(self, out: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mask probabilities at 1/4 (M, 1, S/4, S/4), decision: True = target, or None
+        without an NT branch: then ``predict`` applies :data:`MIN_PIXELS`)."""
+        nt = self.no_target(out)
+        return torch.sigmoid(out["masks"][-1].float()), None if nt is None else ~nt

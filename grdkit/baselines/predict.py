@@ -5,8 +5,11 @@ DataLoader decodes and resizes the images in worker processes); the foreground p
 is resized to the image's original size (bilinear), thresholded (the run's ``threshold``, 0.25 by
 default, see :class:`~.run.TrainConfig`), and encoded as COCO RLE. A mask with fewer than
 ``min_pixels`` pixels, or an image the model decides is negative (GRSer's triplet rule), is
-``null`` (no target). :func:`predict_with_model` is also what training's per-epoch validation
-runs, so a saved run predicts exactly what training measured.
+``null`` (no target). A model that decides no-target with a head while still predicting a mask
+(``decides_no_target = True``: MABP, like ReLA) keeps its mask, and its decision is the
+record's optional ``"no_target"`` key (true | false), which the evaluator scores.
+:func:`predict_with_model` is also what training's per-epoch validation runs, so a saved run
+predicts exactly what training measured.
 """
 
 from __future__ import annotations
@@ -37,16 +40,18 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
                        workers: int = 0) -> list[dict]:
     """Predictions of an in-memory model for every (expression, image) pair of ``ds``, sorted by
     (expression_id, image_id): ``{"expression_id", "image_id", "segmentation": RLE | None,
-    "score": max probability (0-1)}``. ``min_pixels`` / ``threshold`` None: the run's threshold
-    and the model's ``default_min_pixels`` (1, MABP 50). The model is left in the mode it was
-    in."""
+    "score": max probability (0-1)}`` plus ``"no_target": bool`` for models with
+    ``decides_no_target`` (their mask is then kept whatever the decision). ``min_pixels`` /
+    ``threshold`` None: the run's threshold and the model's ``default_min_pixels`` (1; MABP
+    without its no-target branch 50). The model is left in the mode it was in."""
     was_training = model.training
     model.eval()
     thr = threshold if threshold is not None else (
         cfg.threshold if cfg.threshold is not None
         else model_default(cfg.model, "default_threshold", 0.25))
     if min_pixels is None:
-        min_pixels = int(model_default(cfg.model, "default_min_pixels", 1))
+        min_pixels = int(getattr(model, "default_min_pixels", 1))  # the instance's (options)
+    head = bool(getattr(model, "decides_no_target", False))
     items = InferenceItems(ds, img_root, cfg.size, cfg.group_size)
     loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=workers,
                                          collate_fn=collate_one)
@@ -62,10 +67,14 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
                 p = F.interpolate(probs[k:k + 1].float(), size=(h, w), mode="bilinear",
                                   align_corners=False)[0, 0]
                 m = (p > thr).cpu().numpy()
-                keep = (decision is None or bool(decision[k])) and int(m.sum()) >= min_pixels
-                out.append({"expression_id": batch["expression_id"][0], "image_id": iid,
-                            "segmentation": masks.encode(m) if keep else None,
-                            "score": round(float(p.max()), 6)})
+                keep = int(m.sum()) >= min_pixels and (
+                    head or decision is None or bool(decision[k]))
+                rec = {"expression_id": batch["expression_id"][0], "image_id": iid,
+                       "segmentation": masks.encode(m) if keep else None,
+                       "score": round(float(p.max()), 6)}
+                if head:
+                    rec["no_target"] = not bool(decision[k])
+                out.append(rec)
     finally:
         model.train(was_training)
     out.sort(key=lambda r: (r["expression_id"], r["image_id"]))

@@ -44,11 +44,15 @@ class TrainConfig:
       this workplace; GRES publishes no threshold for GRSer, so it uses LTS's). The resolved
       value is what ``config.json`` records and ``predict`` uses.
     * ``workers``: DataLoader worker processes (0: load in the main process).
+    * ``batch_size``: items (groups) per optimiser step in total, over every process and
+      accumulation micro-step (None: one per process and micro-step); ``accum_steps``: gradient
+      accumulation micro-steps per optimiser step. The engine splits and weights them exactly
+      (:mod:`.engine` header); ``config.json`` records the resolved ``batch_size``.
     """
 
     model: str = "lts"
     epochs: int = 10
-    batch_size: int = 1          # groups per step and process
+    batch_size: int | None = None  # groups per optimiser step IN TOTAL (issue 19; engine header)
     lr: float = 5e-5
     weight_decay: float = 0.01
     poly_power: float = 0.9
@@ -66,6 +70,8 @@ class TrainConfig:
     compile: bool = False
     preset: str | None = None
     model_args: dict = field(default_factory=dict)
+    # issue 19: gradient accumulation (batch_size above is the total per optimiser step)
+    accum_steps: int = 1
 
 
 # Settings each paper states. ``config``: TrainConfig fields; ``model``: model options;
@@ -82,17 +88,24 @@ PRESETS: dict[str, dict] = {
     # LTS (CVPR 2021): 416 x 416 input, relevance filter d_k = 1024, threshold 0.25, text only at
     # the coarsest fusion level (eq. 5-7). Its optimiser and schedule could not be read in this
     # workplace (no copy of the paper's text): grdkit's defaults stay, and the preset says so.
-    # MABP (TMM): 480 x 480, AdamW 2e-5, 30 epochs (the paper; the official config trains 40,
-    # lr constant to epoch 25 then cosine, which this engine's polynomial decay cannot express),
-    # weight decay 0.05 and full-model gradient clipping 0.01 (official config), Swin-B and
-    # BERT-base fine-tuned (local paths), threshold 0.5 and the 50-pixel rule (the model's
-    # defaults). Sources: the grdkit.baselines.mabp module header.
+    # MABP (TMM) §IV-A: 480 x 480, AdamW 2e-5, 30 epochs, batch 42 images (one image per item:
+    # group_size 1) per optimiser step in total, whatever the number of processes (the engine
+    # splits the 42 over processes x accum_steps, unevenly if need be, with exact per-item loss
+    # weighting; raise accum_steps to fit memory). The official config trains 40 epochs at batch
+    # 18 with lr constant to epoch 25 then cosine, which this engine's polynomial decay cannot
+    # express. Weight decay 0.05 and full-model gradient clipping 0.01: official config (the
+    # paper states neither). Swin-B + PWAM language fusion (§III) and BERT-base fine-tuned (local
+    # paths), threshold 0.5, the NT branch deciding by its first indicator (the paper's numbers,
+    # official README), sentence MLP over the words (§III-D2), deep supervision depth 3 on both
+    # branches (Table VI). Sources: the grdkit.baselines.mabp module header.
     "mabp-paper": {"model": "mabp",
-                   "config": {"size": 480, "lr": 2e-5, "epochs": 30, "weight_decay": 0.05,
-                              "clip": 0.01, "group_size": 1},
+                   "config": {"size": 480, "lr": 2e-5, "epochs": 30, "batch_size": 42,
+                              "weight_decay": 0.05, "clip": 0.01, "group_size": 1},
                    "model_args": {"vision": "swin_base_patch4_window12_384", "train_text": True,
-                                  "width": 256, "heads": 8, "regions": 4, "layers": 3,
-                                  "enc_layers": 6, "enc_ffn": 1024, "dec_ffn": 2048},
+                                  "fusion": "pwam", "width": 256, "heads": 8, "regions": 4,
+                                  "layers": 3, "enc_layers": 6, "enc_ffn": 1024, "dec_ffn": 2048,
+                                  "nt_rule": "first", "nt_sentence": "words", "nt_hidden": 2,
+                                  "main_depth": 3, "nt_depth": 3, "decay_exempt": True},
                    "required": ("vision_weights", "text")},
     "lts-paper": {"model": "lts",
                   "config": {"size": 416, "threshold": 0.25},

@@ -36,8 +36,12 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: config.json, checkpoint.pt, metrics.jsonl.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Groups per step (per process).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Groups per optimiser step IN TOTAL, over all processes and accumulation "
+                   "micro-steps (split as evenly as possible, losses weighted per group); "
+                   "default: one per process and micro-step.")
+@click.option("--accum-steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Gradient-accumulation micro-steps per optimiser step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5,
               show_default=True, help="AdamW learning rate (polynomial decay, power 0.9).")
 @click.option("--group-size", type=click.IntRange(min=1), default=8, show_default=True,
@@ -102,11 +106,12 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "string), e.g. --model-arg heads=8 for MABP; repeatable.")
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
-def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group_size, size,
-              device, seed, repeats, resume, max_steps, vision, vision_weights, text, text_gru,
-              train_text, freeze_vision, width, d_k, no_tqm, no_hierarchizer, no_mirror,
-              no_triplet, rank, fusion, margin, mirror_weight, threshold, clip, preset, val_data,
-              workers, cache_dir, channels_last, compile_, model_arg, no_progress):
+def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr,
+              group_size, size, device, seed, repeats, resume, max_steps, vision,
+              vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm,
+              no_hierarchizer, no_mirror, no_triplet, rank, fusion, margin, mirror_weight,
+              threshold, clip, preset, val_data, workers, cache_dir, channels_last, compile_,
+              model_arg, no_progress):
     """Train a baseline on a canonical dataset; CPU or CUDA (bf16).
 
     Several GPUs or nodes: launch with torchrun, e.g.
@@ -140,7 +145,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group
                       group_size=group_size, size=size, seed=seed, device=device,
                       repeats=repeats, max_steps=max_steps, threshold=threshold, clip=clip,
                       workers=workers, channels_last=channels_last, compile=compile_,
-                      preset=preset, model_args=args)
+                      preset=preset, model_args=args, accum_steps=accum_steps)
     explicit = {k for k in ctx.params
                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     cfg = apply_preset(cfg, explicit)
@@ -171,7 +176,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group
               show_default=True)
 @click.option("--min-pixels", type=click.IntRange(min=1),
               help="Masks with fewer pixels are 'no target' (null); default: the model's "
-                   "(1; MABP 50).")
+                   "(1; MABP without its no-target branch, nt_depth=0: 50).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="DataLoader worker processes decoding images.")
@@ -187,7 +192,8 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
     with progress_bar(not no_progress) as track:
         preds = predict(run_dir, data, img_root, device, min_pixels, threshold, track, workers)
     write_predictions(preds, out_path)
-    n_pos = sum(p["segmentation"] is not None for p in preds)
+    n_pos = sum(not p["no_target"] if "no_target" in p else p["segmentation"] is not None
+                for p in preds)
     out.print(f"Wrote {out_path}: {len(preds)} pairs, {n_pos} predicted targeted, "
               f"{len(preds) - n_pos} no-target")
 
