@@ -190,7 +190,7 @@ def test_refer_injected_problems(refer_copy):
     a2["segmentation"] = {"size": [10, 10], "counts": [50, 10]}
     inst_p.write_text(json.dumps(inst))
     found, _ = kinds(refer_copy)
-    assert {("error", "polygon_points"), ("error", "polygon_outside"),
+    assert {("error", "polygon_points"), ("error", "polygon_range"),
             ("error", "rle_corrupt")} <= found
 
 
