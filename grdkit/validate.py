@@ -39,6 +39,7 @@ from .format import Finding, json_schema, masks, reference_problems
 from .format.masks import area_agrees, bbox_agrees, polygon_problems
 from .format.rlecheck import check_rles
 from .io import read_json
+from .io.images import image_path, image_size, read_image_file
 from .sources.d3 import d3_problems, is_d3_folder, read_d3
 from .sources.refer import load_instances, load_refs, ref_problems
 
@@ -197,22 +198,26 @@ def check_canonical(data: Any, file: str, report: ValidationReport,
 
 
 def check_images(img_root: Path, images: list[dict], report: ValidationReport, file: str) -> None:
-    """Every image file exists, opens, and has the recorded size (header read only)."""
-    from PIL import Image as PILImage
-
+    """Every image file stays inside the image root (:func:`grdkit.io.images.image_path`),
+    exists, decodes completely (zero-byte, corrupt, truncated and oversized files are refused,
+    :func:`grdkit.io.images.read_image_file`) and has the recorded size."""
     add = _Collector(report, file)
     for im in images:
         where = f"image id {im['id']} ({im['file_name']})"
-        p = Path(img_root) / str(im["file_name"])
+        try:
+            p = image_path(img_root, im["file_name"], where)
+        except InputError as e:
+            add("image_path", "error", where, e.reason)
+            continue
         if not p.is_file():
             add("image_missing", "error", where, f"{p} does not exist")
             continue
         try:
-            with PILImage.open(p) as f:
-                w, h = f.size
-                f.verify()
-        except (OSError, ValueError, SyntaxError) as e:
-            add("image_unreadable", "error", where, f"{p} cannot be opened: {e}")
+            h, w = image_size(p, where)
+            if (h, w) == (im["height"], im["width"]):
+                read_image_file(img_root, im["file_name"], (h, w), where)
+        except InputError as e:
+            add("image_unreadable", "error", where, f"{p}: {e.reason}")
             continue
         if (h, w) != (im["height"], im["width"]):
             add("image_size", "error", where, f"file is {w}x{h} (w x h), recorded "

@@ -107,8 +107,9 @@ def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress)
     """Convert Co-SOD group folders (CoCA, CoSal2015, CoSOD3k) to the canonical format.
 
     One group per folder; its expression is the folder name with _ as a space (the GRES
-    paper's Table 3 setting); every image with a mask is positive. An image without a mask or a
-    mask without an image stops the conversion (nothing is dropped).
+    paper's Table 3 setting); an image whose mask has foreground is positive, one whose mask is
+    all zero is a certified negative of its group (SOC's and D³'s data2coca convention). An
+    image without a mask or a mask without an image stops the conversion (nothing is dropped).
 
     \b
     Example on CoCA:
@@ -120,7 +121,8 @@ def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress)
     pos = sum(t.positive for t in ds.targets)
     out.print(table(f"Co-SOD folders -> canonical (negatives {negatives}, seed {seed})", [
         {"groups": len(ds.groups), "images": len(ds.images), "pairs": len(ds.targets),
-         "positive": pos, "negative": len(ds.targets) - pos}]))
+         "positive": pos, "negative": len(ds.targets) - pos,
+         "certified negative": report.certified_negatives}]))
     if negatives:
         err.print("note: negatives drawn from other groups are not certified (an image may "
                   "show another group's object)")

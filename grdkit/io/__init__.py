@@ -14,5 +14,17 @@ from .atomic import Commit, atomic_write_bytes, atomic_write_text, check_outputs
 from .jsonfile import loads_json, read_json
 from .pickles import NumpyUnpickler, SafeUnpickler, load_pickle, loads_pickle, read_bytes
 
-__all__ = ["Commit", "NumpyUnpickler", "check_outputs", "ensure_writable", "SafeUnpickler", "atomic_write_bytes", "atomic_write_text", "load_pickle",
-           "loads_json", "loads_pickle", "read_bytes", "read_json"]
+__all__ = [
+           "Commit",
+           "NumpyUnpickler",
+           "SafeUnpickler",
+           "atomic_write_bytes",
+           "atomic_write_text",
+           "check_outputs",
+           "ensure_writable",
+           "load_pickle",
+           "loads_json",
+           "loads_pickle",
+           "read_bytes",
+           "read_json",
+]

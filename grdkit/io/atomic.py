@@ -89,7 +89,7 @@ class Commit:
     def paths(self) -> list[Path]:
         return list(self._temps)
 
-    def __enter__(self) -> Commit:
+    def __enter__(self) -> Commit:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

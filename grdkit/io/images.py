@@ -147,3 +147,24 @@ def read_image_file(img_root: str | Path, file_name: object, size: tuple[int, in
         raise InputError(path, f"cannot be read: {e}", record) from None
     check_image_bytes(data, size, record, path)
     return data
+
+
+def image_size(path: str | Path, record: str | None = None) -> tuple[int, int]:
+    """``(height, width)`` of an image file from its header, within grdkit's bounds.
+
+    Raises:
+        InputError: missing, not an image, or a size beyond
+            :func:`~grdkit.io.limits.size_problem`'s bounds.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as im:
+                _check_header(im, None, path, record)
+                return im.height, im.width
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(path, "image file not found", record) from None
+    except (*IMAGE_ERRORS, PILImage.DecompressionBombWarning) as e:
+        raise InputError(path, f"cannot be read as an image: {e}", record) from None
