@@ -89,6 +89,11 @@ class Commit:
     def paths(self) -> list[Path]:
         return list(self._temps)
 
+    @property
+    def temps(self) -> dict[Path, Path]:
+        """Destination -> temp file, for the files not yet committed."""
+        return dict(self._temps)
+
     def __enter__(self) -> Commit:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         return self
 
