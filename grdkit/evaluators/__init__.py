@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..format import GresDataset, load_dataset, load_splits
+from ..io import Commit
 from ..progress import Progress, tracked
 from . import state
 from .curves import write_curves
@@ -52,7 +53,8 @@ def load_ground_truth(dataset: Any) -> dict[str, GresDataset]:
 def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: bool = False,
              cosod: bool = False, bootstrap: int = 0, seed: int = 0,
              save_state: str | Path | None = None, progress: Progress | None = None,
-             protocol: str = "grdkit", cosod_protocol: str = "pysodmetrics") -> Report:
+             protocol: str = "grdkit", cosod_protocol: str = "pysodmetrics",
+             commit: Commit | None = None) -> Report:
     """Score predictions against a canonical dataset; see the module header.
 
     Args:
@@ -60,6 +62,8 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
         cosod_protocol: ``"pysodmetrics"`` or ``"eval-co-sod"`` (with ``cosod``).
         save_state: also write the per-pair statistics (``.npz``) for ``grdkit eval merge``.
         progress: optional progress callback (:mod:`grdkit.progress`), one step per batch.
+        commit: write ``save_state`` into this :class:`grdkit.io.Commit` (with the other
+            outputs of a run, all or none) instead of at once.
 
     Raises:
         InputError: invalid predictions (named record) or, with ``strict``, missing pairs.
@@ -72,7 +76,7 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)", len(batches)):
         ev.process(batch)
     if save_state is not None:
-        state.save_state(ev, save_state)
+        state.save_state(ev, save_state, commit)
     cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)

@@ -25,7 +25,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..format import GresDataset
-from ..io import atomic_write_bytes
+from ..io import Commit, atomic_write_bytes
 from .gres import GresEvaluator
 
 STATE_FORMAT = "grdkit-eval-state/2"
@@ -46,11 +46,14 @@ def state_dict(ev: GresEvaluator) -> dict[str, np.ndarray]:
     return st
 
 
-def save_state(ev: GresEvaluator, path: str | Path) -> None:
-    """Write :func:`state_dict` as compressed ``.npz``, atomically."""
+def save_state(ev: GresEvaluator, path: str | Path, commit: Commit | None = None) -> None:
+    """Write :func:`state_dict` as compressed ``.npz``, atomically (into ``commit`` if given)."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **state_dict(ev))
-    atomic_write_bytes(path, buf.getvalue())
+    if commit is not None:
+        commit.write_bytes(path, buf.getvalue())
+    else:
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def read_state(path: str | Path) -> dict:
