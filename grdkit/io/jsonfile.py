@@ -2,7 +2,8 @@
 
 Bounds (:mod:`grdkit.io.limits`): integers must stay below 2^63 in magnitude (``10**400`` would
 overflow every later ``float()`` or numpy cast), floats must be finite where NaN is not allowed
-(``1e400`` parses as infinity), and nesting too deep for the parser is an input error, not a
+(``1e400`` parses as infinity; NaN and Infinity literals are refused too, by default), and
+nesting too deep for the parser is an input error, not a
 ``RecursionError``.
 """
 
@@ -36,12 +37,14 @@ def _finite_float(token: str) -> float:
 
 
 def read_json(path: str | Path, what: str = "file", hint: str | None = None,
-              allow_nan: bool = True) -> Any:
+              allow_nan: bool = False) -> Any:
     """Parse a UTF-8 JSON file.
 
     Args:
         path: the file. what: how to call it in "not found" messages.
-        hint: how to fix a syntax error. allow_nan: accept the NaN / Infinity literals.
+        hint: how to fix a syntax error. allow_nan: accept the NaN / Infinity literals and
+            numbers that overflow to infinity (off by default: no grdkit input holds them, and
+            a NaN coordinate, score or metric would silently change a result).
 
     Raises:
         InputError: missing, unreadable, not UTF-8, or invalid JSON (line and column named).
@@ -57,7 +60,7 @@ def read_json(path: str | Path, what: str = "file", hint: str | None = None,
 
 
 def loads_json(path: str | Path, data: bytes, hint: str | None = None,
-               allow_nan: bool = True) -> Any:
+               allow_nan: bool = False) -> Any:
     """Parse JSON bytes read from ``path`` (named in errors; for readers that also hash them).
 
     Raises:
