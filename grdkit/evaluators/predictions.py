@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..format import GresDataset, masks
 from ..format.rlecheck import check_rles
 from ..io import read_json
+from .pngmasks import list_mask_pngs, read_mask_png
 
 _RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' compressed alphabet: chr(48) .. chr(111)
 
@@ -213,23 +214,9 @@ def read_prediction_json(path: str | Path, gt: GroundTruth) -> list[Prediction]:
 
 
 def read_png_mask(path: Path, h: int, w: int, where: str) -> np.ndarray:
-    """Read an 8-bit mask PNG as uint8 ``(h, w)``; RGB is converted to grey (ITU-R 601-2)."""
-    from PIL import Image as PILImage
-
-    try:
-        with PILImage.open(path) as im:
-            if im.mode not in ("L", "1", "P", "RGB", "RGBA", "LA"):
-                raise InputError(path, f"unsupported PNG mode {im.mode}", where,
-                                 "save 8-bit grey masks")
-            arr = np.asarray(im.convert("L"), dtype=np.uint8)
-    except InputError:
-        raise
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors on corrupt files
-        raise InputError(path, f"cannot be read as an image: {e}", where) from None
-    if arr.shape != (h, w):
-        raise InputError(path, f"mask is {arr.shape[1]}x{arr.shape[0]} (w x h), the image is "
-                         f"{w}x{h}", where, "save masks at the image's original resolution")
-    return arr
+    """Read a mask PNG as uint8 ``(h, w)``: :func:`grdkit.evaluators.pngmasks.read_mask_png`
+    (grey, RGB, palette and alpha masks; size checked before decoding)."""
+    return read_mask_png(path, h, w, where)
 
 
 def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool = False
@@ -248,16 +235,8 @@ def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool 
         ds = gt.splits[split]
         if not root.is_dir():
             continue
-        for p in sorted(root.rglob("*")):
-            if p.is_dir():
-                continue
-            rel = p.relative_to(root)
-            where = f"file {rel}"
-            m = re.fullmatch(r"(-?\d+)/(-?\d+)\.png", rel.as_posix())
-            if not m:
-                raise InputError(p, "is not <expression_id>/<image_id>.png", where,
-                                 "remove files that are not prediction masks")
-            e, i = int(m.group(1)), int(m.group(2))
+        for e, i, p in list_mask_pngs(root):  # symlinked folders followed, duplicates refused
+            where = f"file {p.relative_to(root)}"
             if not ds.has_target(e, i):
                 raise InputError(p, f"unknown pair (expression_id {e}, image_id {i}) in split "
                                  f"{split!r}", where)
