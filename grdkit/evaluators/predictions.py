@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..format import GresDataset, masks
-from ..format.rlecheck import check_rles
+from ..format.rlecheck import check_rles, rle_problem
 from ..io import read_json
 from .pngmasks import list_mask_pngs, read_mask_png
 
@@ -164,8 +164,8 @@ def _check_integrity(preds: list[Prediction], path: Any, index_of) -> None:
     if bad.size:
         p = with_rle[int(bad[0])]
         h, w = p.rle["size"]
-        raise InputError(path, f"segmentation counts are corrupt: runs sum to "
-                         f"{int(total[bad[0]])}, not height*width = {h * w}",
+        raise InputError(path, f"segmentation counts are corrupt: "
+                         f"{rle_problem(p.rle['counts'], (h, w))}",
                          f"predictions[{index_of(p)}] (expression_id {p.expression_id}, "
                          f"image_id {p.image_id})", f"{bad.size} corrupt RLEs in all")
 

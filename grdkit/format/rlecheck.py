@@ -90,7 +90,7 @@ def _parse(counts: list[str | bytes]) -> dict:
     odd = (m % 2) == 1
     even2 = (m % 2 == 0) & (m >= 2)
     values = val.copy()
-    for sel in (odd, even2):  # x_m = d_m + x_{m-2} for m > 2: cumulative sums per parity
+    for sel in (odd, even2) if n_tok else ():  # x_m = d_m + x_{m-2} for m > 2: per parity
         cs = np.cumsum(np.where(sel, val, 0))
         base = np.where(tok_start > 0, cs[np.maximum(tok_start - 1, 0)], 0)
         values = np.where(sel, cs - base[tok_seg], values)

@@ -102,6 +102,9 @@ class Commit:
             self.abort()
             return
         try:
+            for path in self._temps:  # a rename that would fail, refused before the first
+                if path.is_dir():
+                    raise IsADirectoryError(21, "Is a directory", str(path))
             mode = 0o666 & ~_umask()
             for tmp in self._temps.values():
                 with open(tmp, "rb+") as f:
