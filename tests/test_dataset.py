@@ -9,8 +9,8 @@ from grdkit import GresDataset, load_dataset, save_dataset
 from grdkit.builders import build_dataset
 from grdkit.errors import InputError
 from grdkit.format import json_schema
-from grdkit.format.masks import empty_rle
 from grdkit.format.dataset import dumps, load_splits
+from grdkit.format.masks import empty_rle
 from grdkit.testing.synth import demo_root
 
 SCHEMA = json_schema()

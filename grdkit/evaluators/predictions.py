@@ -158,8 +158,8 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
 def _check_integrity(preds: list[Prediction], path: Any, index_of) -> None:
     """Every compressed RLE decodes to exactly h*w pixels (vectorised, in the RLE domain)."""
     with_rle = [p for p in preds if p.rle is not None]
-    ok, total, _ = check_rles([p.rle["counts"] for p in with_rle],
-                              [tuple(p.rle["size"]) for p in with_rle])
+    ok, _, _ = check_rles([p.rle["counts"] for p in with_rle],
+                          [tuple(p.rle["size"]) for p in with_rle])
     bad = np.flatnonzero(~ok)
     if bad.size:
         p = with_rle[int(bad[0])]
