@@ -239,14 +239,16 @@ def test_crafted_rle_in_predictions(corpus, capsys):
 
 
 # -- class 2: sizes and coordinates past the bounds, before any C code ---------------------------
-def _huge(d):
-    d["images"][0].update(height=100000, width=100000)
-    d["targets"][0]["segmentation"]["size"] = [100000, 100000]
+def _huge(d, side=100000):
+    d["images"][0].update(height=side, width=side)
+    d["targets"][0]["segmentation"]["size"] = [side, side]
 
 
-def test_huge_image_size(corpus, capsys):
-    bad = _write_gt(corpus, _huge)
-    hostile(["validate", bad], capsys, code=1)
+@pytest.mark.parametrize("side, kind", [(100000, "schema"), (20000, "size_bound")])
+def test_huge_image_size(corpus, capsys, side, kind):
+    bad = _write_gt(corpus, lambda d: _huge(d, side))
+    out, _ = hostile(["validate", bad], capsys, code=1)
+    assert kind in out
     hostile(["stats", bad], capsys, contains=["exceeds grdkit's bounds"])
     hostile(["show", bad, "--out", corpus["dir"] / "s.png"], capsys, [corpus["dir"] / "s.png"])
     with pytest.raises(InputError, match="exceeds"):
