@@ -232,7 +232,7 @@ def check_run_config(cfg: TrainConfig, path: str | Path) -> None:
     t = cfg.threshold
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
         raise bad("threshold", "a number in [0, 1] is needed")
-    for key, low in (("size", 32), ("group_size", 1)):
+    for key, low in (("size", 1), ("group_size", 1)):
         v = getattr(cfg, key)
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise bad(key, f"an integer >= {low} is needed")
