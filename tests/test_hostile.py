@@ -84,6 +84,9 @@ def _tokens(s: bytes) -> list[int]:
 
 
 ALPHABET = bytes(range(48, 112))
+# the longest number pycocotools' rleToString writes for masks within MAX_PIXELS (counts and deltas
+# of at most 2^28 need 30 signed bits: 6 groups of 5); stated here, independently of the checker
+WRITER_MAX_TOKEN = 6
 SIZES = st.tuples(st.integers(1, 12), st.integers(1, 12))
 
 
@@ -120,7 +123,7 @@ def test_rle_checker_agrees_with_pycocotools_on_any_string(data):
             s = s[:i] + bytes([data.draw(st.sampled_from(list(ALPHABET)))]) + s[i + 1:]
     ok, _, area = check_rles([s], [(h, w)])
     c = rle_fr_string(s)
-    well_formed = c is not None and max(_tokens(s), default=0) <= MAX_TOKEN
+    well_formed = c is not None and max(_tokens(s), default=0) <= WRITER_MAX_TOKEN
     c_accepts = well_formed and sum(c) == h * w
     assert bool(ok[0]) == c_accepts, (s, h, w, c)
     if ok[0]:
@@ -136,6 +139,40 @@ def test_rle_checker_agrees_with_pycocotools_on_any_string(data):
         assert rle_problem(s, (h, w)) is None
     else:
         assert rle_problem(s, (h, w))
+
+
+def _number(v: int, length: int) -> bytes:
+    """``v`` as one RLE number of exactly ``length`` characters (zero or sign groups added)."""
+    groups = []
+    x = v
+    while True:
+        groups.append(x & 0x1F)
+        x >>= 5
+        if (x == 0 and not groups[-1] & 0x10) or (x == -1 and groups[-1] & 0x10):
+            break
+    fill = 0x1F if v < 0 else 0
+    groups += [fill] * max(0, length - len(groups))
+    return bytes(48 + (g | (0x20 if k < len(groups) - 1 else 0)) for k, g in enumerate(groups))
+
+
+def test_rle_checker_is_sound_for_every_small_delta_and_length():
+    """Every delta in [-64, 64) written with 1..10 characters as the fourth count of a 20 x 20
+    mask: whatever the checker accepts, pycocotools reads to the same counts."""
+    accepted = 0
+    for d in range(-64, 64):
+        for length in range(1, 11):
+            x1 = 64
+            counts = [10, x1, 400 - 10 - x1 - (x1 + d), x1 + d]
+            if min(counts) < 0:
+                continue
+            s = b"".join(_number(v, 1) for v in counts[:3]) + _number(d, length)
+            if len(_number(d, 1)) > length:
+                continue
+            ok, _, _ = check_rles([s], [(20, 20)])
+            if ok[0]:
+                accepted += 1
+                assert decode_counts([s])[0].tolist() == rle_fr_string(s) == counts, (d, length)
+    assert accepted > 100
 
 
 # the crafted string of the issue: the old parser read [10, 40, 42, 8] (sums to 100 = 10 x 10);
@@ -221,10 +258,7 @@ def test_crafted_rle_in_ground_truth(corpus, capsys):
     bad = _write_gt(corpus, _crafted_gt)
     out = corpus["dir"] / "out"
     hostile(["validate", bad], capsys, code=1, contains=["rle_corrupt"])
-    hostile(["eval", corpus["preds"], "--gt", bad, "--json", out / "r.json"], capsys,
-            [out / "r.json"], contains=["8 characters"])
-    hostile(["show", bad, "--out", out / "s.png"], capsys, [out / "s.png"])
-    hostile(["stats", bad], capsys)
+    hostile(["stats", bad], capsys, contains=["8 characters"])  # eval, show: in a subprocess
     hostile(["export", "hf", bad, "--out", out / "hf", "--no-progress"], capsys,
             [out / "hf" / "README.md"])
 
@@ -609,14 +643,22 @@ def test_nan_bbox_in_d3_json(tmp_path, capsys):
 
 
 # -- contained: a hang or a native crash would be caught here, not take the suite down -------------
-@pytest.mark.parametrize("mutate", [_crafted_gt, _huge], ids=["crafted-rle", "huge-size"])
-def test_eval_in_a_subprocess_ends_with_exit_2(corpus, mutate):
+@pytest.mark.parametrize("mutate, command", [(_crafted_gt, "eval"), (_crafted_gt, "show"),
+                                             (_huge, "eval")],
+                         ids=["crafted-rle-eval", "crafted-rle-show", "huge-size-eval"])
+def test_in_a_subprocess_ends_with_exit_2(corpus, mutate, command):
+    """Before the fix these hung (pycocotools decoding counts of billions; Ctrl-C ignored) or
+    crashed with SIGSEGV; a subprocess with a timeout contains a regression."""
     bad = _write_gt(corpus, mutate)
+    out = corpus["dir"] / "out.png"
+    out.write_bytes(SENTINEL)
+    argv = (["eval", str(corpus["preds"]), "--gt", str(bad), "--json", str(out)]
+            if command == "eval" else ["show", str(bad), "--out", str(out)])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "grdkit.cli.main", "eval", str(corpus["preds"]),
-                        "--gt", str(bad)], capture_output=True, text=True, timeout=120, env=env,
-                       check=False)
+    r = subprocess.run([sys.executable, "-m", "grdkit.cli.main", *argv], capture_output=True,
+                       text=True, timeout=120, env=env, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r
+    assert out.read_bytes() == SENTINEL
 
 
 def test_bounds_cover_every_rle_count():
