@@ -8,7 +8,8 @@ Accepted forms:
   must equal the image's. ``null`` or an empty mask means "no target". ``split`` is required only
   when the ground truth has several splits (ids restart in each split).
 * a folder of PNG masks ``<expression_id>/<image_id>.png`` (``<split>/<expression_id>/...`` for
-  several splits): 8-bit grey (or RGB, converted to grey), 0/255 binary or soft 0-255 maps. For the
+  several splits): 8-bit grey (RGB, palette and alpha masks as :mod:`.pngmasks` reads them),
+  0/255 binary or soft 0-255 maps. For the
   IoU family a pixel is foreground when its value is >= 128; the soft map is kept for Co-SOD,
   which scores it as submitted (even when no pixel reaches 128).
 
