@@ -138,12 +138,30 @@ def to_hf(dataset: GresDataset | dict[str, GresDataset], img_root: str | Path | 
           config: str = "groups"):
     """In-memory ``datasets.DatasetDict`` (one split per canonical split) of the given config."""
     import datasets as hfd
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
 
     splits = dataset if isinstance(dataset, dict) else {dataset.split or "test": dataset}
-    feats = features(config, img_root is not None)
-    return hfd.DatasetDict({s: hfd.Dataset.from_list(list(iter_rows(d, config, img_root)),
-                                                     features=feats)
+    embed = img_root is not None
+    feats = features(config, embed)
+    # encoded here, not by Dataset.from_list: datasets drops the bytes of an image whose path
+    # exists in the working folder (see _encode)
+    return hfd.DatasetDict({s: hfd.Dataset(InMemoryTable(pa.Table.from_pylist(
+        [_encode(feats, r, embed) for r in iter_rows(d, config, img_root)],
+        schema=feats.arrow_schema)), info=hfd.DatasetInfo(features=feats))
                             for s, d in splits.items()})
+
+
+def _encode(feats, row: dict, embed: bool) -> dict:
+    """``feats.encode_example(row)`` with the image bytes kept: ``datasets.Image`` stores only
+    the path of a file that exists in the working folder, so an export run inside the image folder
+    would hold no image bytes."""
+    enc = feats.encode_example(row)
+    if embed:
+        for col in ("images", "image"):
+            if col in row:
+                enc[col] = row[col]
+    return enc
 
 
 def _rows_of(ds) -> Iterable[dict]:
@@ -250,7 +268,6 @@ def export_hf(splits: dict[str, GresDataset], out: str | Path, img_root: str | P
 
     out = Path(out)
     embed = img_root is not None
-    image_cols = ("images", "image")
     result: dict = {}
     with Commit() as commit:  # every shard and the card, or nothing: see the module header
         for config in configs:
@@ -270,14 +287,8 @@ def export_hf(splits: dict[str, GresDataset], out: str | Path, img_root: str | P
                                           compression="zstd") as w:
                         left = min(shard_rows, n_rows - k * shard_rows)
                         while left > 0:
-                            batch = []
-                            for r in islice(rows, min(ROWS_PER_GROUP, left)):
-                                enc = feats.encode_example(r)
-                                if embed:  # datasets drops the bytes of a path that exists
-                                    for col in image_cols:  # in the working folder: keep them
-                                        if col in r:
-                                            enc[col] = r[col]
-                                batch.append(enc)
+                            batch = [_encode(feats, r, embed)
+                                     for r in islice(rows, min(ROWS_PER_GROUP, left))]
                             w.write_table(pa.Table.from_pylist(batch, schema=schema))
                             left -= len(batch)
                         if n_rows == 0:
