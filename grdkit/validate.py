@@ -18,10 +18,16 @@ Checks (kind -> severity):
   ``nonempty_negative``, ``area_mismatch`` / ``bbox_mismatch`` (where ``area`` / ``bbox`` are
   recorded; tolerance 2% + 2 px for area, 2 px for bbox) -> errors;
 * polygons (refer inputs): ``polygon_points`` (< 3 points or odd length), ``polygon_nonfinite``,
-  ``polygon_outside`` (beyond the image by more than 1 px), ``polygon_zero_area`` -> errors;
+  ``polygon_range`` (more than one image size beyond the border, a bound checked before
+  pycocotools sees it), ``polygon_outside`` (beyond the image by more than 1 px),
+  ``polygon_zero_area`` -> errors;
+* sizes: ``size_bound`` (an image or mask beyond :mod:`grdkit.io.limits`) -> error;
   ``polygon_invalid`` (shapely: self-intersection and its location) -> warning, since
   rasterisation stays well defined;
-* images (``--img-root``): ``image_missing``, ``image_unreadable``, ``image_size`` -> errors;
+* images (``--img-root``): ``image_path`` (a ``file_name`` leaving the image root: absolute,
+  ``..``, or a symlink out), ``image_missing``, ``image_unreadable`` (zero-byte, not an image,
+  corrupt, truncated, a decompression bomb: decoded completely, :mod:`grdkit.io.images`),
+  ``image_size`` -> errors;
 * statistics: ``group_no_positive``, ``group_no_negative``, ``duplicate_expression`` (same text
   twice in a group), ``extreme_ratio`` (a group's positive:negative ratio beyond 10:1 or 1:10)
   -> warnings.
@@ -37,8 +43,10 @@ from typing import Any
 from .errors import InputError
 from .format import Finding, json_schema, masks, reference_problems
 from .format.masks import area_agrees, bbox_agrees, polygon_problems
-from .format.rlecheck import check_rles
+from .format.rlecheck import check_rles, rle_problem
 from .io import read_json
+from .io.images import image_path, image_size, read_image_file
+from .io.limits import size_problem
 from .sources.d3 import d3_problems, is_d3_folder, read_d3
 from .sources.refer import load_instances, load_refs, ref_problems
 
@@ -155,15 +163,23 @@ def check_canonical(data: Any, file: str, report: ValidationReport,
         if im is not None and list(seg["size"]) != [im["height"], im["width"]]:
             add("rle_size", "error", where, f"size {seg['size']} is not the image's "
                 f"[{im['height']}, {im['width']}]")
+        problem = size_problem(*seg["size"])
+        if problem:  # beyond the bounds: not handed to pycocotools
+            add("size_bound", "error", where, f"segmentation {problem}")
+            continue
         rle_rows.append((i, t, where))
-    ok, total, area = check_rles([t["segmentation"]["counts"] for _, t, _ in rle_rows],
-                                 [tuple(t["segmentation"]["size"]) for _, t, _ in rle_rows])
+    for _, im in good("images"):
+        problem = size_problem(im["height"], im["width"])
+        if problem:
+            add("size_bound", "error", f"image id {im['id']}", problem)
+    ok, _, area = check_rles([t["segmentation"]["counts"] for _, t, _ in rle_rows],
+                             [tuple(t["segmentation"]["size"]) for _, t, _ in rle_rows])
     pos_neg: dict[int, list[int]] = {}
     for k, (i, t, where) in enumerate(rle_rows):
         h, w = t["segmentation"]["size"]
         if not ok[k]:
-            add("rle_corrupt", "error", where, f"RLE runs sum to {int(total[k])}, not h*w = "
-                f"{h * w} (or the string is malformed)")
+            add("rle_corrupt", "error", where,
+                f"RLE {rle_problem(t['segmentation']['counts'], (h, w))}")
             continue
         a = int(area[k])
         if t["positive"] and a == 0:
@@ -197,22 +213,26 @@ def check_canonical(data: Any, file: str, report: ValidationReport,
 
 
 def check_images(img_root: Path, images: list[dict], report: ValidationReport, file: str) -> None:
-    """Every image file exists, opens, and has the recorded size (header read only)."""
-    from PIL import Image as PILImage
-
+    """Every image file stays inside the image root (:func:`grdkit.io.images.image_path`),
+    exists, decodes completely (zero-byte, corrupt, truncated and oversized files are refused,
+    :func:`grdkit.io.images.read_image_file`) and has the recorded size."""
     add = _Collector(report, file)
     for im in images:
         where = f"image id {im['id']} ({im['file_name']})"
-        p = Path(img_root) / str(im["file_name"])
+        try:
+            p = image_path(img_root, im["file_name"], where)
+        except InputError as e:
+            add("image_path", "error", where, e.reason)
+            continue
         if not p.is_file():
             add("image_missing", "error", where, f"{p} does not exist")
             continue
         try:
-            with PILImage.open(p) as f:
-                w, h = f.size
-                f.verify()
-        except (OSError, ValueError, SyntaxError) as e:
-            add("image_unreadable", "error", where, f"{p} cannot be opened: {e}")
+            h, w = image_size(p, where)
+            if (h, w) == (im["height"], im["width"]):
+                read_image_file(img_root, im["file_name"], (h, w), where)
+        except InputError as e:
+            add("image_unreadable", "error", where, f"{p}: {e.reason}")
             continue
         if (h, w) != (im["height"], im["width"]):
             add("image_size", "error", where, f"file is {w}x{h} (w x h), recorded "

@@ -8,6 +8,7 @@ made into a second group with masks generated here.
 """
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -37,8 +38,8 @@ def _box_mask(h, w):
 
 @pytest.fixture
 def real_cosod(tmp_path):
-    """CoCA-style folders: group "cow" (MSRC, symlinks) and group "coco_scene" (COCO images with
-    generated masks)."""
+    """CoCA-style folders: group "cow" (MSRC) and group "coco_scene" (COCO images with generated
+    masks). Copies, not symlinks: an image path never leaves --img-root, links included."""
     need(MSRC_COW)
     need(COCO_IMAGES)
     images, gts = tmp_path / "CoCA" / "image", tmp_path / "CoCA" / "binary"
@@ -46,10 +47,10 @@ def real_cosod(tmp_path):
         (images / sub).mkdir(parents=True)
         (gts / sub).mkdir(parents=True)
     for p in sorted((MSRC_COW / "images").glob("*.png")):
-        (images / "cow" / p.name).symlink_to(p)
-        (gts / "cow" / p.name).symlink_to(MSRC_COW / "masks" / p.name)
+        shutil.copyfile(p, images / "cow" / p.name)
+        shutil.copyfile(MSRC_COW / "masks" / p.name, gts / "cow" / p.name)
     for p in sorted(COCO_IMAGES.glob("*.jpg")):
-        (images / "coco_scene" / p.name).symlink_to(p)
+        shutil.copyfile(p, images / "coco_scene" / p.name)
         with PILImage.open(p) as im:
             w, h = im.size
         _png(gts / "coco_scene" / (p.stem + ".png"), _box_mask(h, w))
@@ -93,7 +94,7 @@ def test_cli_convert_validate_and_evaluate(real_cosod, tmp_path, capsys):
     assert code == 0, err
     assert "not certified" in err
     row = next(line for line in stdout.splitlines() if line.strip().startswith("│"))
-    assert [int(x) for x in row.replace("│", " ").split()] == [2, 63, 73, 63, 10]
+    assert [int(x) for x in row.replace("│", " ").split()] == [2, 63, 73, 63, 10, 0]
     card = (out / "README.md").read_text()
     assert "NOT certified" in card and "Co-SOD" in card
     code, vout, _ = run_cli(["validate", out / "test.json", "--img-root", images], capsys)
@@ -168,8 +169,6 @@ def _convert(images, gts, out, capsys):
      ("Image/dog/000.png", "same name as 000.jpg")),
     (lambda i, g: _png(g / "dog" / "001.png", np.zeros((5, 8), np.uint8)),
      ("GroundTruth/dog/001.png", "mask is 8x5, its image is 8x6")),
-    (lambda i, g: _png(g / "dog" / "001.png", np.full((6, 8), 127, np.uint8)),
-     ("GroundTruth/dog/001.png", "mask has no foreground")),
     (lambda i, g: (i / "dog" / "notes.txt").write_text("x"), ("Image/dog/notes.txt",
                                                               "is not an image file")),
 ])
@@ -182,6 +181,22 @@ def test_bad_folders_exit_2_naming_the_file(tmp_path, capsys, break_it, names):
         assert n in err, err
     assert "group 'dog'" in err or "group 'cat'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_all_zero_mask_is_a_certified_negative(tmp_path, capsys):
+    """SOC and D³'s data2coca mark an image without the object by an all-zero mask."""
+    images, gts = _tiny(tmp_path)
+    _png(gts / "dog" / "001.png", np.full((6, 8), 127, np.uint8))  # below 128: empty
+    ds, rep = build_cosod(images, gts)
+    assert (rep.positives, rep.certified_negatives) == (4, 1)
+    dog = next(g for g in ds.groups if g.extra["name"] == "dog")
+    assert dog.extra["num_certified_negative"] == 1 and dog.extra["num_positive"] == 2
+    neg = [t for t in ds.targets if not t.positive]
+    assert [ds.image(t.image_id).file_name for t in neg] == ["dog/001.jpg"]
+    code, out, err = _convert(images, gts, tmp_path / "out", capsys)
+    assert code == 0, err
+    assert "1 certified negative pairs" in (tmp_path / "out" / "README.md").read_text()
+    assert "certified" in out
 
 
 def test_missing_roots(tmp_path, capsys):

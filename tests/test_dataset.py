@@ -10,6 +10,7 @@ from grdkit.builders import build_dataset
 from grdkit.errors import InputError
 from grdkit.format import json_schema
 from grdkit.format.dataset import dumps, load_splits
+from grdkit.format.masks import empty_rle
 from grdkit.testing.synth import demo_root
 
 SCHEMA = json_schema()
@@ -110,8 +111,9 @@ def test_missing_file_and_folder(tmp_path):
     (lambda d: d["groups"][0]["image_ids"].append(10**7), r"group id 1: lists missing image"),
     (lambda d: d["expressions"][0].__setitem__("group_id", 2),
      r"expression id 1: names group 2, which does not list it"),
-    (lambda d: d["targets"].append(dict(d["targets"][0], image_id=next(
-        im["id"] for im in d["images"] if im["id"] not in d["groups"][0]["image_ids"]))),
+    (lambda d: d["targets"].append(dict(d["targets"][0], image_id=(im := next(
+        im for im in d["images"] if im["id"] not in d["groups"][0]["image_ids"]))["id"],
+        positive=False, segmentation=empty_rle(im["height"], im["width"]))),
      r"targets\[\d+\] \(expression_id \d+, image_id \d+\): target outside its expression's group"),
 ])
 def test_require_complete_names_the_problem(tmp_path, demo_val, mutate, msg, capsys):

@@ -119,7 +119,7 @@ def test_export_is_deterministic_and_sharded(tmp_path, demo):
 
 
 def test_missing_image_is_an_error(tmp_path, demo, capsys):
-    with pytest.raises(InputError, match="cannot read image"):
+    with pytest.raises(InputError, match="image file not found"):
         export_hf(demo, tmp_path / "hf", img_root=tmp_path)
     assert not list((tmp_path / "hf").rglob("*.parquet"))
 

@@ -67,4 +67,4 @@ def test_cli_show(tmp_path, capsys):
     code, _, err = run_cli(["show", p, "--group", 9, "--out", out], capsys)
     assert code == 2 and "no group 9" in err
     code, _, err = run_cli(["show", p, "--img-root", tmp_path, "--out", out], capsys)
-    assert code == 2 and "cannot open image" in err
+    assert code == 2 and "image file not found" in err

@@ -146,7 +146,8 @@ def test_image_checks(tmp_path):
 @pytest.mark.parametrize("part, kind, severity", [
     ([1, 1, 5, 5], "polygon_points", "error"),
     ([1, 1, 5, 5, float("nan"), 2], "polygon_nonfinite", "error"),
-    ([1, 1, 50, 1, 50, 8], "polygon_outside", "error"),
+    ([1, 1, 15, 1, 15, 8], "polygon_outside", "error"),
+    ([1, 1, 1e308, 1, 5, 8], "polygon_range", "error"),  # pycocotools' rleFrPoly would crash
     ([1, 1, 2, 2, 3, 3], "polygon_zero_area", "error"),
     ([0, 0, 8, 8, 8, 0, 0, 8], "polygon_invalid", "warning"),
 ])
@@ -157,11 +158,13 @@ def test_polygon_checks(part, kind, severity):
 
 def test_structural_polygon_rules_are_the_builders():
     """Without geometry only the structural rules run: what the builders raise on."""
-    part = [1, 1, 50, 1, 50, 8]  # outside the image: a geometry rule, not a structural one
+    part = [1, 1, 15, 1, 15, 8]  # outside the image: a geometry rule, not a structural one
     assert list(polygon_problems([part], 10, 10, geometry=False)) == []
     assert [k for _, k, _, _ in polygon_problems([], 10, 10)] == ["polygon_points"]
     with pytest.raises(masks.MaskError, match="at least 3"):
         masks.to_rle([[1, 1, 5, 5]], 10, 10)
+    with pytest.raises(masks.MaskError, match="far outside"):  # the bound is structural
+        masks.to_rle([[1, 1, 1e308, 1, 5, 8]], 10, 10)
 
 
 def test_self_intersection_location():
@@ -187,7 +190,7 @@ def test_refer_injected_problems(refer_copy):
     a2["segmentation"] = {"size": [10, 10], "counts": [50, 10]}
     inst_p.write_text(json.dumps(inst))
     found, _ = kinds(refer_copy)
-    assert {("error", "polygon_points"), ("error", "polygon_outside"),
+    assert {("error", "polygon_points"), ("error", "polygon_range"),
             ("error", "rle_corrupt")} <= found
 
 

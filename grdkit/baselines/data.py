@@ -39,6 +39,7 @@ from ..errors import InputError
 from ..format import GresDataset, dumps
 from ..format import masks as rle
 from ..io import read_json
+from ..io.images import image_path, open_image
 from ..progress import Progress, tracked
 
 STORE_FORMAT = "grdkit-resized-store/1"
@@ -50,16 +51,9 @@ def read_resized(path: Path, image_id: int, height: int, width: int, size: int) 
     Raises:
         InputError: unreadable file, or a size other than the recorded one.
     """
-    try:
-        with PILImage.open(path) as f:
-            rgb = f.convert("RGB")
-            if (rgb.height, rgb.width) != (height, width):
-                raise InputError(path, f"image is {rgb.width}x{rgb.height}, recorded "
-                                 f"{width}x{height}", f"image id {image_id}")
-            return np.asarray(rgb.resize((size, size), PILImage.BILINEAR))
-    except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
-        raise InputError(path, f"cannot open image: {e}", f"image id {image_id}",
-                         "check the image root") from None
+    with open_image(path, (height, width), f"image id {image_id}") as f:  # checked, bounded
+        rgb = f.convert("RGB")
+    return np.asarray(rgb.resize((size, size), PILImage.BILINEAR))
 
 
 def resized_mask(segmentation: dict, size: int) -> np.ndarray:
@@ -152,7 +146,8 @@ def build_store(ds: GresDataset, img_root: str | Path, size: int,
                                                                     size, size, 3))
         for k, im in enumerate(tracked(progress, ds.images, f"resizing images to {size}",
                                        len(ds.images))):
-            images[k] = read_resized(root / im.file_name, im.id, im.height, im.width, size)
+            images[k] = read_resized(image_path(root, im.file_name, f"image id {im.id}"), im.id,
+                                     im.height, im.width, size)
         images.flush()
         pos = [t for t in ds.targets if t.positive]
         nbytes = math.ceil(size * size / 8)
@@ -314,7 +309,8 @@ class _DecodeOnTheFly:
 
     def image(self, image_id: int) -> np.ndarray:
         im = self.ds.image(image_id)
-        return read_resized(self.root / im.file_name, image_id, im.height, im.width, self.size)
+        return read_resized(image_path(self.root, im.file_name, f"image id {image_id}"),
+                            image_id, im.height, im.width, self.size)
 
     def mask(self, expression_id: int, image_id: int) -> np.ndarray:
         return np.zeros((self.size, self.size), np.uint8)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..format import GresDataset, load_dataset, masks
 from ..io import atomic_write_text
 from ..progress import Progress, tracked
@@ -89,6 +90,8 @@ def predict(run_dir: str | Path, data: str | Path | GresDataset, img_root: str |
     Raises:
         InputError: not a run folder, a checkpoint that does not fit, unreadable images.
     """
+    if threshold is not None and not 0 <= threshold <= 1:  # issue 21: NaN fails this too
+        raise InputError(None, f"threshold {threshold!r} is not a number in [0, 1]")
     dev = pick_device(device)
     model, cfg = load_run(run_dir, dev)
     ds = data if isinstance(data, GresDataset) else load_dataset(data)

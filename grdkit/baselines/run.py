@@ -16,7 +16,7 @@ import torch
 
 from ..errors import InputError
 from ..io import read_json
-from . import model_class, model_default, model_options
+from . import MODELS, model_class, model_default, model_options
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -211,11 +211,46 @@ def check_fits(model: torch.nn.Module, state: dict, path: str | Path) -> None:
     Raises:
         InputError: missing or unexpected parameters (named).
     """
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    if not isinstance(state, dict):
+        raise InputError(path, "is not a grdkit checkpoint ('model' is not a state dict)")
+    bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor)
+                and v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # issue 21: NaN weights would give "no target" everywhere, silently
+        raise InputError(path, f"weight {bad!r} holds NaN or infinite values",
+                         hint="use a checkpoint of a run that trained without diverging")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, ValueError) as e:  # shapes that do not fit the config
+        raise InputError(path, f"does not fit the model of its config.json: "
+                         f"{' '.join(str(e).split())[:300]}") from None
     missing = [k for k in missing if not k.startswith("text.model.")]
     if missing or unexpected:
         raise InputError(path, f"does not fit the model: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
+
+
+def check_run_config(cfg: TrainConfig, path: str | Path) -> None:
+    """The entries of a run's ``config.json`` that predict uses have usable values (issue 21).
+
+    Raises:
+        InputError: an unknown model, ``threshold`` not a number in [0, 1] (NaN included),
+            ``size`` / ``group_size`` not positive integers, ``model_args`` not an object.
+    """
+    def bad(key: str, what: str):
+        return InputError(path, f"{key} is {getattr(cfg, key)!r}; {what}",
+                          hint="pass the run folder that training wrote")
+
+    if cfg.model not in MODELS:
+        raise bad("model", f"one of {sorted(MODELS)} is needed")
+    t = cfg.threshold
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+        raise bad("threshold", "a number in [0, 1] is needed")
+    for key, low in (("size", 1), ("group_size", 1)):
+        v = getattr(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise bad(key, f"an integer >= {low} is needed")
+    if not isinstance(cfg.model_args, dict):
+        raise bad("model_args", "an object is needed")
 
 
 def load_run(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, TrainConfig]:
@@ -234,6 +269,7 @@ def load_run(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module
     if not isinstance(raw, dict) or "model" not in raw:
         raise InputError(run / "config.json", "is not a grdkit run config")
     cfg = resolve_defaults(TrainConfig(**{k: v for k, v in raw.items() if k in known}))
+    check_run_config(cfg, run / "config.json")  # issue 21
     if not (run / "checkpoint.pt").exists():
         raise InputError(run, "has no checkpoint.pt yet")
     model = build_model(cfg, pretrained=False)

@@ -8,8 +8,10 @@ Rules (the reader is :mod:`grdkit.sources.cosod`):
 * images are numbered 1..N in (group, file name) order; ``file_name`` is relative to the image
   root (``<group>/<name>.jpg``); masks are foreground where grey >= ``threshold`` (128)
   (:func:`grdkit.sources.images.read_mask`);
-* every image with a mask is a positive image of its group (a mask with no foreground is an
-  error: it would be an empty positive);
+* an image whose mask has foreground is a positive image of its group; an all-zero mask is how
+  SOC and D³'s own ``data2coca`` export mark an image without the object, so it becomes a
+  **certified** negative pair of its group (an annotator looked), counted in the report and the
+  card;
 * ``negatives=K`` adds K images per group drawn without replacement from the other groups
   (``numpy.random.default_rng([seed, crc32(group name)])``, so a group's draw does not depend on
   the others), with empty targets. They are **not certified**: a Co-SOD image may show another
@@ -28,7 +30,7 @@ import numpy as np
 from ..format import GresDataset, masks
 from ..progress import Progress, tracked
 from ..sources.cosod import read_cosod_folders
-from ..sources.images import image_size, positive_mask
+from ..sources.images import any_mask, image_size
 from .assemble import SplitAssembler
 
 NAME = "cosod"
@@ -40,6 +42,7 @@ class CosodReport:
 
     groups: int = 0
     positives: int = 0
+    certified_negatives: int = 0
     negatives_per_group: int = 0
     negatives: int = 0
     shortfall_groups: int = 0
@@ -49,7 +52,10 @@ class CosodReport:
     def notes(self) -> dict[str, str]:
         """The data card's note on the ``test`` split."""
         text = (f"Build: {self.groups} groups, {self.positives} positive images (every image "
-                "with a mask)")
+                "whose mask has foreground)")
+        if self.certified_negatives:
+            text += (f"; {self.certified_negatives} certified negative pairs (images of a group "
+                     "whose mask is all zero: annotated as not showing the object)")
         if self.negatives_per_group:
             text += (f"; {self.negatives} negative pairs, {self.negatives_per_group} per group "
                      "drawn from other groups. These negatives are NOT certified: an image of "
@@ -75,7 +81,7 @@ def build_cosod(images: str | Path, masks_root: str | Path, negatives: int = 0, 
 
     Raises:
         InputError: from :func:`grdkit.sources.cosod.read_cosod_folders` (unpaired files), an
-            unreadable image or mask, a mask whose size is not its image's, or an empty mask.
+            unreadable image or mask, or a mask whose size is not its image's.
         ValueError: ``negatives`` or ``seed`` below 0.
     """
     if negatives < 0 or seed < 0:
@@ -85,23 +91,29 @@ def build_cosod(images: str | Path, masks_root: str | Path, negatives: int = 0, 
     asm = SplitAssembler()
     ids: list[list[int]] = []
     pos_masks: dict[int, dict] = {}
+    certified: set[int] = set()
     k = 0
     for g in tracked(progress, groups, "reading groups", len(groups)):
         gids = []
         for img, msk in g.pairs:
             k += 1
             h, w = image_size(images / img)
-            m = positive_mask(masks_root / msk, h, w, threshold, f"group {g.name!r}")
+            m = any_mask(masks_root / msk, h, w, threshold, f"group {g.name!r}")
             asm.add_image(k, img, h, w)
-            pos_masks[k] = masks.encode(m)
+            if m.any():
+                pos_masks[k] = masks.encode(m)
+            else:
+                certified.add(k)
             gids.append(k)
         ids.append(gids)
-    report = CosodReport(groups=len(groups), positives=k, negatives_per_group=negatives)
+    report = CosodReport(groups=len(groups), positives=len(pos_masks),
+                         certified_negatives=len(certified), negatives_per_group=negatives)
     every = np.arange(1, k + 1, dtype=np.int64)
-    for gid, (g, pos) in enumerate(zip(groups, ids), start=1):
+    for gid, (g, own) in enumerate(zip(groups, ids), start=1):
+        pos = [i for i in own if i in pos_masks]
         negs: list[int] = []
         if negatives:
-            pool = every[(every < pos[0]) | (every > pos[-1])]
+            pool = every[(every < own[0]) | (every > own[-1])]
             rng = np.random.default_rng([seed, zlib.crc32(g.name.encode("utf-8"))])
             take = min(negatives, pool.size)
             negs = sorted(int(x) for x in rng.choice(pool, size=take, replace=False))
@@ -109,14 +121,18 @@ def build_cosod(images: str | Path, masks_root: str | Path, negatives: int = 0, 
                 report.shortfall_groups += 1
                 report.shortfall_images += negatives - take
         report.negatives += len(negs)
-        image_ids = sorted([*pos, *negs])
+        n_cert = len(own) - len(pos)
+        image_ids = sorted([*own, *negs])
         text = " ".join(g.name.replace("_", " ").split())
         asm.add_group(gid, [(gid, text, {})], image_ids,
-                      {"name": g.name, "num_positive": len(pos), "num_negative": len(negs)})
+                      {"name": g.name, "num_positive": len(pos), "num_negative": len(negs),
+                       **({"num_certified_negative": n_cert} if n_cert else {})})
         for iid in image_ids:
             asm.add_target(gid, iid, mask=pos_masks.get(iid) if iid in pos else None)
-        report.per_group[g.name] = {"positive": len(pos), "negative": len(negs)}
+        report.per_group[g.name] = {"positive": len(pos), "negative": len(negs),
+                                    **({"certified_negative": n_cert} if n_cert else {})}
     recipe = {"source": "Co-SOD group folders", "expression": "folder name, _ as space",
               "threshold": threshold, "negatives": negatives, "seed": seed,
-              "negatives_certified": False}
+              "negatives_certified": False,
+              "empty_masks": "certified negative pairs of their own group"}
     return asm.dataset(NAME, "test", recipe, {}), report

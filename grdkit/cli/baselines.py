@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..baselines import MODELS
+from ..io import check_outputs, ensure_writable
 from .ui import out, progress_bar, table
 
 
@@ -121,6 +122,8 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
     from ..baselines import model_options, require_torch
 
     require_torch()
+    check_outputs([data, img_root, val_data], folders={"--out": out_dir})  # issue 21: before
+    ensure_writable(out_dir, "--out")  # the work, not after it
     from ..baselines.engine import train
     from ..baselines.run import TrainConfig, apply_preset
 
@@ -187,6 +190,8 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
     from ..baselines import require_torch
 
     require_torch()
+    check_outputs([run_dir, data, img_root], {"--out": out_path})  # issue 21
+    ensure_writable(out_path.parent, "--out's folder")
     from ..baselines.predict import predict, write_predictions
 
     with progress_bar(not no_progress) as track:

@@ -12,6 +12,7 @@ from ..builders.res import build_res
 from ..export import write_dataset
 from ..format import load_dataset, load_splits
 from ..format.stats import SUMMARY_COLUMNS, dataset_stats, summary_rows
+from ..io import check_outputs
 from ..registry import SPLIT_BYS
 from ..testing import demo_root
 from .ui import err, out, progress_bar, table
@@ -63,6 +64,7 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
         grdkit build grefcoco --refer-root datasets/grefcoco --out out/grefcoco
         grdkit build refcocog --refer-root refer/data/refcocog --out out/refcocog
     """
+    check_outputs([refer_root], folders={"--out": out_dir})
     spec = dataset_spec(dataset)
     if spec.builder in ("grefcoco", "res"):
         given = [f"--{p.replace('_', '-')}" for p in ("min_images", "neg_ratio", "negatives",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -13,7 +12,7 @@ from ..evaluators.cosod import COSOD_PROTOCOLS
 from ..evaluators.functional import PROTOCOLS
 from ..evaluators.names import NAMINGS, labels
 from ..evaluators.report import Report, check_gate, comparability_problems, fmt
-from ..io import atomic_write_text
+from ..io import Commit, check_outputs, read_json
 from .ui import out, progress_bar, table
 
 
@@ -43,17 +42,20 @@ def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
 
 
 def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_under,
-            per_group: bool, curves=None, names=None) -> int:
+            per_group: bool, curves=None, names=None, commit: Commit | None = None) -> int:
+    """Gate and print; the output files join ``commit`` (all of a run's outputs, or none)."""
+    if commit is None:
+        with Commit() as c:
+            return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under,
+                           per_group, curves, names, c)
     gates = _parse_fail_under(fail_under)
     report.names = names
     lab = labels(names, (*report.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
     base = None
     if baseline is not None:
-        try:
-            base = json.loads(Path(baseline).read_text())
-            base["metrics"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(baseline, f"is not a grdkit JSON report: {e}") from None
+        base = read_json(baseline, "baseline report")
+        if not isinstance(base, dict) or not isinstance(base.get("metrics"), dict):
+            raise InputError(baseline, "is not a grdkit JSON report (no 'metrics' object)")
         problems = comparability_problems(report.config, base.get("config") or {})
         if problems:
             raise InputError(baseline, f"cannot be a baseline: it {problems[0]}",
@@ -65,12 +67,12 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
         raise click.BadParameter(f"unknown metric {e.args[0]!r}; choose from "
                                  f"{sorted(report.metrics)}", param_hint="--fail-under") from None
     if curves is not None:
-        write_curves(report, curves)
+        write_curves(report, curves, commit)
     if json_out:
-        atomic_write_text(json_out, report.to_json())
+        commit.write_text(json_out, report.to_json())
     if markdown_out:
         gated = bool(gates) or base is not None
-        atomic_write_text(markdown_out, report.to_markdown(failures if gated else None))
+        commit.write_text(markdown_out, report.to_markdown(failures if gated else None))
     rows = [{"metric": lab[k], "value": fmt(k, v),
              **({"95% CI": f"{fmt(k, report.ci[k][0])} - {fmt(k, report.ci[k][1])}"
                  if k in report.ci else ""} if report.ci else {})}
@@ -205,16 +207,19 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
     _parse_fail_under(fail_under)
     if curves is not None and not cosod:
         raise click.BadParameter("needs --cosod", param_hint="--curves")
-    with progress_bar() as bar:
-        def track(it, desc, n):  # a bar only on long work
-            return bar(it, desc, n) if n > 1 or cosod else it
+    check_outputs([preds, gt_path, baseline], {"--json": json_out, "--markdown": markdown_out,
+                                               "--save-state": save_state}, {"--curves": curves})
+    with Commit() as commit:  # every output of the run, or none
+        with progress_bar() as bar:
+            def track(it, desc, n):  # a bar only on long work
+                return bar(it, desc, n) if n > 1 or cosod else it
 
-        report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict, cosod=cosod,
-                          bootstrap=bootstrap, seed=seed, save_state=save_state, progress=track,
-                          protocol=protocol, cosod_protocol=cosod_protocol,
-                          workers=(workers or _cores()) if cosod else 1)
-    return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-                   curves, names)
+            report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict,
+                              cosod=cosod, bootstrap=bootstrap, seed=seed, save_state=save_state,
+                              progress=track, protocol=protocol, cosod_protocol=cosod_protocol,
+                              workers=(workers or _cores()) if cosod else 1, commit=commit)
+        return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under,
+                       per_group, curves, names, commit)
 
 
 @eval_group.command("merge")
@@ -232,6 +237,8 @@ def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out,
 
     The protocol and Co-SOD options are those the shards were evaluated with."""
     _parse_fail_under(fail_under)
+    check_outputs([*states, gt_path, baseline], {"--json": json_out, "--markdown": markdown_out},
+                  {"--curves": curves})
     ev = merge_states(states, load_ground_truth(gt_path))
     if curves is not None and not ev.cosod:
         raise click.BadParameter("the shards have no Co-SOD statistics", param_hint="--curves")

@@ -8,6 +8,7 @@ import click
 
 from ..export.hf import CONFIGS, export_hf
 from ..format import load_dataset, load_splits
+from ..io import check_outputs
 from .ui import out, progress_bar, table
 
 
@@ -34,6 +35,7 @@ def export_hf_cmd(dataset_dir, out_dir, img_root, configs, shard_rows, no_progre
     The result loads with datasets.load_dataset(OUT) (no loading script) and is ready for
     push_to_hub; grdkit.hf.from_hf turns it back into the canonical format exactly.
     """
+    check_outputs([dataset_dir, img_root], folders={"--out": out_dir})
     splits = (load_splits(dataset_dir) if dataset_dir.is_dir()
               else {dataset_dir.stem: load_dataset(dataset_dir)})
     with progress_bar(not no_progress) as track:

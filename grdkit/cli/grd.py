@@ -18,7 +18,7 @@ from ..builders import (
 )
 from ..errors import InputError
 from ..export import write_dataset
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_outputs
 from ..sources.d3 import read_d3, read_d3_json
 from ..validate import ValidationReport, check_images, validate_path
 from .ui import err, out, progress_bar, table
@@ -57,6 +57,7 @@ def convert_d3_cmd(anno_root, json_file, img_root, out_dir, setting, expressions
     """
     if json_file is None and anno_root is None:
         raise click.UsageError("give --anno-root (the D³ pickles) or --json (a D³ COCO JSON)")
+    check_outputs([anno_root, json_file, img_root], folders={"--out": out_dir})
     if json_file is not None:
         data = read_d3_json(json_file, anno_root)
     else:
@@ -107,20 +108,23 @@ def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress)
     """Convert Co-SOD group folders (CoCA, CoSal2015, CoSOD3k) to the canonical format.
 
     One group per folder; its expression is the folder name with _ as a space (the GRES
-    paper's Table 3 setting); every image with a mask is positive. An image without a mask or a
-    mask without an image stops the conversion (nothing is dropped).
+    paper's Table 3 setting); an image whose mask has foreground is positive, one whose mask is
+    all zero is a certified negative of its group (SOC's and D³'s data2coca convention). An
+    image without a mask or a mask without an image stops the conversion (nothing is dropped).
 
     \b
     Example on CoCA:
         grdkit convert cosod --images CoCA/image --masks CoCA/binary --out out/coca
     """
+    check_outputs([images, masks_root], folders={"--out": out_dir})
     with progress_bar(not no_progress) as track:
         ds, report = build_cosod(images, masks_root, negatives, seed, progress=track)
     paths = write_dataset({"test": ds}, out_dir, report.notes())
     pos = sum(t.positive for t in ds.targets)
     out.print(table(f"Co-SOD folders -> canonical (negatives {negatives}, seed {seed})", [
         {"groups": len(ds.groups), "images": len(ds.images), "pairs": len(ds.targets),
-         "positive": pos, "negative": len(ds.targets) - pos}]))
+         "positive": pos, "negative": len(ds.targets) - pos,
+         "certified negative": report.certified_negatives}]))
     if negatives:
         err.print("note: negatives drawn from other groups are not certified (an image may "
                   "show another group's object)")
@@ -144,6 +148,7 @@ def validate_cmd(path, img_root, json_out, show):
     Exit 1 when any error is found, 0 otherwise (warnings allowed), 2 when the input cannot be
     read at all. See grdkit.validate for the list of checks.
     """
+    check_outputs([path, img_root], {"--json": json_out})
     report = validate_path(path, img_root)
     if json_out:
         atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1) + "\n")
@@ -185,6 +190,7 @@ def show_cmd(dataset, expression_id, group_id, img_root, preds, columns, out_pat
     from ..format import load_dataset
     from ..io import atomic_write_bytes
 
+    check_outputs([dataset, img_root, preds], {"--out": out_path})
     ds = load_dataset(dataset)
     if expression_id is None:
         if group_id is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..evaluators import leaderboard
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_outputs
 from .ui import out, table
 
 
@@ -34,6 +34,7 @@ def leaderboard_cmd(reports, names, sort, metrics, markdown_out, csv_out, force)
     Confidence intervals are shown where the reports were bootstrapped; the best value per
     column is marked.
     """
+    check_outputs(list(reports), {"--markdown": markdown_out, "--csv": csv_out})
     split = (lambda v: [x.strip() for x in v.split(",")] if v else None)
     try:
         board = leaderboard(list(reports), names=split(names), sort=sort,

@@ -2,13 +2,23 @@
 
 Exit codes: 0 success; 1 a check failed (e.g. validation errors, a metric gate); 2 bad input or bad
 usage, reported as one line on stderr with no traceback.
+
+:func:`main` is the CLI's one error path: grdkit's :class:`~grdkit.errors.InputError`, click's
+usage errors, and what the operating system or a library raises on a hostile or impossible input
+(``OSError``: a read-only folder, a file where a folder is needed, a full disk;
+``RecursionError``; ``OverflowError``; ``MemoryError``; PIL's ``DecompressionBombError``) all end
+as ``grdkit: error: ...`` on one line and exit 2. Every float option refuses NaN and infinities
+(:func:`finite_floats`): click's ``FloatRange`` lets NaN through, since every comparison with NaN
+is false.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
+from PIL import Image as PILImage
 
 from .. import __version__
 from ..errors import GrdkitError
@@ -64,22 +74,76 @@ cli.add_command(predict_cmd)
 cli.add_command(cache_cmd)
 
 
+class FiniteFloat(click.FloatRange):
+    """``click.FloatRange`` that refuses NaN and +-infinity (a finite number is always meant)."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+def finite_floats(command: click.Command) -> None:
+    """Make every float option of ``command`` and its subcommands refuse NaN and infinities
+    (one place, so options other modules add are covered too)."""
+    for p in command.params:
+        t = p.type
+        if isinstance(t, click.FloatRange) and not isinstance(t, FiniteFloat):
+            p.type = FiniteFloat(t.min, t.max, t.min_open, t.max_open, t.clamp)
+        elif isinstance(t, click.types.FloatParamType) and not isinstance(t, FiniteFloat):
+            p.type = FiniteFloat()
+    for sub in getattr(command, "commands", {}).values():
+        finite_floats(sub)
+
+
+finite_floats(cli)
+
+# what the OS or a library raises on a hostile or impossible input (module header)
+INPUT_FAILURES = (OSError, RecursionError, OverflowError, MemoryError,
+                  PILImage.DecompressionBombError)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; map grdkit's input errors and usage errors to exit code 2."""
+    """Run the CLI; map every input and usage error to one line on stderr and exit code 2."""
     try:
         rv = cli.main(args=argv, prog_name="grdkit", standalone_mode=False)
     except GrdkitError as e:
-        click.echo(f"grdkit: error: {e}", err=True)
+        click.echo(f"grdkit: error: {_one_line(e)}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("grdkit: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "grdkit"
+        click.echo(f"grdkit: error: {_one_line(e.format_message())} (see {where} --help)",
+                   err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"grdkit: error: {_one_line(e.format_message())}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except RecursionError:
+        click.echo("grdkit: error: an input is nested too deeply to be read", err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo("grdkit: error: out of memory reading an input", err=True)
+        sys.exit(2)
+    except INPUT_FAILURES as e:
+        click.echo(f"grdkit: error: {_one_line(_describe(e))}", err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return f"{type(e).__name__}: {e}"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..format import GresDataset, load_dataset, load_splits
+from ..io import Commit
 from ..progress import Progress, tracked
 from . import state
 from .curves import write_curves
@@ -54,7 +55,7 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
              cosod: bool = False, bootstrap: int = 0, seed: int = 0,
              save_state: str | Path | None = None, progress: Progress | None = None,
              protocol: str = "grdkit", cosod_protocol: str = "pysodmetrics",
-             workers: int = 1) -> Report:
+             workers: int = 1, commit: Commit | None = None) -> Report:
     """Score predictions against a canonical dataset; see the module header.
 
     Args:
@@ -66,6 +67,8 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
             byte-identical whatever the number.
         save_state: also write the per-pair statistics (``.npz``) for ``grdkit eval merge``.
         progress: optional progress callback (:mod:`grdkit.progress`), one step per batch.
+        commit: write ``save_state`` into this :class:`grdkit.io.Commit` (with the other
+            outputs of a run, all or none) instead of at once.
 
     Raises:
         InputError: invalid predictions (named record) or, with ``strict``, missing pairs.
@@ -82,7 +85,7 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     finally:
         ev.close()
     if save_state is not None:
-        state.save_state(ev, save_state)
+        state.save_state(ev, save_state, commit)
     cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)

@@ -57,8 +57,10 @@ def line_plot_png(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title:
     return buf.getvalue()
 
 
-def write_curves(report, folder: str | Path) -> list[Path]:
+def write_curves(report, folder: str | Path, commit=None) -> list[Path]:
     """Write the CSVs and PNGs above into ``folder`` (created); returns the paths written.
+
+    With ``commit`` (a :class:`grdkit.io.Commit`) the files join it (all or none).
 
     Raises:
         InputError: the report has no Co-SOD curves (evaluate with ``cosod=True``).
@@ -75,11 +77,12 @@ def write_curves(report, folder: str | Path) -> list[Path]:
     written = []
     for name, cols in tables.items():
         p = folder / f"{name}.csv"
-        atomic_write_text(p, pd.DataFrame({k: c[k] for k in cols}).to_csv(
-            index=False, float_format="%.10g"))
+        text = pd.DataFrame({k: c[k] for k in cols}).to_csv(index=False, float_format="%.10g")
+        commit.write_text(p, text) if commit is not None else atomic_write_text(p, text)
         written.append(p)
     for name, (xk, yk, title) in PLOTS.items():
         p = folder / f"{name}.png"
-        atomic_write_bytes(p, line_plot_png(c[xk], c[yk], xk, yk, title))
+        png = line_plot_png(c[xk], c[yk], xk, yk, title)
+        commit.write_bytes(p, png) if commit is not None else atomic_write_bytes(p, png)
         written.append(p)
     return written

@@ -12,6 +12,7 @@ unless ``force=True``. Units as in the reports: GRES metrics in percent, Co-SOD 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,11 @@ def _load(src: Any, k: int) -> tuple[str, dict, str | None]:
             or not isinstance(d.get("config"), dict):
         raise InputError(where, "is not a grdkit JSON report (no 'metrics' / 'config' object)",
                          hint="pass JSON reports written by grdkit's evaluation")
+    for name, v in d["metrics"].items():  # a forged inf / NaN / text would rank first or crash
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v)):
+            raise InputError(where, f"metric {name!r} is {v!r}, not a finite number or null",
+                             "metrics", "pass JSON reports written by grdkit's evaluation")
     return where, d, stem
 
 

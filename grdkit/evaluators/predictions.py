@@ -12,7 +12,8 @@ Accepted forms:
   submitted and stays in U as the reference evaluators keep it (see :mod:`.gres`); when absent a
   null or empty mask (below ``min_pixels``) means "no target".
 * a folder of PNG masks ``<expression_id>/<image_id>.png`` (``<split>/<expression_id>/...`` for
-  several splits): 8-bit grey (or RGB, converted to grey), 0/255 binary or soft 0-255 maps. For the
+  several splits): 8-bit grey (RGB, palette and alpha masks as :mod:`.pngmasks` reads them),
+  0/255 binary or soft 0-255 maps. For the
   IoU family a pixel is foreground when its value is >= 128; the soft map is kept for Co-SOD,
   which scores it as submitted (even when no pixel reaches 128). The no-target decisions go in an
   optional sidecar ``<folder>/no_target.json``: a list of ``{"expression_id", "image_id",
@@ -39,8 +40,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..format import GresDataset, masks
-from ..format.rlecheck import check_rles
+from ..format.rlecheck import check_rles, rle_problem
 from ..io import read_json
+from .pngmasks import list_mask_pngs, read_mask_png
 
 _RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' compressed alphabet: chr(48) .. chr(111)
 
@@ -171,14 +173,14 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
 def _check_integrity(preds: list[Prediction], path: Any, index_of) -> None:
     """Every compressed RLE decodes to exactly h*w pixels (vectorised, in the RLE domain)."""
     with_rle = [p for p in preds if p.rle is not None]
-    ok, total, _ = check_rles([p.rle["counts"] for p in with_rle],
-                              [tuple(p.rle["size"]) for p in with_rle])
+    ok, _, _ = check_rles([p.rle["counts"] for p in with_rle],
+                          [tuple(p.rle["size"]) for p in with_rle])
     bad = np.flatnonzero(~ok)
     if bad.size:
         p = with_rle[int(bad[0])]
         h, w = p.rle["size"]
-        raise InputError(path, f"segmentation counts are corrupt: runs sum to "
-                         f"{int(total[bad[0]])}, not height*width = {h * w}",
+        raise InputError(path, f"segmentation counts are corrupt: "
+                         f"{rle_problem(p.rle['counts'], (h, w))}",
                          f"predictions[{index_of(p)}] (expression_id {p.expression_id}, "
                          f"image_id {p.image_id})", f"{bad.size} corrupt RLEs in all")
 
@@ -229,23 +231,9 @@ def read_prediction_json(path: str | Path, gt: GroundTruth) -> list[Prediction]:
 
 
 def read_png_mask(path: Path, h: int, w: int, where: str) -> np.ndarray:
-    """Read an 8-bit mask PNG as uint8 ``(h, w)``; RGB is converted to grey (ITU-R 601-2)."""
-    from PIL import Image as PILImage
-
-    try:
-        with PILImage.open(path) as im:
-            if im.mode not in ("L", "1", "P", "RGB", "RGBA", "LA"):
-                raise InputError(path, f"unsupported PNG mode {im.mode}", where,
-                                 "save 8-bit grey masks")
-            arr = np.asarray(im.convert("L"), dtype=np.uint8)
-    except InputError:
-        raise
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors on corrupt files
-        raise InputError(path, f"cannot be read as an image: {e}", where) from None
-    if arr.shape != (h, w):
-        raise InputError(path, f"mask is {arr.shape[1]}x{arr.shape[0]} (w x h), the image is "
-                         f"{w}x{h}", where, "save masks at the image's original resolution")
-    return arr
+    """Read a mask PNG as uint8 ``(h, w)``: :func:`grdkit.evaluators.pngmasks.read_mask_png`
+    (grey, RGB, palette and alpha masks; size checked before decoding)."""
+    return read_mask_png(path, h, w, where)
 
 
 def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool = False
@@ -266,18 +254,9 @@ def read_prediction_folder(folder: str | Path, gt: GroundTruth, keep_soft: bool 
         ds = gt.splits[split]
         if not root.is_dir():
             continue
-        for p in sorted(root.rglob("*")):
-            if p.is_dir():
-                continue
-            rel = p.relative_to(root)
-            if p == folder / NO_TARGET_SIDECAR:
-                continue
-            where = f"file {rel}"
-            m = re.fullmatch(r"(-?\d+)/(-?\d+)\.png", rel.as_posix())
-            if not m:
-                raise InputError(p, "is not <expression_id>/<image_id>.png", where,
-                                 "remove files that are not prediction masks")
-            e, i = int(m.group(1)), int(m.group(2))
+        # symlinked folders followed, duplicates refused; the sidecar is not a mask
+        for e, i, p in list_mask_pngs(root, skip=(folder / NO_TARGET_SIDECAR,)):
+            where = f"file {p.relative_to(root)}"
             if not ds.has_target(e, i):
                 raise InputError(p, f"unknown pair (expression_id {e}, image_id {i}) in split "
                                  f"{split!r}", where)

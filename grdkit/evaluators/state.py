@@ -25,7 +25,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..format import GresDataset
-from ..io import atomic_write_bytes
+from ..io import Commit, atomic_write_bytes
 from .gres import GresEvaluator
 
 STATE_FORMAT = "grdkit-eval-state/2"
@@ -46,11 +46,14 @@ def state_dict(ev: GresEvaluator) -> dict[str, np.ndarray]:
     return st
 
 
-def save_state(ev: GresEvaluator, path: str | Path) -> None:
-    """Write :func:`state_dict` as compressed ``.npz``, atomically."""
+def save_state(ev: GresEvaluator, path: str | Path, commit: Commit | None = None) -> None:
+    """Write :func:`state_dict` as compressed ``.npz``, atomically (into ``commit`` if given)."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **state_dict(ev))
-    atomic_write_bytes(path, buf.getvalue())
+    if commit is not None:
+        commit.write_bytes(path, buf.getvalue())
+    else:
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def read_state(path: str | Path) -> dict:
@@ -98,9 +101,7 @@ def load_state(ev: GresEvaluator, state: dict, name: str = "state") -> None:
         if meta[opt] != getattr(ev, opt):
             raise InputError(name, f"was evaluated with {opt}={meta[opt]}, "
                              f"not {getattr(ev, opt)}", hint="use the same options")
-    rows = np.asarray(state["rows"], np.int64)
-    if rows.size and (rows.min() < 0 or rows.max() >= len(ev.keys)):
-        raise InputError(name, "holds pair indices outside the ground truth")
+    rows = check_state_arrays(ev, state, name)
     dup = rows[ev.has_pred[rows]]
     if dup.size:
         raise InputError(name, "predicts a pair another shard already predicted",
@@ -108,6 +109,76 @@ def load_state(ev: GresEvaluator, state: dict, name: str = "state") -> None:
     ev.has_pred[rows] = True
     for k in ("pred_area", "inter", "union", "pred_pos", *(COSOD_KEYS if ev.cosod else ())):
         getattr(ev, k)[rows] = state[k]
+
+
+def check_state_arrays(ev: GresEvaluator, state: dict, name: str = "state") -> np.ndarray:
+    """The shard's pair indices, after checking that its statistics could have been computed.
+
+    A state is an input like any other (a forged one could claim an intersection larger than
+    its union and push gIoU past 100%): every array has one entry per row and an integer (or
+    bool) dtype; rows are distinct indices of the ground truth; 0 <= I <= U and areas >= 0;
+    at the original resolution (profiles ``grdkit``, ``mcn``) U = |P| + |G| - I exactly (|G|
+    from the ground truth), except that a no-target decision may zero I (then max(|P|, |G|) <= U
+    <= |P| + |G|) or, on a no-target pair, U; at 480 x 480 (``rela``, ``rela-2023-05``) U <=
+    |P'| + |G'| <= 2 * 480^2; Co-SOD counts are >= 0 with true positives <=
+    predicted positives, and no per-pair scalar is infinite (NaN marks an undefined one).
+
+    Raises:
+        InputError: naming the shard and the first broken rule.
+    """
+    def bad(what: str):
+        return InputError(name, f"is not a consistent evaluation state: {what}",
+                          hint="pass states written by `grdkit eval --save-state`")
+
+    rows = np.asarray(state["rows"])
+    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+        raise bad("'rows' is not a list of integers")
+    rows = rows.astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= len(ev.keys)):
+        raise InputError(name, "holds pair indices outside the ground truth")
+    if np.unique(rows).size != rows.size:
+        raise bad("a pair index is listed twice")
+    keys = ("pred_area", "inter", "union", "pred_pos", *(COSOD_KEYS if ev.cosod else ()))
+    arr = {}
+    for k in keys:
+        if k not in state:
+            raise bad(f"no {k!r}")
+        a = np.asarray(state[k])
+        want = getattr(ev, k).shape[1:]
+        if a.shape != (rows.size, *want):
+            raise bad(f"{k!r} has shape {a.shape}, expected {(rows.size, *want)}")
+        if k == "c_scalars":
+            if a.dtype.kind != "f":
+                raise bad("'c_scalars' is not floating point")
+        elif k in ("pred_pos", "c_done"):
+            if a.dtype != bool:
+                raise bad(f"{k!r} is not boolean")
+        elif a.dtype.kind not in "iu":
+            raise bad(f"{k!r} is not integer")
+        arr[k] = a
+    p, i, u = (arr[k].astype(np.int64) for k in ("pred_area", "inter", "union"))
+    if (p < 0).any() or (i < 0).any() or (i > u).any():
+        raise bad("an area is negative or an intersection exceeds its union")
+    prof = ev.profile
+    if prof.resize is None:  # original resolution: U follows from the areas
+        g = ev.gt_area[rows].astype(np.int64)
+        exact = u == p + g - i
+        # a no-target decision (the "no_target" key, :mod:`.gres`) zeroes I and keeps
+        # U = |P u G| (between max(|P|, |G|) and |P| + |G|), or U = 0 on a no-target pair
+        decided = ~np.asarray(state["pred_pos"], bool) & (
+            ((i == 0) & (u >= np.maximum(p, g)) & (u <= p + g)) | ((u == 0) & (g == 0)))
+        if (~exact & (prof.masks_only | ~decided)).any():
+            raise bad("a union is not |prediction| + |ground truth| - intersection")
+    elif (u > 2 * prof.size * prof.size).any():
+        raise bad(f"a union exceeds two {prof.size} x {prof.size} masks")
+    if ev.cosod:
+        tp, pp = arr["c_tp"].astype(np.int64), arr["c_pp"].astype(np.int64)
+        if (tp < 0).any() or (tp > pp).any() or (arr["c_g"] < 0).any() \
+                or (arr["c_n"] < 0).any():
+            raise bad("a Co-SOD count is negative or true positives exceed predicted ones")
+        if np.isinf(arr["c_scalars"]).any():  # NaN marks an undefined score; inf never occurs
+            raise bad("a Co-SOD score is infinite")
+    return rows
 
 
 def merge_states(paths: Iterable[str | Path], gt: dict[str, GresDataset]) -> GresEvaluator:
@@ -125,5 +196,5 @@ def merge_states(paths: Iterable[str | Path], gt: dict[str, GresDataset]) -> Gre
     return ev
 
 
-__all__ = ["COSOD_KEYS", "OPTIONS", "STATE_FORMAT", "load_state", "merge_states", "read_state", "save_state",
+__all__ = ["COSOD_KEYS", "OPTIONS", "STATE_FORMAT", "check_state_arrays", "load_state", "merge_states", "read_state", "save_state",
            "state_dict", "state_meta"]

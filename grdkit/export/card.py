@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..format import GresDataset, dumps
 from ..format.stats import dataset_stats, summary_rows
-from ..io import atomic_write_text
+from ..io import Commit
 from ..registry import DATASETS
 
 
@@ -108,8 +108,9 @@ def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
                   notes: dict[str, str] | None = None) -> list[Path]:
     """Write ``<out>/<split>.json`` for every split plus the data card ``<out>/README.md``.
 
-    All content is serialised before the first file is written, and each file is replaced
-    atomically, so an error never leaves a half-written file. Split files of an earlier build
+    All content is serialised first, then every file is committed as a whole
+    (:class:`grdkit.io.Commit`: all written as temp files, then renamed together), so an error
+    never leaves a half-written file nor a mix of this build and an earlier one. Split files of an earlier build
     into the same folder that this one does not write (e.g. ``testA.json`` from another splitBy)
     are removed, so the folder holds exactly this build. Returns the paths written.
 
@@ -122,11 +123,12 @@ def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
                          hint="check that the input holds records")
     texts = {out / f"{split}.json": dumps(ds) for split, ds in datasets.items()}
     texts[out / "README.md"] = render_card(datasets, notes)
-    for path, text in texts.items():
-        atomic_write_text(path, text)
-    for stale in sorted(out.glob("*.json")):
-        if stale not in texts and not stale.name.startswith(".") and _is_split_file(stale):
-            stale.unlink()
+    with Commit() as c:  # every file or none: never a split of this build beside older ones
+        for path, text in texts.items():
+            c.write_text(path, text)
+        for stale in sorted(out.glob("*.json")):
+            if stale not in texts and not stale.name.startswith(".") and _is_split_file(stale):
+                c.remove(stale)
     return list(texts)
 
 

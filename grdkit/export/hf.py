@@ -35,7 +35,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..format import Expression, GresDataset, Group, Image, Target, masks
-from ..io import atomic_write_text
+from ..io import Commit
+from ..io.images import read_image_file
 from ..progress import Progress, tracked
 from .card import render_card
 
@@ -75,12 +76,11 @@ def _j(d: dict) -> str:
 def _image_value(img: Image, img_root: Path | None) -> Any:
     if img_root is None:
         return img.file_name
-    p = img_root / img.file_name
-    try:
-        return {"bytes": p.read_bytes(), "path": img.file_name}
-    except OSError as e:
-        raise InputError(p, f"cannot read image: {e}", f"image id {img.id}",
-                         "check the image root") from None
+    # inside the image root, and a complete image of the recorded size (never a text file,
+    # a truncated file or a bomb), before a byte is embedded
+    data = read_image_file(img_root, img.file_name, (img.height, img.width),
+                           f"image id {img.id}")
+    return {"bytes": data, "path": img.file_name}
 
 
 def iter_rows(ds: GresDataset, config: str = "groups", img_root: str | Path | None = None
@@ -138,12 +138,30 @@ def to_hf(dataset: GresDataset | dict[str, GresDataset], img_root: str | Path | 
           config: str = "groups"):
     """In-memory ``datasets.DatasetDict`` (one split per canonical split) of the given config."""
     import datasets as hfd
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
 
     splits = dataset if isinstance(dataset, dict) else {dataset.split or "test": dataset}
-    feats = features(config, img_root is not None)
-    return hfd.DatasetDict({s: hfd.Dataset.from_list(list(iter_rows(d, config, img_root)),
-                                                     features=feats)
+    embed = img_root is not None
+    feats = features(config, embed)
+    # encoded here, not by Dataset.from_list: datasets drops the bytes of an image whose path
+    # exists in the working folder (see _encode)
+    return hfd.DatasetDict({s: hfd.Dataset(InMemoryTable(pa.Table.from_pylist(
+        [_encode(feats, r, embed) for r in iter_rows(d, config, img_root)],
+        schema=feats.arrow_schema)), info=hfd.DatasetInfo(features=feats))
                             for s, d in splits.items()})
+
+
+def _encode(feats, row: dict, embed: bool) -> dict:
+    """``feats.encode_example(row)`` with the image bytes kept: ``datasets.Image`` stores only
+    the path of a file that exists in the working folder, so an export run inside the image folder
+    would hold no image bytes."""
+    enc = feats.encode_example(row)
+    if embed:
+        for col in ("images", "image"):
+            if col in row:
+                enc[col] = row[col]
+    return enc
 
 
 def _rows_of(ds) -> Iterable[dict]:
@@ -233,9 +251,14 @@ def decode_mask(row: dict, i: int | None = None) -> np.ndarray:
 def export_hf(splits: dict[str, GresDataset], out: str | Path, img_root: str | Path | None = None,
               configs: Iterable[str] = ("groups",), shard_rows: int = 5000,
               progress: Progress | None = None) -> dict:
-    """Write Parquet shards and the card (see module header), atomically per file.
+    """Write Parquet shards and the card (see module header), committed as a whole.
 
     Rows are streamed: at most one Parquet row group (``ROWS_PER_GROUP`` rows) is in memory.
+    Every shard is written as a temp file and all are renamed into place together with the card
+    (:class:`grdkit.io.Commit`), and shards of an earlier export are removed then: an error or
+    an interrupt leaves the earlier export as it was, never a mix. With ``img_root`` every image
+    is read through :func:`grdkit.io.images.read_image_file` (inside the root, a complete image
+    of the recorded size) and its bytes are always embedded.
 
     Returns:
         ``{config: {split: {"rows": int, "files": [paths], "bytes": int}}}``.
@@ -246,47 +269,48 @@ def export_hf(splits: dict[str, GresDataset], out: str | Path, img_root: str | P
     out = Path(out)
     embed = img_root is not None
     result: dict = {}
-    for config in configs:
-        feats = features(config, embed)
-        schema = feats.arrow_schema
-        result[config] = {}
-        for split, ds in splits.items():
-            n_rows = (sum(len(g.expression_ids) for g in ds.groups) if config == "groups"
-                      else len(ds.targets))
-            n_shards = max(1, -(-n_rows // shard_rows))
-            rows = iter(tracked(progress, iter_rows(ds, config, img_root), f"{config} {split}",
-                                n_rows))
-            files = []
-            for k in range(n_shards):
-                path = out / config / f"{split}-{k:05d}-of-{n_shards:05d}.parquet"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp")
-                with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
-                    left = min(shard_rows, n_rows - k * shard_rows)
-                    while left > 0:
-                        batch = [feats.encode_example(r)
-                                 for r in islice(rows, min(ROWS_PER_GROUP, left))]
-                        w.write_table(pa.Table.from_pylist(batch, schema=schema))
-                        left -= len(batch)
-                    if n_rows == 0:
-                        w.write_table(pa.Table.from_pylist([], schema=schema))
-                tmp.replace(path)
-                files.append(path)
-            if next(rows, None) is not None:  # also lets the progress bar reach its total
-                raise AssertionError(f"{config} {split}: more rows than counted")
-            for stale in (out / config).glob(f"{split}-*-of-*.parquet"):
-                if stale not in files:  # shards of an earlier export would be loaded too
-                    stale.unlink()
-            result[config][split] = {"rows": n_rows, "files": files,
-                                     "bytes": sum(f.stat().st_size for f in files)}
-    atomic_write_text(out / "README.md",
-                      render_card(splits, front_matter=card_front_matter(result, embed)))
+    with Commit() as commit:  # every shard and the card, or nothing: see the module header
+        for config in configs:
+            feats = features(config, embed)
+            schema = feats.arrow_schema
+            result[config] = {}
+            for split, ds in splits.items():
+                n_rows = (sum(len(g.expression_ids) for g in ds.groups) if config == "groups"
+                          else len(ds.targets))
+                n_shards = max(1, -(-n_rows // shard_rows))
+                rows = iter(tracked(progress, iter_rows(ds, config, img_root),
+                                    f"{config} {split}", n_rows))
+                files = []
+                for k in range(n_shards):
+                    path = out / config / f"{split}-{k:05d}-of-{n_shards:05d}.parquet"
+                    with pq.ParquetWriter(commit.temp_for(path), schema,
+                                          compression="zstd") as w:
+                        left = min(shard_rows, n_rows - k * shard_rows)
+                        while left > 0:
+                            batch = [_encode(feats, r, embed)
+                                     for r in islice(rows, min(ROWS_PER_GROUP, left))]
+                            w.write_table(pa.Table.from_pylist(batch, schema=schema))
+                            left -= len(batch)
+                        if n_rows == 0:
+                            w.write_table(pa.Table.from_pylist([], schema=schema))
+                    files.append(path)
+                if next(rows, None) is not None:  # also lets the progress bar reach its total
+                    raise AssertionError(f"{config} {split}: more rows than counted")
+                for stale in (out / config).glob(f"{split}-*-of-*.parquet"):
+                    if stale not in files:  # shards of an earlier export would be loaded too
+                        commit.remove(stale)
+                result[config][split] = {"rows": n_rows, "files": files}
+        commit.write_text(out / "README.md", render_card(
+            splits, front_matter=card_front_matter(result, embed, commit)))
+    for per in result.values():
+        for r in per.values():
+            r["bytes"] = sum(f.stat().st_size for f in r["files"])
     return result
 
 
-def card_front_matter(result: dict, embed: bool) -> str:
+def card_front_matter(result: dict, embed: bool, commit: Commit | None = None) -> str:
     """YAML header of an exported folder's card: configs, splits (with files) and features,
-    as ``datasets.load_dataset`` reads them."""
+    as ``datasets.load_dataset`` reads them (``commit``: sizes of files not yet committed)."""
     import datasets as hfd
     import yaml
 
@@ -297,7 +321,14 @@ def card_front_matter(result: dict, embed: bool) -> str:
                                        for s in splits]})
         info = hfd.DatasetInfo(features=features(config, embed))._to_yaml_dict()
         infos.append({"config_name": config, "features": info["features"],
-                      "splits": [{"name": s, "num_examples": v["rows"], "num_bytes": v["bytes"]}
+                      "splits": [{"name": s, "num_examples": v["rows"],
+                                  "num_bytes": v.get("bytes", _size(v["files"], commit))}
                                  for s, v in splits.items()]})
     return yaml.safe_dump({"configs": configs, "dataset_info": infos}, sort_keys=False,
                           allow_unicode=True).rstrip("\n")
+
+
+def _size(files: list[Path], commit: Commit | None) -> int:
+    """Bytes of output files, read from their temp files while a commit is pending."""
+    temps = commit.temps if commit is not None else {}
+    return sum(Path(temps.get(f, f)).stat().st_size for f in files)

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
-from ..errors import InputError
 from ..format import GresDataset, masks
+from ..io.images import image_path, open_image
 
 TILE = 240  # tile width in pixels
 GT_RGB = np.array([40, 200, 80], np.float32)
@@ -27,15 +27,9 @@ def _tile(ds: GresDataset, eid: int, iid: int, img_root: Path | None,
     im = ds.image(iid)
     t = ds.target(eid, iid)
     if img_root is not None:
-        p = img_root / im.file_name
-        try:
-            with PILImage.open(p) as f:
-                base = np.asarray(f.convert("RGB"), np.float32)
-        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
-            raise InputError(p, f"cannot open image: {e}", f"image id {iid}") from None
-        if base.shape[:2] != (im.height, im.width):
-            raise InputError(p, f"image is {base.shape[1]}x{base.shape[0]}, recorded "
-                             f"{im.width}x{im.height}", f"image id {iid}")
+        p = image_path(img_root, im.file_name, f"image id {iid}")
+        with open_image(p, (im.height, im.width), f"image id {iid}") as f:
+            base = np.asarray(f.convert("RGB"), np.float32)
     else:
         base = np.full((im.height, im.width, 3), 90, np.float32)
     gt = masks.decode(t.segmentation).astype(bool)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError
 from ..io import atomic_write_text, read_json
 from .problems import RECORD_FIELDS, SECTIONS, record_problems, reference_problems
@@ -243,7 +245,37 @@ class GresDataset:
                           {"size": [int(x) for x in r["segmentation"]["size"]],
                            "counts": r["segmentation"]["counts"]},
                           tuple(r["ann_ids"]), extra(r, "targets")) for r in data["targets"]]
-        return cls(data["info"], images, expressions, groups, targets, path=path)
+        ds = cls(data["info"], images, expressions, groups, targets, path=path)
+        ds.require_sound_masks()
+        return ds
+
+    def require_sound_masks(self) -> None:
+        """Every target's RLE has its image's size and decodes, as pycocotools reads it, to
+        exactly h*w pixels (:mod:`grdkit.format.rlecheck`, vectorised): checked when a file is
+        loaded, so no corrupt string reaches pycocotools' C code (which does not check).
+
+        Raises:
+            InputError: naming the first bad target and why.
+        """
+        from .rlecheck import check_rles, rle_problem
+
+        for k, t in enumerate(self.targets):
+            im = self._images.get(t.image_id)
+            if im is not None and t.segmentation["size"] != [im.height, im.width]:
+                raise InputError(self.path, f"segmentation size {t.segmentation['size']} is not "
+                                 f"the image's [{im.height}, {im.width}]",
+                                 f"targets[{k}] (expression_id {t.expression_id}, image_id "
+                                 f"{t.image_id})", "run `grdkit validate` on it")
+        ok, _, _ = check_rles([t.segmentation["counts"] for t in self.targets],
+                              [tuple(t.segmentation["size"]) for t in self.targets])
+        if not ok.all():
+            k = int(np.flatnonzero(~ok)[0])
+            t = self.targets[k]
+            raise InputError(self.path, f"segmentation is corrupt: "
+                             f"{rle_problem(t.segmentation['counts'], t.segmentation['size'])}",
+                             f"targets[{k}] (expression_id {t.expression_id}, image_id "
+                             f"{t.image_id})", f"{int((~ok).sum())} corrupt RLEs in all; run "
+                             "`grdkit validate` on it")
 
     def to_dict(self) -> dict:
         """The JSON-ready object (required keys first, then extra keys in their stored order)."""
@@ -287,8 +319,10 @@ def load_dataset(path: str | Path) -> GresDataset:
     """Read one split file of the canonical format.
 
     Raises:
-        InputError: the file is missing, is not JSON (the message gives line and column), or a
-            record misses a key or has a wrong type (the message names the record).
+        InputError: the file is missing, is not JSON (the message gives line and column), a
+            record misses a key or has a wrong type (the message names the record), a size is
+            beyond grdkit's bounds, or a target's RLE is not its image's size or is corrupt
+            (:meth:`GresDataset.require_sound_masks`).
     """
     path = Path(path)
     if path.is_dir():

@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..io.limits import POLY_MARGIN, size_problem
+from .rlecheck import rle_problem
+
 RLE = dict  # {"size": [h, w], "counts": str}
 
 
@@ -63,8 +66,11 @@ def polygon_problems(polygons: Any, height: int, width: int, geometry: bool = Tr
     Yields:
         ``part`` is the part index (None for the whole segmentation). Structural errors, always
         checked: ``polygon_points`` (no parts, not a list, an odd number of coordinates or fewer
-        than 3 points: pycocotools would silently read a 4-number part as a box) and
-        ``polygon_nonfinite``. The builders raise the first error; ``grdkit validate`` lists all.
+        than 3 points: pycocotools would silently read a 4-number part as a box),
+        ``polygon_nonfinite`` and ``polygon_range`` (a coordinate more than one image size
+        beyond the border, :data:`grdkit.io.limits.POLY_MARGIN`: pycocotools' ``rleFrPoly``
+        walks every pixel of the outline at 5x, so the work must stay bounded by the image).
+        The builders raise the first error; ``grdkit validate`` lists all.
     """
     if not isinstance(polygons, list) or not polygons:
         yield None, "polygon_points", "error", "polygon segmentation has no parts"
@@ -86,6 +92,14 @@ def polygon_problems(polygons: Any, height: int, width: int, geometry: bool = Tr
                         or not isinstance(v, (int, float)) or not math.isfinite(v)), None)
             yield k, "polygon_nonfinite", "error", (
                 f"polygon part {k} has a non-finite or non-numeric coordinate {bad!r}")
+            continue
+        xs, ys = part[0::2], part[1::2]
+        mx, my = POLY_MARGIN * width, POLY_MARGIN * height
+        if (min(xs) < -mx or max(xs) > width + mx or min(ys) < -my
+                or max(ys) > height + my):
+            yield k, "polygon_range", "error", (
+                f"polygon part {k} reaches x in [{min(xs)}, {max(xs)}], y in [{min(ys)}, "
+                f"{max(ys)}], far outside the {width}x{height} image")
             continue
         if geometry:
             yield from ((k, *p) for p in _geometry_problems(part, height, width))
@@ -129,8 +143,9 @@ def to_rle(segmentation: Any, height: int, width: int) -> RLE:
         MaskError: a structurally invalid polygon (see :func:`polygon_problems`), RLE whose size differs from ``(height, width)``, or an
             unknown segmentation type.
     """
-    if height <= 0 or width <= 0:
-        raise MaskError(f"image size {height}x{width} is not positive")
+    problem = size_problem(height, width)
+    if problem:
+        raise MaskError(f"image {problem}")
     if isinstance(segmentation, list):
         for _, _, _, message in polygon_problems(segmentation, height, width, geometry=False):
             raise MaskError(message)
@@ -146,13 +161,17 @@ def to_rle(segmentation: Any, height: int, width: int) -> RLE:
             raise MaskError(f"RLE size {size} differs from the image size [{height}, {width}]")
         counts = segmentation["counts"]
         if isinstance(counts, list):
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                       for c in counts):
+                raise MaskError("uncompressed RLE counts must be non-negative integers")
             if sum(counts) != height * width:
                 raise MaskError(f"uncompressed RLE counts sum to {sum(counts)}, "
                                 f"not height*width = {height * width}")
             return _to_py(mask_utils.frPyObjects(segmentation, height, width))
         if isinstance(counts, (str, bytes)):
-            if isinstance(counts, str) and not counts.isascii():
-                raise MaskError("compressed RLE counts hold non-ASCII characters")
+            problem = rle_problem(counts, (height, width))
+            if problem:  # checked before pycocotools reads it (it does not check)
+                raise MaskError(f"compressed RLE {problem}")
             return _to_py(_to_c(segmentation))
     raise MaskError(f"unknown segmentation type {type(segmentation).__name__}")
 

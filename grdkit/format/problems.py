@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+from ..io.limits import size_problem
+
 
 class Finding(NamedTuple):
     """One problem: its kind (e.g. ``missing_target``), ``error`` or ``warning``, where, what."""
@@ -60,7 +62,9 @@ def record_name(section: str, i: int, rec: Any) -> str:
 
 def record_problems(section: str, i: int, rec: Any) -> Iterator[Finding]:
     """Schema findings (kind ``schema``) of record ``i`` of ``section``: missing keys, wrong types,
-    id lists that are not integers, a segmentation that is not a compressed RLE."""
+    id lists that are not integers, a segmentation that is not a compressed RLE; and sizes
+    beyond grdkit's bounds (kind ``size_bound``, :func:`grdkit.io.limits.size_problem`, at most
+    ``MAX_SIDE`` px a side), checked before any C code sees them."""
     if not isinstance(rec, dict):
         yield Finding("schema", "error", record_name(section, i, rec),
                       f"is a {type(rec).__name__}, not an object")
@@ -83,6 +87,11 @@ def record_problems(section: str, i: int, rec: Any) -> Iterator[Finding]:
         elif key in ("height", "width") and v < 1:
             yield Finding("schema", "error", record_name(section, i, rec),
                           f"key {key!r} is {v}; must be >= 1 (pixels)")
+    if section == "images" and _is_int(rec.get("height")) and _is_int(rec.get("width")) \
+            and rec["height"] >= 1 and rec["width"] >= 1:
+        problem = size_problem(rec["height"], rec["width"])
+        if problem:
+            yield Finding("size_bound", "error", record_name(section, i, rec), problem)
     seg = rec.get("segmentation")
     if section == "targets" and isinstance(seg, dict) and not (
             isinstance(seg.get("size"), list) and len(seg["size"]) == 2
@@ -91,6 +100,9 @@ def record_problems(section: str, i: int, rec: Any) -> Iterator[Finding]:
         yield Finding("schema", "error", record_name(section, i, rec),
                       "segmentation must be a compressed RLE {'size': [h, w], 'counts': str} "
                       "with h, w integers >= 1")
+    elif section == "targets" and isinstance(seg, dict) and size_problem(*seg["size"]):
+        yield Finding("size_bound", "error", record_name(section, i, rec),
+                      f"segmentation {size_problem(*seg['size'])}")
 
 
 def reference_problems(images: Iterable[tuple[int, int]],

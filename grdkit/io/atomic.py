@@ -40,3 +40,138 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically; see :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class Commit:
+    """Several output files committed as a whole: written to temp files, then renamed together.
+
+    Every file is first written completely as a hidden temp file beside its destination
+    (``.<name>.<random>.tmp``); only when all are written are they renamed into place (and the
+    ``stale`` files removed). An error or an interrupt before that removes the temp files and
+    leaves every earlier output untouched. Use as a context manager::
+
+        with Commit() as c:
+            c.write_text(out / "val.json", text)
+            with open(c.temp_for(out / "shard.parquet"), "wb") as f: ...
+            c.remove(out / "old-shard.parquet")
+
+    Files of the folder that are not named are kept (an output folder may hold a user's files).
+    """
+
+    def __init__(self) -> None:
+        self._temps: dict[Path, Path] = {}
+        self._stale: list[Path] = []
+
+    def temp_for(self, path: str | Path) -> Path:
+        """A fresh temp path beside ``path`` that becomes ``path`` at commit."""
+        path = Path(path)
+        if path in self._temps:
+            raise ValueError(f"{path} is written twice in one commit")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        self._temps[path] = Path(tmp)
+        return Path(tmp)
+
+    def write_bytes(self, path: str | Path, data: bytes) -> None:
+        tmp = self.temp_for(path)
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    def write_text(self, path: str | Path, text: str) -> None:
+        self.write_bytes(path, text.encode("utf-8"))
+
+    def remove(self, path: str | Path) -> None:
+        """Delete ``path`` at commit (e.g. a shard of an earlier export)."""
+        self._stale.append(Path(path))
+
+    @property
+    def paths(self) -> list[Path]:
+        return list(self._temps)
+
+    @property
+    def temps(self) -> dict[Path, Path]:
+        """Destination -> temp file, for the files not yet committed."""
+        return dict(self._temps)
+
+    def __enter__(self) -> Commit:  # noqa: PYI034 (Python 3.10 has no typing.Self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            for path in self._temps:  # a rename that would fail, refused before the first
+                if path.is_dir():
+                    raise IsADirectoryError(21, "Is a directory", str(path))
+            mode = 0o666 & ~_umask()
+            for tmp in self._temps.values():
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.chmod(tmp, mode)
+        except BaseException:
+            self.abort()
+            raise
+        for path, tmp in self._temps.items():  # nothing but renames from here on
+            os.replace(tmp, path)
+        self._temps.clear()
+        for p in self._stale:
+            if p.exists() and p not in self._temps:
+                p.unlink()
+
+    def abort(self) -> None:
+        """Remove every temp file; the destinations are untouched."""
+        for tmp in self._temps.values():
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        self._temps.clear()
+
+
+def check_outputs(inputs: list[str | Path | None], files: dict[str, str | Path | None] | None = None,
+                  folders: dict[str, str | Path | None] | None = None) -> None:
+    """Refuse an output that names an input, before any work.
+
+    Args:
+        inputs: input files and folders (None entries are skipped).
+        files: option name -> output file (None: not given); refused when it is an input.
+        folders: option name -> output folder; refused when it is an input or holds one.
+
+    Raises:
+        InputError: naming the option and the input.
+    """
+    from ..errors import InputError
+
+    ins = [(p, Path(os.path.realpath(p))) for p in inputs if p is not None]
+    for outs, folder in ((files or {}, False), (folders or {}, True)):
+        for opt, out in outs.items():
+            if out is None:
+                continue
+            o = Path(os.path.realpath(out))
+            for raw, i in ins:
+                same = o == i or (o.exists() and Path(raw).exists() and os.path.samefile(o, raw))
+                if same or (folder and o in i.parents):
+                    raise InputError(out, f"{opt} {'holds' if not same else 'is'} an input "
+                                     f"({raw}); inputs are never overwritten",
+                                     hint=f"choose another {opt}")
+
+
+def ensure_writable(folder: str | Path, what: str = "output folder") -> None:
+    """Create ``folder`` (and parents) and check a file can be written in it, before any work.
+
+    Raises:
+        InputError: it cannot be created (a file in the path, a read-only parent) or written.
+    """
+    from ..errors import InputError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".grdkit-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(folder, f"{what} is not writable: {e.strerror or e}",
+                         hint="choose a writable folder") from None

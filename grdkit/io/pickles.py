@@ -96,6 +96,9 @@ def loads_pickle(path: str | Path, data: bytes, hint: str | None = None,
     except UnicodeDecodeError as e:
         raise InputError(path, f"holds a Python 2 byte string that is not UTF-8 ({e.reason} at "
                          f"byte {e.start} of {e.object[:40]!r})") from None
+    except RecursionError:
+        raise InputError(path, "is not a readable pickle of plain data: nested too deeply",
+                         hint=hint) from None
     except EOFError:
         raise InputError(path, "pickle is truncated (unexpected end of file)",
                          hint="download the file again") from None
