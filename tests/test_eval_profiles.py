@@ -446,3 +446,28 @@ def test_reports_under_each_naming(tmp_path, capsys, scheme, expected):
         assert b["names"]["labels"][key] == label
         assert f"| {label} |" in text, label
         assert label in out, label
+
+
+@pytest.mark.parametrize("prof", sorted(PROFILES))
+def test_shards_with_no_target_decisions_merge_under_every_profile(tmp_path, capsys, prof):
+    """A no-target decision zeroes I but keeps U (ReLA's rule), so its shard state breaks
+    U = |P| + |G| - I: the merge-time consistency check (issue 21) must still accept it, under
+    every profile, and the merge must equal the single pass."""
+    ds, recs = generated_case(5, with_key=True)
+    assert any(r.get("no_target") and r["segmentation"] for r in recs)
+    gt = tmp_path / "val.json"
+    grdkit.save_dataset(ds, gt)
+    whole, a, b = (tmp_path / f"{n}.json" for n in ("whole", "a", "b"))
+    whole.write_text(json.dumps(recs))
+    a.write_text(json.dumps(recs[::2]))
+    b.write_text(json.dumps(recs[1::2]))
+    for src in (a, b):
+        code, _, err = run_cli(["eval", src, "--gt", gt, "--profile", prof, "--save-state",
+                                src.with_suffix(".npz")], capsys)
+        assert code == 0, err
+    one, merged = tmp_path / "one.json", tmp_path / "merged.json"
+    assert run_cli(["eval", whole, "--gt", gt, "--profile", prof, "--json", one], capsys)[0] == 0
+    code, _, err = run_cli(["eval", "merge", a.with_suffix(".npz"), b.with_suffix(".npz"),
+                            "--gt", gt, "--json", merged], capsys)
+    assert code == 0, err
+    assert json.loads(merged.read_text())["metrics"] == json.loads(one.read_text())["metrics"]
