@@ -193,6 +193,7 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
             sampler.set_epoch(epoch)
             model.train()
             losses = []
+            diag = []  # optional per-epoch training diagnostics (model.diagnose, issue 17)
             for batch in tracked(progress if rank == 0 else None, loader,
                                  f"epoch {epoch + 1}/{cfg.epochs}", len(sampler)):
                 if step >= total:
@@ -201,6 +202,8 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 with autocast(device):
                     outp = net(batch)
                 loss, parts = model.loss(outp, batch, epoch, cfg.epochs)
+                if rank == 0 and hasattr(model, "diagnose"):
+                    diag.append(model.diagnose(outp, batch))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip > 0:
@@ -235,6 +238,8 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 if log:
                     log.write(json.dumps({"event": "epoch", "epoch": epoch, "step": step,
                                           "mean_loss": mean_loss,
+                                          **({"diagnostics": model.summarize_diagnostics(diag)}
+                                             if diag else {}),
                                           **({"val": val_metrics} if val_ds is not None
                                              else {})}) + "\n")
                     log.flush()

@@ -55,6 +55,8 @@ from .lts import conv_bn
 
 RANKS = ("pos+neg", "pos", "neg", "random")
 FUSIONS = ("none", "pwam")
+POOLS = ("mean", "mask")
+ANCHORS = ("prototype", "mean", "z")
 MIRROR_LAMBDA = 0.5
 MARGIN = 1.0
 
@@ -107,9 +109,25 @@ def vision_heatmaps(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,ic->nihw", vn, pn)
 
 
-def prototypes(v: torch.Tensor, m_l: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: spatial mean of M^l_n * V_n -> ``(N, C)``."""
-    return (m_l * v).mean(dim=(2, 3))
+def prototypes(v: torch.Tensor, m_l: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+    """Eq. 2: p_n = avg(M^l_n * V_n) -> ``(N, C)``, same dtype as ``v``.
+
+    Args:
+        v: V_n ``(N, C, H, W)``; m_l: M^l_n ``(N, 1, H, W)`` (a cosine, in [-1, 1]).
+        pool: ``mean`` divides the sum over pixels by H*W (§3.2: "averaged along spatial
+            dimension (i.e., H x W)"; the default); ``mask`` divides by sum |M^l_n| + 1e-6 (the
+            "mask average pooling" of few-shot segmentation, PANet / SG-One, whose masks are
+            non-negative; M^l_n is a signed cosine, so the absolute value keeps the denominator
+            away from 0: ours).
+
+    Raises:
+        ValueError: an unknown ``pool``.
+    """
+    if pool == "mean":
+        return (m_l * v).mean(dim=(2, 3))
+    if pool == "mask":
+        return (m_l * v).sum(dim=(2, 3)) / (m_l.abs().sum(dim=(2, 3)) + 1e-6)
+    raise ValueError(f"pool must be one of {POOLS}")
 
 
 def decide(a: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor,
@@ -149,24 +167,34 @@ class PWAM(nn.Module):
 
 
 class GRSer(nn.Module):
-    """Grouped Referring Segmenter; see the module header.
+    """Grouped Referring Segmenter; see the module header (fidelity table).
 
     Args:
         vision, vision_weights, text, text_gru, train_text, freeze_vision: as for LTS.
         width: C_v (paper: 512). group_size: N, the number of heatmap channels.
-        tqm, hierarchizer, mirror, triplet: the paper's components (ablation switches).
-        rank: ``pos+neg`` | ``pos`` | ``neg`` | ``random``.
+        tqm, mirror, triplet: the paper's components (ablation switches, Table 5).
+        hierarchizer: False is Table 5's "w/o HMapHier", which Table 4's first row defines as a
+            random order at training and at test: the same as ``rank="random"``.
+        rank: eq. 4's ranking criterion ``pos+neg`` | ``pos`` | ``neg`` | ``random`` (Table 4);
+            at test :meth:`set_inference` may choose another one.
+        pool: eq. 2's pooling, ``mean`` (divide by H*W, default) or ``mask`` (see
+            :func:`prototypes`).
+        anchor: the triplet anchor a_n (eq. 5) and the decision rule's: ``prototype`` (default:
+            eq. 2's pooling of z_n's V-part, so a_n = p_n), ``mean`` (plain spatial mean of the
+            V-part), or ``z`` (grdkit <= 0.x: the spatial mean of the decoder's first conv
+            over z_n, a space the ranking never sees; kept to reproduce the old runs).
         fusion: ``none`` or ``pwam`` (LAVT's pixel-word attention on the encoder features).
         margin: m of the triplet loss and decision rule (paper: 1).
-        mirror_weight: lambda of the mirror loss (choice: 0.5).
+        mirror_weight: lambda of the mirror loss (not published; 0.5, ours).
         image_size: S, for backbones built for an input size (Swin).
 
     Output of ``forward``: ``{"p": (M, 1, S/4, S/4) mask logits, "a": (M, C_v) anchors,
-    "l_pos": (B, C_v) L', "l_neg": (B, C_v) L'_anti, "order": list of each group's heatmap
-    order (eq. 4) or None, "mirror": logits with L / L_anti swapped or None}``.
+    "l_pos": (B, C_v) L', "l_neg": (B, C_v) L'_anti, "s_pos" / "s_neg": (M,) float32 eq. 4
+    scores of each image's own prototype, "order": list of each group's heatmap order (eq. 4)
+    or None without the TQM, "mirror": logits with L / L_anti swapped or None}``.
 
     Raises:
-        ValueError: an unknown ``rank`` or ``fusion``.
+        ValueError: an unknown ``rank``, ``fusion``, ``pool`` or ``anchor``.
     """
 
     name = "grser"
@@ -177,18 +205,23 @@ class GRSer(nn.Module):
                  tqm: bool = True, hierarchizer: bool = True, mirror: bool = True,
                  triplet: bool = True, rank: str = "pos+neg", seed: int = 0,
                  fusion: str = "none", margin: float = MARGIN,
-                 mirror_weight: float = MIRROR_LAMBDA, image_size: int | None = None):
+                 mirror_weight: float = MIRROR_LAMBDA, image_size: int | None = None,
+                 pool: str = "mean", anchor: str = "prototype"):
         super().__init__()
-        if rank not in RANKS:
-            raise ValueError(f"rank must be one of {RANKS}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}")
+        for value, allowed, what in ((rank, RANKS, "rank"), (fusion, FUSIONS, "fusion"),
+                                     (pool, POOLS, "pool"), (anchor, ANCHORS, "anchor")):
+            if value not in allowed:
+                raise ValueError(f"{what} must be one of {allowed}")
+        if not hierarchizer and rank not in ("random", "pos+neg"):
+            raise ValueError(f"hierarchizer=False is rank 'random'; it contradicts rank {rank!r}")
         attach_encoders(self, vision, vision_weights, text, text_gru, train_text, freeze_vision,
                         image_size)
         c8, c16, c32 = self.vision.channels
         c, cl = width, self.text.dim
-        self.n_max, self.use_tqm, self.use_hier = int(group_size), tqm, hierarchizer
-        self.use_mirror, self.use_triplet, self.rank_mode = mirror, triplet, rank
+        self.n_max, self.use_tqm = int(group_size), tqm
+        self.use_mirror, self.use_triplet = mirror, triplet
+        self.rank_mode = rank if hierarchizer else "random"
+        self.pool, self.anchor = pool, anchor
         self.margin, self.mirror_weight = float(margin), float(mirror_weight)
         self.pwam = nn.ModuleList([PWAM(ch, cl) for ch in (c8, c16, c32)]) \
             if fusion == "pwam" else None
@@ -206,29 +239,42 @@ class GRSer(nn.Module):
                                   nn.Conv2d(c // 4, 1, 1))
         self.generator = torch.Generator().manual_seed(seed)
 
+    def set_inference(self, rank: str | None = None) -> None:
+        """Choose the ranking criterion used from now on (Table 4's "Test" column); None keeps
+        the trained one.
+
+        Raises:
+            ValueError: an unknown ``rank``.
+        """
+        if rank is not None:
+            if rank not in RANKS:
+                raise ValueError(f"rank must be one of {RANKS}")
+            self.rank_mode = rank
+
     def _heatmaps(self, v: torch.Tensor, q: torch.Tensor, q_anti: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One group's heatmaps (eq. 1-4) with sentence q and anti-sentence q_anti (both already
-        projected by omega_l): ``(n, 1 [+ N], H, W)`` and the heatmap order (or None)."""
+        projected by omega_l): ``(n, 1 [+ N], H, W)``, the prototypes ``(n, C_v)`` and the
+        heatmap order (or None without the TQM)."""
         n = v.shape[0]
         m_l = cosine_map(v, q)                                     # eq. 1
+        p = prototypes(v, m_l, self.pool)                          # eq. 2
         if not self.use_tqm:
-            return m_l, None
-        p = prototypes(v, m_l)                                     # eq. 2
+            return m_l, p, None
         m_v = vision_heatmaps(v, p)                                # eq. 3
-        order = None
-        if self.use_hier:
-            order = hierarchy_order(p.detach().float(), q.detach().float(),
-                                    q_anti.detach().float(), self.rank_mode,
-                                    self.generator)                # eq. 4
-            m_v = m_v[:, order]
+        order = hierarchy_order(p.detach().float(), q.detach().float(),
+                                q_anti.detach().float(), self.rank_mode,
+                                self.generator)                    # eq. 4
+        m_v = m_v[:, order]
         if n < self.n_max:
             m_v = F.pad(m_v, (0, 0, 0, 0, 0, self.n_max - n))
-        return torch.cat([m_l, m_v[:, : self.n_max]], 1), order
+        # a test group larger than the trained N keeps its N best-ranked heatmaps
+        return torch.cat([m_l, m_v[:, : self.n_max]], 1), p, order
 
     def _decode(self, v: torch.Tensor, f8: torch.Tensor, maps: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_n -> (mask logits, anchors a_n = pooled z_n), for all images at once."""
+        """z_n = concat(V_n, heatmaps) -> (mask logits, spatial mean of the decoder's first conv
+        over z_n: the anchor of ``anchor="z"`` only)."""
         z = self.z_conv(torch.cat([v, maps], 1))
         y = self.dec16(z)
         y = F.interpolate(y, size=f8.shape[-2:], mode="bilinear", align_corners=False)
@@ -250,16 +296,25 @@ class GRSer(nn.Module):
         f8, f16, f32 = feats
         up = F.interpolate(self.v32(f32), size=f16.shape[-2:], mode="bilinear",
                            align_corners=False)
-        v = self.v_merge(torch.cat([self.v16(f16), up], 1))
+        v = self.v_merge(torch.cat([self.v16(f16), up], 1))      # V_n, the V-part of z_n
         groups = torch.split(v, batch["counts"])
-        maps, orders = zip(*(self._heatmaps(vg, q[k], q_anti[k]) for k, vg in enumerate(groups)))
-        p, a = self._decode(v, f8, torch.cat(maps))
+        maps, protos, orders = zip(*(self._heatmaps(vg, q[k], q_anti[k])
+                                     for k, vg in enumerate(groups)))
+        p_all = torch.cat(protos)
+        logits, z_pool = self._decode(v, f8, torch.cat(maps))
+        # the anchor lives where the prototypes live: no layer between V_n and a_n (eq. 5)
+        a = {"prototype": p_all, "mean": v.mean(dim=(2, 3)), "z": z_pool}[self.anchor]
+        group = batch["group"]
+        pf = p_all.detach().float()
+        s_pos = torch.linalg.vector_norm(pf - q.detach().float().index_select(0, group), dim=1)
+        s_neg = torch.linalg.vector_norm(pf - q_anti.detach().float().index_select(0, group),
+                                         dim=1)
         mirror = None
         if self.use_mirror and self.training:
             mirror_maps = [self._heatmaps(vg, q_anti[k], q[k])[0] for k, vg in enumerate(groups)]
             mirror = self._decode(v, f8, torch.cat(mirror_maps))[0]
-        return {"p": p, "a": a, "l_pos": q, "l_neg": q_anti,
-                "order": list(orders) if self.use_hier and self.use_tqm else None,
+        return {"p": logits, "a": a, "l_pos": q, "l_neg": q_anti, "s_pos": s_pos,
+                "s_neg": s_neg, "order": list(orders) if self.use_tqm else None,
                 "mirror": mirror}
 
     def loss(self, out: dict, batch: dict, epoch: int = 0, epochs: int = 1) -> tuple:
@@ -295,6 +350,39 @@ class GRSer(nn.Module):
             parts["triplet_weight"] = tw
         return total, parts
 
+    def diagnose(self, out: dict, batch: dict) -> dict:
+        """What :meth:`summarize_diagnostics` needs from one training step, detached, on the
+        step's device: the margins s_neg - s_pos ``(M,)``, the image labels
+        ``(M,)``, whether each group's heatmap order is the identity ``(B,)`` and ||L' -
+        L'_anti|| ``(B,)``."""
+        if out["order"] is None:
+            ident = torch.zeros(out["l_pos"].shape[0], dtype=torch.bool)
+        else:  # one small host copy per step
+            ident = torch.tensor([torch.equal(o.cpu(), torch.arange(len(o)))
+                                  for o in out["order"]], dtype=torch.bool)
+        return {"margin": (out["s_neg"] - out["s_pos"]).detach(),
+                "positive": valid_rows(batch, "positive").detach(),
+                "identity": ident.cpu(),
+                "gap": torch.linalg.vector_norm(
+                    (out["l_pos"] - out["l_neg"]).detach().float(), dim=1)}
+
+    def summarize_diagnostics(self, steps: list[dict]) -> dict:
+        """Per-epoch diagnostics of the hierarchizer (issue 17) from :meth:`diagnose` records:
+
+        * ``proto_auc``: ROC AUC (0-1) of s_neg - s_pos of each image's prototype against its
+          label (positive image = 1): 1 when every positive prototype is nearer L' (relative to
+          L'_anti) than every negative one, 0.5 for chance; None without both labels;
+        * ``identity_share``: share (0-1) of groups whose eq. 4 order is the identity;
+        * ``l_gap``: mean ||L' - L'_anti|| over the groups.
+        """
+        if not steps:
+            return {}
+        margin = torch.cat([s["margin"].float().cpu() for s in steps])
+        label = torch.cat([s["positive"].cpu() for s in steps])
+        return {"proto_auc": roc_auc(margin, label),
+                "identity_share": float(torch.cat([s["identity"] for s in steps]).float().mean()),
+                "l_gap": float(torch.cat([s["gap"].cpu() for s in steps]).mean())}
+
     def probabilities(self, out: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mask probabilities, per-image decision: the triplet rule, or None without it)."""
         probs = torch.sigmoid(out["p"].float())
@@ -305,3 +393,22 @@ class GRSer(nn.Module):
             raise ValueError("probabilities() expects one group per batch")
         return probs, decide(out["a"].float(), out["l_pos"].float().expand(n, -1),
                              out["l_neg"].float().expand(n, -1), self.margin)
+
+
+def roc_auc(score: torch.Tensor, label: torch.Tensor) -> float | None:
+    """ROC AUC of ``score`` ``(K,)`` against boolean ``label`` ``(K,)`` by the Mann-Whitney U
+    statistic with average ranks for ties (AUC = (sum of positive ranks - P(P+1)/2) / (P*N));
+    None unless both labels occur. Own code: a few lines, and no scikit-learn dependency."""
+    pos = label.bool()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    s = score.double()
+    order = torch.argsort(s, stable=True)
+    ranks_ = torch.empty_like(s)
+    ranks_[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
+    uniq, inverse = torch.unique(s, return_inverse=True)
+    mean_rank = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks_)
+    mean_rank /= torch.bincount(inverse, minlength=len(uniq)).double()
+    r = mean_rank[inverse]
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
