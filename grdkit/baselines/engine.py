@@ -25,7 +25,7 @@ import io
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..format import GresDataset, load_dataset
 from ..io import atomic_write_bytes, atomic_write_text, read_json
 from ..progress import Progress, tracked
-from .data import EpochBatches, GroupDataset, build_store, collate
+from .data import EpochBatches, GroupDataset, build_store, collate, load_training_sets
 from .predict import predict_with_model
 from .run import (
     TrainConfig,
@@ -99,7 +99,7 @@ def make_loader(dataset, sampler, workers: int, device: torch.device):
         prefetch_factor=2 if workers > 0 else None)
 
 
-def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path,
+def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str | Path,
           out: str | Path, resume: bool = False, progress: Progress | None = None,
           val_data: str | Path | GresDataset | None = None,
           cache_dir: str | Path | None = None) -> dict:
@@ -107,6 +107,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
     the last validation metrics).
 
     Args:
+        data: the training split, or a list of splits trained on as their union
+            (:func:`.data.load_training_sets`); ``config.json`` records them (``data_sources``).
         val_data: a canonical split evaluated (with ``img_root``) at the end of every epoch by
             :func:`.predict.predict_with_model`, the code ``grdkit predict`` runs.
         cache_dir: where the resized store lives (:func:`.data.default_cache_dir` when None).
@@ -131,7 +133,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
 
 def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device, rank,
            world) -> dict:
-    ds = data if isinstance(data, GresDataset) else load_dataset(data)
+    ds, sources = load_training_sets(data)  # one split or the union of several (issue 17)
+    cfg = replace(cfg, data_sources=sources)
     val_ds = None if val_data is None else (
         val_data if isinstance(val_data, GresDataset) else load_dataset(val_data))
     ckpt_path = out / "checkpoint.pt"

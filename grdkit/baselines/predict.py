@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..format import GresDataset, load_dataset, masks
 from ..io import atomic_write_text
 from ..progress import Progress, tracked
@@ -34,12 +35,12 @@ def collate_one(item: dict) -> dict:
 def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset,
                        img_root: str | Path, device: torch.device, min_pixels: int | None = None,
                        threshold: float | None = None, progress: Progress | None = None,
-                       workers: int = 0) -> list[dict]:
+                       workers: int = 0, group_size: int | None = None) -> list[dict]:
     """Predictions of an in-memory model for every (expression, image) pair of ``ds``, sorted by
     (expression_id, image_id): ``{"expression_id", "image_id", "segmentation": RLE | None,
     "score": max probability (0-1)}``. ``min_pixels`` / ``threshold`` None: the run's threshold
-    and the model's ``default_min_pixels`` (1, MABP 50). The model is left in the mode it was
-    in."""
+    and the model's ``default_min_pixels`` (1, MABP 50). ``group_size`` None: the run's N (the
+    images of a group are run in chunks of it). The model is left in the mode it was in."""
     was_training = model.training
     model.eval()
     thr = threshold if threshold is not None else (
@@ -47,7 +48,7 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
         else model_default(cfg.model, "default_threshold", 0.25))
     if min_pixels is None:
         min_pixels = int(model_default(cfg.model, "default_min_pixels", 1))
-    items = InferenceItems(ds, img_root, cfg.size, cfg.group_size)
+    items = InferenceItems(ds, img_root, cfg.size, group_size or cfg.group_size)
     loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=workers,
                                          collate_fn=collate_one)
     out = []
@@ -74,17 +75,25 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
 
 def predict(run_dir: str | Path, data: str | Path | GresDataset, img_root: str | Path,
             device: str = "auto", min_pixels: int | None = None, threshold: float | None = None,
-            progress: Progress | None = None, workers: int = 0) -> list[dict]:
+            progress: Progress | None = None, workers: int = 0, rank: str | None = None,
+            group_size: int | None = None) -> list[dict]:
     """Predictions of a saved run (:func:`~.run.load_run`); see :func:`predict_with_model`.
+    ``rank``: GRSer's ranking criterion at test (GRES Table 4), None: the trained one.
 
     Raises:
-        InputError: not a run folder, a checkpoint that does not fit, unreadable images.
+        InputError: not a run folder, a checkpoint that does not fit, unreadable images, or a
+            ``rank`` for a model without a heatmap ranking.
     """
     dev = pick_device(device)
     model, cfg = load_run(run_dir, dev)
+    if rank is not None:
+        if not hasattr(model, "set_inference"):
+            raise InputError(run_dir, f"{cfg.model} has no heatmap ranking to choose",
+                             hint="--rank is GRSer's (GRES Table 4)")
+        model.set_inference(rank=rank)
     ds = data if isinstance(data, GresDataset) else load_dataset(data)
     return predict_with_model(model, cfg, ds, img_root, dev, min_pixels, threshold, progress,
-                              workers)
+                              workers, group_size)
 
 
 def write_predictions(preds: list[dict], path: str | Path) -> None:
