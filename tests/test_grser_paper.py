@@ -163,7 +163,7 @@ def small_cow(tmp_path, name="cow.json", k=5):
 
 
 def test_table4_rankings_and_table6_group_sizes_train_and_predict(tmp_path, capsys, monkeypatch):
-    import grdkit.baselines.grser as grser
+    from grdkit.baselines import grser
 
     modes = []
     real = grser.hierarchy_order
@@ -185,8 +185,8 @@ def test_table4_rankings_and_table6_group_sizes_train_and_predict(tmp_path, caps
         assert code == 0, err
         cfg = json.loads((run / "config.json").read_text())
         assert cfg["model_args"]["rank"] == trained and cfg["group_size"] == n
-        epoch = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
-                 if '"epoch"' in x and '"event"' in x][0]
+        epoch = next(json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
+                     if '"event": "epoch"' in x)
         assert set(epoch["diagnostics"]) == {"proto_auc", "identity_share", "l_gap"}
         modes.clear()
         preds = tmp_path / f"preds{n}.json"

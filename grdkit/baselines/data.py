@@ -37,8 +37,8 @@ from PIL import Image as PILImage
 
 from ..errors import InputError
 from ..format import GresDataset, dumps, load_dataset
-from ..format.derive import union
 from ..format import masks as rle
+from ..format.derive import union
 from ..io import read_json
 from ..progress import Progress, tracked
 

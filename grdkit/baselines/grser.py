@@ -1,46 +1,42 @@
 """GRSer, the Grouped Referring Segmenter (Wu et al., "Advancing Referring Expression Segmentation
 Beyond Single Image", ICCV 2023, §3 and §5.2), reimplemented from the paper: no official code
-exists. Equation numbers are the paper's; every choice it leaves open is marked "choice".
+exists (none found in the searched public repositories). Equation numbers are the paper's.
 
-* Text: expression -> L (C_l); anti-expression ``"<no> " + expression`` -> L_anti (choice: the
-  prefix). Word features feed the optional PWAM fusion.
-* Vision: V_n, C_v = 512 after projection, for each of the N images of a group. Choice: V_n is
-  the stride-16 feature merged with the up-sampled stride-32 feature (concat, 1x1 conv, C_v).
-  The paper's encoder is LAVT's (Swin-B with pixel-word attention); ``fusion="pwam"`` adds
-  LAVT's pixel-word attention module (PWAM: pixel-to-word attention, element-wise product, a
-  tanh language gate, residual) on the stride 8 / 16 / 32 features. What stays different from
-  LAVT: the fused features are not fed back into the next encoder stage (timm backbones run
-  whole), so language enters after each stage, not between them.
-* omega_l (eq. 1): a linear map of a sentence feature to C_v (a 1x1 convolution on the sentence
-  vector). L' = omega_l(L) and L'_anti = omega_l(L_anti) are used everywhere a sentence meets
-  visual features: the language heatmap, the hierarchizer's ranking (eq. 4), the triplet loss
-  and the decision rule, so the triplet loss shapes the space the hierarchizer ranks in.
-* Triphasic Query Module (``tqm``): language heatmap M^l_n = cos(V_n, L') (eq. 1); prototypes
-  p_n = spatial mean of M^l_n * V_n (eq. 2); vision heatmaps M^v_ni = cos(V_n, p_i) for every i
-  of the group (eq. 3), computed as one batched product.
-* Heatmap Hierarchizer (``hierarchizer``, eq. 4): s_pos_i = ||p_i - L'||, s_neg_i =
-  ||p_i - L'_anti||; R_pos ranks s_pos ascending, R_neg ranks s_neg descending; the N vision
-  heatmaps are reordered by R_pos + R_neg ascending (ties by group order). ``rank`` = ``pos`` /
-  ``neg`` uses one ranking, ``random`` a random order (ablations, Table 6).
-* Mask predictor: z_n = conv(concat(V_n, M^l_n, reordered M^v_n1..N)) -> decoder (two
-  up-sampling stages with the stride-8 feature) -> mask logits at 1/4. Groups smaller than N are
-  zero-padded to N heatmaps. The triplet anchor a_n is z_n itself, globally average-pooled
-  (z_n has C_v channels: "the feature map z_n" of §3.4, no separate head; choice: the pooling).
-* Masks: sigmoid probabilities thresholded at ``TrainConfig.threshold`` (0.25, choice: LTS's
-  value; GRSer's is not given).
-* Positive / negative decision: d(a_n, L') + m < d(a_n, L'_anti), Euclidean, m = ``margin``
-  (1, §3.4) -> positive; otherwise the predicted mask is all zero.
-* Losses (eq. 5-6): triplet margin loss (margin m) on all images with anchor a_n, positive L'
-  and negative L'_anti for positive images (swapped for negative images), weighted t/T (t the
-  epoch counted from 1, T the number of epochs); binary cross-entropy on the masks of positive
-  images only; mirror training (``mirror``): the same model queried with L and L_anti swapped must
-  segment the background 1 - Y of positive images, weight ``mirror_weight`` (lambda = 0.5,
-  choice: the paper gives no value we can rely on). Per-image losses are masked sums divided by
-  max(1, count), so every head stays in the graph when a batch has no positive image (DDP needs
-  every parameter to receive a gradient).
-* Without the TQM (``tqm=False``) only V_n and the language heatmap reach the decoder; without
-  the triplet loss (``triplet=False``) the decision rule is untrained, so an image is positive
-  when its thresholded mask is not empty.
+Fidelity table (paper statement -> what the code does -> verdict: faithful, named option, or open
+choice with its source; "ours" = grdkit's choice):
+
+| paper | code | verdict |
+|---|---|---|
+| §3.1 BERT embeds the expression as L (C_l) | ``text`` encoder (bundled MiniLM, or a local BERT folder: gres-paper); L = the masked mean of the token states | encoder: named option; sentence pooling (mean, not [CLS]): open, ours |
+| §3.1 anti-expression: prefix <no> | ``"<no> " + expression`` through the same tokenizer (no new special token: BERT splits it into "<", "no", ">") | prefix faithful; tokenisation open, ours |
+| §3.1 V_n (C_v x H x W) from LAVT's encoder, C_v = 512 (§5.2) | ``vision`` (timm; gres-paper: Swin-B) at strides 8/16/32; V_n = stride-16 feature merged with the up-sampled stride-32 one (1x1 convs, BN, ReLU), ``width`` = C_v | C_v faithful; the merge: open, ours |
+| §3.1 LAVT encoding (pixel-word attention inside the encoder) | ``fusion="pwam"`` adds LAVT's PWAM after each stage (not fed back into the next stage: timm backbones run whole) | named option, approximate |
+| eq. 1 M^l_n = cos(V_n, L'), L' = omega_l(L), omega_l a 1x1 conv to C_v | ``cosine_map(V_n, w_l(L))``; ``w_l`` = nn.Linear (a 1x1 conv on a vector) | faithful |
+| eq. 2 p_n = avg(M^l_n * V_n), "mask average pooling" | ``pool="mean"``: divide by H*W (§3.2 "averaged along spatial dimension (H x W)"); ``pool="mask"``: divide by sum |M^l_n| | default faithful to the text; ``mask``: named option (PANet-style, |.| ours) |
+| eq. 3 M^v_ni = cos(V_n, p_i), i = 1..N | ``vision_heatmaps`` (one batched product) | faithful |
+| §3.3 s_pos_i = d(p_i, L), s_neg_i = d(p_i, L_anti), Euclidean | d(p_i, L') and d(p_i, L'_anti): L must be projected by omega_l to meet p_i in C_v | faithful (the projection is implied) |
+| eq. 4 R_pos ascending s_pos, R_neg descending s_neg, rearrange by R_pos + R_neg | ``hierarchy_order``: ranks by stable sort; ties of the sum keep group order | faithful; tie-break open, ours |
+| Table 4 criteria R_pos, R_neg, random; separate at train and test | ``rank`` at training (``--rank``), :meth:`GRSer.set_inference` / ``grdkit predict --rank`` at test | faithful |
+| Table 5 "w/o HMapHier" = random order at train and test (Table 4 row 1) | ``hierarchizer=False`` / ``--no-hierarchizer`` = ``rank="random"`` (seeded generator) | faithful |
+| §3.1 z_n = concat(ranked heatmaps, V_n) | ``cat([V_n, M^l_n, ranked M^v_n])``; groups smaller than N are zero-padded; a larger test group keeps its N best-ranked heatmaps | M^l_n in z_n and padding: open, ours |
+| Table 5 "w/o TQM": only the language heatmap with V_n | ``tqm=False`` | faithful |
+| eq. 5 triplet loss, anchor z_n, positive/negative L and L_anti (swapped for negatives), margin m = 1 (§5.2) | anchor a_n = eq. 2's pooling of z_n's V-part (``anchor="prototype"``: a_n = p_n, the very point eq. 4 ranks), L' / L'_anti, ``margin`` 1, ``F.triplet_margin_loss`` | the V-part and its pooling: open, ours (z_n mixes C_v + N + 1 channels and L has C_v, so only V_n's part can meet L'); ``anchor="mean"``, ``"z"`` (grdkit's old pooled conv, where nothing trained the ranking): named options |
+| §3.1 decision: d(z_n, L) + m < d(z_n, L_anti) -> positive, else 0 mask | ``decide(a_n, L', L'_anti, margin)``; a negative image's mask is null | faithful (same anchor as eq. 5) |
+| §3.4 mirror training: swap L and L_anti, target 1 - Y, CE | the same heatmaps and decoder with L' / L'_anti swapped, BCE against 1 - Y on positive images | faithful |
+| eq. 6 L = L_ce + lambda L_ce^mirr + (t/T) L_tri | BCE on positive images only (per-image masked mean), ``mirror_weight`` lambda, t/T with t the epoch counted from 1 | faithful; lambda = 0.5: open, ours (not published) |
+| §3.4 positives : negatives 1:1 per group | :class:`~.data.GroupDataset` samples 1:1 where the group has both | faithful |
+| §5.2 AdamW lr 5e-5, wd 0.01, polynomial decay, 80 epochs, batch 4, 416 x 416, N = 8, no augmentation | the ``gres-paper`` preset (:data:`~.run.PRESETS`); batch 4 in total is the engine's meaning of ``batch_size`` (issue 19); no clipping (clip 0) | faithful; poly power 0.9: open (DeepLab) |
+| mask threshold (not given) | ``threshold`` 0.5 in gres-paper: LAVT's decoder takes the argmax of two classes (yz93/LAVT-RIS test.py @874fe4f); grdkit's default stays 0.25 (LTS's) | open, source given |
+| mask predictor (LAVT's decoder, supplementary) | conv over z_n, two up-sampling stages with the stride-8 feature, logits at S/4 | open, ours |
+
+Training diagnostics (:meth:`GRSer.diagnose`, logged per epoch under ``"diagnostics"`` in
+``metrics.jsonl``): the prototype AUC of s_neg - s_pos against the image labels, the share of
+groups whose eq. 4 order is the identity, and ||L' - L'_anti||.
+
+Per-image losses are masked sums divided by max(1, count), so every head stays in the graph when
+a batch has no positive image (DDP needs every parameter to receive a gradient). Without the
+triplet loss (``triplet=False``) the decision rule is untrained, so an image is positive when its
+thresholded mask is not empty.
 """
 
 from __future__ import annotations

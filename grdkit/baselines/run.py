@@ -38,7 +38,9 @@ class TrainConfig:
 
     * ``poly_power`` 0.9: the usual polynomial-decay power (DeepLab); GRES says "polynomial".
     * ``clip`` 1.0: gradient-norm clipping, grdkit's choice for stable CPU runs (0 disables);
-      neither GRES nor LTS mentions clipping.
+      neither GRES nor LTS mentions clipping, so the gres-paper preset sets 0.
+    * ``data_sources``: filled in by training (one record per training split; several splits are
+      trained on as their union, GRES §5.3).
     * ``threshold``: None means the model's ``default_threshold`` (0.25 for LTS and GRSer: the
       value grdkit's LTS module carries from the LTS paper, whose text could not be re-read in
       this workplace; GRES publishes no threshold for GRSer, so it uses LTS's). The resolved
