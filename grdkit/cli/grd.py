@@ -77,15 +77,18 @@ def convert_d3_cmd(anno_root, json_file, img_root, out_dir, setting, expressions
     paper = setting == "intra" and expressions == "presence"
     rows = [{"": "grdkit", "groups": len(ds.groups), "images": len(ds.images),
              "expressions": len(ds.expressions), "pairs": len(ds.targets), "positive": pos,
-             "negative": len(ds.targets) - pos,
-             "objects": sum(len(t.ann_ids) for t in ds.targets if t.positive)}]
-    if paper:  # §4.3's counts; §1's negative pairs and positive objects (see the GRD card)
-        grd = DATASETS["grd"].paper
-        rows.append({"": "GRES paper (GRD)", **{k: grd[k] for k in
+             "negative": len(ds.targets) - pos}]
+    if paper:
+        rows.append({"": "GRES paper (GRD)", **{k: DATASETS["grd"].paper[k] for k in
                                                  ("groups", "images", "expressions", "pairs")},
-                     "positive": "-", "negative": f"{grd['negative_pairs']} (§1)",
-                     "objects": f"{grd['positive_objects']} (§1)"})
+                     "positive": "-", "negative": "-"})
     out.print(table(f"D³ -> canonical ({setting}, {expressions})", rows))
+    objects = sum(len(t.ann_ids) for t in ds.targets if t.positive)
+    grd = DATASETS["grd"].paper
+    out.print(f"positive object-expression pairs (annotated objects of positive targets): "
+              f"{objects}" + (f"; GRES §1: {grd['positive_objects']}, and {grd['negative_pairs']} "
+                              "negative image-expression pairs (see the GRD card)"
+                              if paper else ""))
     shared = len(ds.expressions) - len({e.extra["d3_sent_id"] for e in ds.expressions})
     if shared:
         err.print(f"note: {shared} sentences are listed in several groups and became one "
