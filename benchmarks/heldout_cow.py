@@ -43,22 +43,35 @@ def split_groups():
     return train, test
 
 
-def ranking_stats(model, ds, store, group_size: int, device, draws: int = 20) -> dict:
+def ranking_stats(model, ds, store, group_size: int, device, draws: int = 20,
+                  shuffle: bool = True) -> dict:
     """GRSer's hierarchizer on random groups of the held-out set: ``rank_top_k``, the mean share
     (%) of positives among the top-k of its heatmap order (k = positives in the group; chance =
     k / N); ``proto_auc`` (%), the ROC AUC of s_neg - s_pos of the images' prototypes against
-    their labels; ``identity`` (%), the share of groups left in group order."""
+    their labels; ``identity`` (%), the share of groups left in group order.
+
+    ``shuffle``: present each group's images in a random order. Sampled groups are sorted by image
+    id, and here every cow has a smaller id than every negative, so without it eq. 4's ties (kept
+    in group order) would count as positives ranked first."""
+    import numpy as np
     import torch
 
     from grdkit.baselines.data import GroupDataset, collate
     from grdkit.baselines.run import to_device
 
     gd = GroupDataset(ds, store, group_size, seed=123, repeats=draws)
+    rng = np.random.default_rng(321)
     shares, steps = [], []
     model.eval()
     with torch.no_grad():
         for k in range(draws):
-            b = to_device(collate([gd[(0, k)]]), device)
+            item = gd[(0, k)]
+            if shuffle:
+                perm = rng.permutation(len(item["image_ids"]))
+                item = {**item, "image_ids": [item["image_ids"][j] for j in perm],
+                        **{key: item[key][torch.from_numpy(perm)]
+                           for key in ("images", "masks", "positive", "sizes")}}
+            b = to_device(collate([item]), device)
             out = model(b)
             steps.append(model.diagnose(out, b))
             order = out["order"][0].tolist()
