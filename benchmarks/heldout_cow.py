@@ -81,7 +81,8 @@ def ranking_stats(model, ds, store, group_size: int, device, draws: int = 20,
                 shares.append(sum(pos[i] for i in order[:n_pos]) / n_pos)
     diag = model.summarize_diagnostics(steps)
     return {"rank_top_k": 100.0 * sum(shares) / max(1, len(shares)),
-            "proto_auc": 100.0 * diag["proto_auc"],
+            "proto_auc": 100.0 * diag["proto_auc"], "pos_auc": 100.0 * diag["pos_auc"],
+            "neg_auc": 100.0 * diag["neg_auc"],
             "identity": 100.0 * diag["identity_share"]}
 
 
@@ -153,7 +154,7 @@ def main() -> None:
     print(f"\n{'model':<6} {'metric':<12} {'before':>8} {'after':>8}")
     for name, r in rows.items():
         for k in ("gres_miou", "res_miou", "r_neg", "t_acc", "rank_top_k", "proto_auc",
-                  "identity"):
+                  "pos_auc", "neg_auc", "identity"):
             if k in r["after"]:
                 print(f"{name:<6} {k:<12} {r['before'][k]:8.2f} {r['after'][k]:8.2f}")
         c = r["after"]["counts"]
@@ -163,6 +164,7 @@ def main() -> None:
         for e, d in enumerate(r["after"].get("epochs", [])):
             if d:
                 print(f"{name:<6} training epoch {e + 1}: proto_auc {d['proto_auc']:.3f}, "
+                      f"pos_auc {d['pos_auc']:.3f}, neg_auc {d['neg_auc']:.3f}, "
                       f"identity_share {d['identity_share']:.3f}, l_gap {d['l_gap']:.3f}")
     print("rank_top_k: share (%) of held-out positives among the top-k of GRSer's heatmap order "
           "(k = positives in the group); chance is about 50. proto_auc: ROC AUC (%) of s_neg - "

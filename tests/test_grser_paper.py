@@ -187,7 +187,8 @@ def test_table4_rankings_and_table6_group_sizes_train_and_predict(tmp_path, caps
         assert cfg["model_args"]["rank"] == trained and cfg["group_size"] == n
         epoch = next(json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
                      if '"event": "epoch"' in x)
-        assert set(epoch["diagnostics"]) == {"proto_auc", "identity_share", "l_gap"}
+        assert set(epoch["diagnostics"]) == {"proto_auc", "pos_auc", "neg_auc",
+                                             "identity_share", "l_gap"}
         modes.clear()
         preds = tmp_path / f"preds{n}.json"
         code, _, err = run_cli(["predict", "--checkpoint", run, "--data", data, "--img-root",

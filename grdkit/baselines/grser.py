@@ -16,7 +16,7 @@ choice with its source; "ours" = grdkit's choice):
 | eq. 3 M^v_ni = cos(V_n, p_i), i = 1..N | ``vision_heatmaps`` (one batched product) | faithful |
 | §3.3 s_pos_i = d(p_i, L), s_neg_i = d(p_i, L_anti), Euclidean | d(p_i, L') and d(p_i, L'_anti): L must be projected by omega_l to meet p_i in C_v | faithful (the projection is implied) |
 | eq. 4 R_pos ascending s_pos, R_neg descending s_neg, rearrange by R_pos + R_neg | ``hierarchy_order``: ranks by stable sort; ties of the sum keep group order | faithful; tie-break open, ours |
-| Table 4 criteria R_pos, R_neg, random; separate at train and test | ``rank`` at training (``--rank``), :meth:`GRSer.set_inference` / ``grdkit predict --rank`` at test | faithful |
+| Table 4 criteria R_pos, R_neg, random; separate at train and test | ``rank`` at training (``--rank``), :meth:`GRSer.set_inference` / ``grdkit predict --rank`` at test; ``rank="margin"`` (ascending s_pos - s_neg) is ours, not a Table 4 row | faithful; ``margin``: named option, ours |
 | Table 5 "w/o HMapHier" = random order at train and test (Table 4 row 1) | ``hierarchizer=False`` / ``--no-hierarchizer`` = ``rank="random"`` (seeded generator) | faithful |
 | §3.1 z_n = concat(ranked heatmaps, V_n) | ``cat([V_n, M^l_n, ranked M^v_n])``; groups smaller than N are zero-padded; a larger test group keeps its N best-ranked heatmaps | M^l_n in z_n and padding: open, ours |
 | Table 5 "w/o TQM": only the language heatmap with V_n | ``tqm=False`` | faithful |
@@ -49,7 +49,7 @@ from .data import valid_rows
 from .encoders import DEFAULT_TEXT, DEFAULT_VISION, attach_encoders
 from .lts import conv_bn
 
-RANKS = ("pos+neg", "pos", "neg", "random")
+RANKS = ("pos+neg", "pos", "neg", "random", "margin")
 FUSIONS = ("none", "pwam")
 POOLS = ("mean", "mask")
 ANCHORS = ("prototype", "mean", "z")
@@ -72,7 +72,8 @@ def hierarchy_order(p: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor,
 
     Args:
         p: prototypes ``(N, C_v)``; l_pos, l_neg: projected L and L_anti ``(C_v,)``.
-        mode: ``pos+neg`` (paper), ``pos``, ``neg`` or ``random``.
+        mode: ``pos+neg`` (paper), ``pos``, ``neg`` or ``random`` (Table 4), or ``margin``
+            (ours, not in the paper: ascending s_pos - s_neg, the decision rule's quantity).
 
     Returns:
         int64 ``(N,)``: indices i of the heatmaps, most likely positive first.
@@ -82,6 +83,8 @@ def hierarchy_order(p: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor,
         return torch.randperm(n, generator=generator, device="cpu").to(p.device)
     s_pos = torch.linalg.vector_norm(p - l_pos, dim=1)
     s_neg = torch.linalg.vector_norm(p - l_neg, dim=1)
+    if mode == "margin":
+        return torch.sort(s_pos - s_neg, stable=True).indices
     r_pos = ranks(s_pos, descending=False)
     r_neg = ranks(s_neg, descending=True)
     key = {"pos+neg": r_pos + r_neg, "pos": r_pos, "neg": r_neg}[mode]
@@ -357,6 +360,7 @@ class GRSer(nn.Module):
             ident = torch.tensor([torch.equal(o.cpu(), torch.arange(len(o)))
                                   for o in out["order"]], dtype=torch.bool)
         return {"margin": (out["s_neg"] - out["s_pos"]).detach(),
+                "s_pos": out["s_pos"].detach(), "s_neg": out["s_neg"].detach(),
                 "positive": valid_rows(batch, "positive").detach(),
                 "identity": ident.cpu(),
                 "gap": torch.linalg.vector_norm(
@@ -368,6 +372,10 @@ class GRSer(nn.Module):
         * ``proto_auc``: ROC AUC (0-1) of s_neg - s_pos of each image's prototype against its
           label (positive image = 1): 1 when every positive prototype is nearer L' (relative to
           L'_anti) than every negative one, 0.5 for chance; None without both labels;
+        * ``pos_auc`` / ``neg_auc``: the same for -s_pos alone (what R_pos ranks by) and s_neg
+          alone (R_neg). Eq. 5 only bounds s_pos - s_neg, so ``proto_auc`` can be 1 while
+          ``pos_auc`` is low: positive prototypes beyond L' (far from L'_anti, but also from L'),
+          and R_pos + R_neg then mirror each other;
         * ``identity_share``: share (0-1) of groups whose eq. 4 order is the identity;
         * ``l_gap``: mean ||L' - L'_anti|| over the groups.
         """
@@ -375,7 +383,10 @@ class GRSer(nn.Module):
             return {}
         margin = torch.cat([s["margin"].float().cpu() for s in steps])
         label = torch.cat([s["positive"].cpu() for s in steps])
-        return {"proto_auc": roc_auc(margin, label),
+        s_pos = torch.cat([s["s_pos"].float().cpu() for s in steps])
+        s_neg = torch.cat([s["s_neg"].float().cpu() for s in steps])
+        return {"proto_auc": roc_auc(margin, label), "pos_auc": roc_auc(-s_pos, label),
+                "neg_auc": roc_auc(s_neg, label),
                 "identity_share": float(torch.cat([s["identity"] for s in steps]).float().mean()),
                 "l_gap": float(torch.cat([s["gap"].cpu() for s in steps]).mean())}
 

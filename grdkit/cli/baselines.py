@@ -74,10 +74,11 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "order at training and test, the same as --rank random.")
 @click.option("--no-mirror", is_flag=True, help="GRSer ablation: no mirror training.")
 @click.option("--no-triplet", is_flag=True, help="GRSer ablation: no triplet loss / decision.")
-@click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random"]),
+@click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random", "margin"]),
               default="pos+neg", show_default=True,
-              help="GRSer heatmap ranking criterion at training (eq. 4, Table 4); grdkit "
-                   "predict --rank may choose another one at test.")
+              help="GRSer heatmap ranking criterion at training (eq. 4, Table 4; margin = "
+                   "ascending s_pos - s_neg is ours, not the paper's); grdkit predict --rank "
+                   "may choose another one at test.")
 @click.option("--pool", type=click.Choice(["mean", "mask"]), default="mean", show_default=True,
               help="GRSer eq. 2 pooling: mean (divide by H*W, §3.2) or mask (by sum |M|).")
 @click.option("--anchor", type=click.Choice(["prototype", "mean", "z"]), default="prototype",
@@ -194,7 +195,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, lr, group
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="DataLoader worker processes decoding images.")
-@click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random"]),
+@click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random", "margin"]),
               help="GRSer: the heatmap ranking criterion at test (GRES Table 4's Test column); "
                    "default: the one the run trained with.")
 @click.option("--group-size", type=click.IntRange(min=1),
