@@ -272,3 +272,12 @@ def test_res_setting_has_no_negative_and_the_same_positives(tmp_path, capsys, re
     assert code == 0, err
     assert load_dataset(tmp_path / "res.json").targets == res.targets
     assert "negative" in out and str(counts.dropped["negative"]) in out
+
+
+def test_margin_rank_hand_computed():
+    from grdkit.baselines.grser import hierarchy_order
+
+    l_pos, l_neg = torch.tensor([0.0, 0.0]), torch.tensor([10.0, 0.0])
+    p = torch.tensor([[3.0, 0.0], [1.0, 0.0], [9.0, 0.0], [0.0, 2.0]])
+    # s_pos - s_neg = [3 - 7, 1 - 9, 9 - 1, 2 - sqrt(104)] = [-4, -8, 8, -8.2] -> [3, 1, 0, 2]
+    assert hierarchy_order(p, l_pos, l_neg, "margin").tolist() == [3, 1, 0, 2]
