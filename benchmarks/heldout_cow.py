@@ -6,8 +6,10 @@ negatives) of ../shared/data. Held-out test set: the other 10 cows and 13 COCO p
 is trained for the same number of steps from the same start, then predicts the held-out pairs;
 grdkit's evaluator prints gres_miou, res_miou, r_neg and t_acc before training (the initial
 model) and after, with the CPU time. For GRSer it also prints how well the heatmap hierarchizer
-(eq. 4) ranks held-out positives first: the share of positives among the top-k of its order
-(k = the number of positives in the group), before and after training.
+(eq. 4) ranks held-out positives first, before and after training: the share of positives among
+the top-k of its order (k = the number of positives in the group), the prototype AUC (ROC AUC of
+s_neg - s_pos of each image's prototype against its label) and the share of groups left in
+identity order; and the per-epoch training diagnostics logged in metrics.jsonl.
 
 Usage: python benchmarks/heldout_cow.py [--models grser lts] [--steps 200] [--size 256]
 """
@@ -50,26 +52,47 @@ def split_groups():
     return train, test
 
 
-def ranking_precision(model, ds, store, group_size: int, device, draws: int = 20) -> float:
-    """Mean share of positives among the top-k of GRSer's heatmap order over random groups of
-    the held-out set (k = positives in the group; chance = k / N)."""
+def ranking_stats(model, ds, store, group_size: int, device, draws: int = 20,
+                  shuffle: bool = True) -> dict:
+    """GRSer's hierarchizer on random groups of the held-out set: ``rank_top_k``, the mean share
+    (%) of positives among the top-k of its heatmap order (k = positives in the group; chance =
+    k / N); ``proto_auc`` (%), the ROC AUC of s_neg - s_pos of the images' prototypes against
+    their labels; ``identity`` (%), the share of groups left in group order.
+
+    ``shuffle``: present each group's images in a random order. Sampled groups are sorted by image
+    id, and here every cow has a smaller id than every negative, so without it eq. 4's ties (kept
+    in group order) would count as positives ranked first."""
+    import numpy as np
     import torch
 
     from grdkit.baselines.data import GroupDataset, collate
     from grdkit.baselines.run import to_device
 
     gd = GroupDataset(ds, store, group_size, seed=123, repeats=draws)
-    shares = []
+    rng = np.random.default_rng(321)
+    shares, steps = [], []
     model.eval()
     with torch.no_grad():
         for k in range(draws):
-            b = to_device(collate([gd[(0, k)]]), device)
-            order = model(b)["order"][0].tolist()
+            item = gd[(0, k)]
+            if shuffle:
+                perm = rng.permutation(len(item["image_ids"]))
+                item = {**item, "image_ids": [item["image_ids"][j] for j in perm],
+                        **{key: item[key][torch.from_numpy(perm)]
+                           for key in ("images", "masks", "positive", "sizes")}}
+            b = to_device(collate([item]), device)
+            out = model(b)
+            steps.append(model.diagnose(out, b))
+            order = out["order"][0].tolist()
             pos = b["positive"][0][: len(order)].tolist()
             n_pos = sum(pos)
             if 0 < n_pos < len(order):
                 shares.append(sum(pos[i] for i in order[:n_pos]) / n_pos)
-    return 100.0 * sum(shares) / max(1, len(shares))
+    diag = model.summarize_diagnostics(steps)
+    return {"rank_top_k": 100.0 * sum(shares) / max(1, len(shares)),
+            "proto_auc": 100.0 * diag["proto_auc"], "pos_auc": 100.0 * diag["pos_auc"],
+            "neg_auc": 100.0 * diag["neg_auc"],
+            "identity": 100.0 * diag["identity_share"]}
 
 
 def main() -> None:
@@ -77,6 +100,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["grser", "lts", "mabp"],
                     choices=["grser", "lts", "mabp"])
     baseline_args(ap, steps=200, size=256)
+    ap.add_argument("--anchor", default="prototype", choices=["prototype", "mean", "z"],
+                    help="GRSer's triplet anchor (z: grdkit's old pooled-conv anchor)")
     a = ap.parse_args()
     if not SHARED.exists():
         sys.exit(f"{SHARED} is absent: this benchmark needs the real data of ../shared/data")
@@ -96,7 +121,7 @@ def main() -> None:
     print(f"train: {len(train_ds.images)} images (20 cows, 20 negatives); held out: "
           f"{len(test_ds.images)} (10 cows, 13 negatives); torch {torch.__version__} on {dev}, "
           f"{torch.get_num_threads()} threads; {a.steps} steps at {a.size} px, N "
-          f"{a.group_size}, width {a.width}")
+          f"{a.group_size}, width {a.width}, lr {a.lr}, GRSer anchor {a.anchor}")
     test_store = build_store(test_ds, SHARED, a.size, work / "cache")
     rows = {}
     for name in a.models:
@@ -106,6 +131,7 @@ def main() -> None:
             args["d_k"] = a.d_k
         elif name == "grser":
             args["group_size"] = a.group_size
+            args["anchor"] = a.anchor
         else:  # MABP: single images (2 per step, 1:1 where available), a CPU-sized decoder
             args = MABP_CPU
             group_size = 2
@@ -126,8 +152,10 @@ def main() -> None:
             extra = {}
             if name == "grser":
                 model, _ = load_run(run, dev)
-                extra["rank_top_k"] = ranking_precision(model, test_ds, test_store,
-                                                        a.group_size, dev)
+                extra = ranking_stats(model, test_ds, test_store, a.group_size, dev)
+                extra["epochs"] = [json.loads(x).get("diagnostics") for x in
+                                   (run / "metrics.jsonl").read_text().splitlines()
+                                   if json.loads(x).get("event") == "epoch"]
             rows[name][label] = {**{k: rep.metrics[k] for k in ("gres_miou", "res_miou",
                                                                  "r_neg", "t_acc")},
                                  **extra, "train_s": train_s, "infer_s": infer_s,
@@ -140,15 +168,23 @@ def main() -> None:
               f"{rows['mabp']['after']['head_no_target']} of {len(test_ds.targets)} pairs after")
     print(f"\n{'model':<6} {'metric':<12} {'before':>8} {'after':>8}")
     for name, r in rows.items():
-        for k in ("gres_miou", "res_miou", "r_neg", "t_acc", "rank_top_k"):
+        for k in ("gres_miou", "res_miou", "r_neg", "t_acc", "rank_top_k", "proto_auc",
+                  "pos_auc", "neg_auc", "identity"):
             if k in r["after"]:
                 print(f"{name:<6} {k:<12} {r['before'][k]:8.2f} {r['after'][k]:8.2f}")
         c = r["after"]["counts"]
         print(f"{name:<6} training {r['after']['train_s']:.0f} s CPU time for {a.steps} steps; "
               f"held-out inference {len(test_ds.images) / r['after']['infer_s']:.1f} images/s; "
               f"after: TP {c['tp']} TN {c['tn']} FP {c['fp']} FN {c['fn']}")
+        for e, d in enumerate(r["after"].get("epochs", [])):
+            if d:
+                print(f"{name:<6} training epoch {e + 1}: proto_auc {d['proto_auc']:.3f}, "
+                      f"pos_auc {d['pos_auc']:.3f}, neg_auc {d['neg_auc']:.3f}, "
+                      f"identity_share {d['identity_share']:.3f}, l_gap {d['l_gap']:.3f}")
     print("rank_top_k: share (%) of held-out positives among the top-k of GRSer's heatmap order "
-          "(k = positives in the group); chance is about 50")
+          "(k = positives in the group); chance is about 50. proto_auc: ROC AUC (%) of s_neg - "
+          "s_pos of the held-out prototypes against their labels (chance 50); identity: share "
+          "(%) of held-out groups left in group order")
     print(f"report: {work / 'heldout.json'}")
 
 

@@ -85,8 +85,11 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("g-refcocog", "G-RefCg", "RefCOCOg", ("umd", "google"),
                 ("train", "val", "test"), {"groups": 2451}, f"{_GRES}, §5.1"),
     DatasetSpec("grd", "GRD", "D³", (), ("test",),
-                {"groups": 106, "images": 10578, "expressions": 316, "pairs": 31524},
-                f"{_GRES}, §4.3", "d3"),
+                # §4.3; §1 also gives 16,480 positive object-expression pairs and 41,231
+                # negative image-expression pairs (more than §4.3's 31,524 pairs in all)
+                {"groups": 106, "images": 10578, "expressions": 316, "pairs": 31524,
+                 "positive_objects": 16480, "negative_pairs": 41231},
+                f"{_GRES}, §4.3 and §1", "d3"),
     DatasetSpec("grefcoco", "gRefCOCO", "gRefCOCO", ("unc",), ("train", "val", "testA", "testB"),
                 {"expressions": 278232, "multi_target_expressions": 80022,
                  "no_target_expressions": 32202, "images": 19994},

@@ -201,22 +201,22 @@ def test_frozen_text_encoder_stays_in_eval_mode_and_is_cached():
 
 
 # -- fidelity ----------------------------------------------------------------------------------
-def test_grser_ranks_and_decides_in_omega_l_space_with_anchor_from_z():
+def test_grser_ranks_and_decides_in_omega_l_space_with_the_prototype_anchor():
     from grdkit.baselines.grser import GRSer, cosine_map, hierarchy_order, prototypes
 
     m = GRSer(vision_weights=None, width=16, group_size=4, mirror=False).eval()
     assert not hasattr(m, "l_proj") and not hasattr(m, "a_proj")
     b = collate([GroupDataset(cow_dataset(), cow_store(), group_size=4)[0]])
     seen = {}
-    m.z_conv.register_forward_hook(lambda mod, i, o: seen.setdefault("z", o))
     m.v_merge.register_forward_hook(lambda mod, i, o: seen.setdefault("v", o))
     with torch.no_grad():
         out = m(b)
         l_all = m.w_l(m.text(["cow", "<no> cow"]))
     assert torch.allclose(out["l_pos"][0], l_all[0]) and torch.allclose(out["l_neg"][0], l_all[1])
-    assert torch.allclose(out["a"], seen["z"].mean(dim=(2, 3)))  # the anchor is pooled z_n
     v = seen["v"]
     p = prototypes(v, cosine_map(v, l_all[0]))
+    # issue 17: the anchor is eq. 2's pooling of z_n's V-part, i.e. the prototype itself
+    assert torch.allclose(out["a"], p, atol=1e-6)
     assert out["order"][0].tolist() == hierarchy_order(p, l_all[0], l_all[1]).tolist()
     # the triplet loss trains omega_l, the space eq. 4 ranks in
     tri_only = GRSer(vision_weights=None, width=16, group_size=4, mirror=False).train()

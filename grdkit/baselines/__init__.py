@@ -40,6 +40,11 @@ class BaselineModel(Protocol):
     * ``loss(out, batch, epoch, epochs) -> (loss tensor, {part: float})``;
     * ``probabilities(out) -> (probs (M, 1, s, s) in 0-1, decision (M,) bool or None)``: the
       foreground map of each valid image and, for models that decide, whether it is a target.
+    * optional ``diagnose(out, batch) -> record`` and ``summarize_diagnostics([record]) -> dict``:
+      the engine calls the first on every training step (rank 0) and logs the second's dict under
+      ``"diagnostics"`` in each epoch record of ``metrics.jsonl`` (GRSer: its hierarchizer);
+    * optional ``set_inference(rank=...)``: inference options ``grdkit predict`` may override
+      (GRSer: the ranking criterion at test, GRES Table 4).
     """
 
     name: str

@@ -36,8 +36,9 @@ import torch
 from PIL import Image as PILImage
 
 from ..errors import InputError
-from ..format import GresDataset, dumps
+from ..format import GresDataset, dumps, load_dataset
 from ..format import masks as rle
+from ..format.derive import union
 from ..io import read_json
 from ..io.images import image_path, open_image
 from ..progress import Progress, tracked
@@ -168,6 +169,28 @@ def build_store(ds: GresDataset, img_root: str | Path, size: int,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ResizedStore(folder)
+
+
+def load_training_sets(data) -> tuple[GresDataset, list[dict]]:
+    """The training set of a run: one canonical split, or the union of several (GRES §5.3 trains
+    on G-RefC + G-RefC+ + G-RefCg; :func:`grdkit.format.derive.union` keeps every id distinct).
+
+    Args:
+        data: a path or :class:`GresDataset`, or a list / tuple of them.
+
+    Returns:
+        The dataset and its sources as ``config.json`` records them: one ``{"path", "name",
+        "split", "expressions", "images", "targets"}`` per source, in order.
+
+    Raises:
+        InputError: an unreadable source, or sources that disagree on an image's size.
+    """
+    items = list(data) if isinstance(data, (list, tuple)) else [data]
+    sets = [d if isinstance(d, GresDataset) else load_dataset(d) for d in items]
+    sources = [{"path": None if d.path is None else str(d.path), "name": d.name,
+                "split": d.split, "expressions": len(d.expressions), "images": len(d.images),
+                "targets": len(d.targets)} for d in sets]
+    return (sets[0] if len(sets) == 1 else union(sets)[0]), sources
 
 
 def make_item(ds: GresDataset, store, expression_id: int, image_ids: list[int]) -> dict:

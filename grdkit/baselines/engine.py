@@ -47,7 +47,7 @@ from ..errors import InputError
 from ..format import GresDataset, load_dataset
 from ..io import atomic_write_bytes, atomic_write_text, read_json
 from ..progress import Progress, tracked
-from .data import EpochBatches, GroupDataset, build_store, collate
+from .data import EpochBatches, GroupDataset, build_store, collate, load_training_sets
 from .predict import predict_with_model
 from .run import (
     TrainConfig,
@@ -112,17 +112,21 @@ def resolve_batch(cfg: TrainConfig, world: int) -> TrainConfig:
 
 
 def micro_step(net, model, batch: dict, weight: float, device: torch.device, epoch: int = 0,
-               epochs: int = 1, sync: bool = True) -> tuple[torch.Tensor, dict]:
+               epochs: int = 1, sync: bool = True, diagnostics: list | None = None
+               ) -> tuple[torch.Tensor, dict]:
     """Forward and backward of one micro-batch (already on ``device``), its loss scaled by
     ``weight`` (``items x processes / batch_size``: the accumulated gradient is then the gradient
     of the mean loss over the step's items). ``sync`` False: DDP's gradient all-reduce is
     skipped (``no_sync``; the step's last micro-batch synchronises). Returns the unweighted
-    loss (detached 0-d tensor) and the model's loss parts."""
+    loss (detached 0-d tensor) and the model's loss parts. ``diagnostics``: a list that gets
+    ``model.diagnose(out, batch)`` when the model has that hook (GRSer's hierarchizer, issue 17)."""
     ctx = net.no_sync() if not sync and hasattr(net, "no_sync") else contextlib.nullcontext()
     with ctx:
         with autocast(device):
             outp = net(batch)
         loss, parts = model.loss(outp, batch, epoch, epochs)
+        if diagnostics is not None and hasattr(model, "diagnose"):
+            diagnostics.append(model.diagnose(outp, batch))
         (loss * weight).backward()
     return loss.detach(), parts
 
@@ -145,7 +149,7 @@ def make_loader(dataset, sampler, workers: int, device: torch.device):
         prefetch_factor=2 if workers > 0 else None)
 
 
-def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path,
+def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str | Path,
           out: str | Path, resume: bool = False, progress: Progress | None = None,
           val_data: str | Path | GresDataset | None = None,
           cache_dir: str | Path | None = None) -> dict:
@@ -153,6 +157,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
     the last validation metrics).
 
     Args:
+        data: the training split, or a list of splits trained on as their union
+            (:func:`.data.load_training_sets`); ``config.json`` records them (``data_sources``).
         val_data: a canonical split evaluated (with ``img_root``) at the end of every epoch by
             :func:`.predict.predict_with_model`, the code ``grdkit predict`` runs.
         cache_dir: where the resized store lives (:func:`.data.default_cache_dir` when None).
@@ -178,7 +184,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset, img_root: str | Path
 
 def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device, rank,
            world) -> dict:
-    ds = data if isinstance(data, GresDataset) else load_dataset(data)
+    ds, sources = load_training_sets(data)  # one split or the union of several (issue 17)
+    cfg = replace(cfg, data_sources=sources)
     val_ds = None if val_data is None else (
         val_data if isinstance(val_data, GresDataset) else load_dataset(val_data))
     ckpt_path = out / "checkpoint.pt"
@@ -244,6 +251,7 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
             losses = []
             micro, step_loss = 0, None
             opt.zero_grad(set_to_none=True)
+            diag = []  # optional per-epoch training diagnostics (model.diagnose, issue 17)
             for batch in tracked(progress if rank == 0 else None, loader,
                                  f"epoch {epoch + 1}/{cfg.epochs}", len(sampler)):
                 if step >= total:
@@ -251,7 +259,8 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 batch = to_device(batch, device)
                 weight = len(batch["counts"]) * world / cfg.batch_size
                 loss, parts = micro_step(net, model, batch, weight, device, epoch, cfg.epochs,
-                                         sync=micro == cfg.accum_steps - 1)
+                                         sync=micro == cfg.accum_steps - 1,
+                                         diagnostics=diag if rank == 0 else None)
                 step_loss = loss * weight if step_loss is None else step_loss + loss * weight
                 micro += 1
                 if micro < cfg.accum_steps:
@@ -291,6 +300,8 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 if log:
                     log.write(json.dumps({"event": "epoch", "epoch": epoch, "step": step,
                                           "mean_loss": mean_loss,
+                                          **({"diagnostics": model.summarize_diagnostics(diag)}
+                                             if diag else {}),
                                           **({"val": val_metrics} if val_ds is not None
                                              else {})}) + "\n")
                     log.flush()

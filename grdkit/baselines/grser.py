@@ -1,46 +1,42 @@
 """GRSer, the Grouped Referring Segmenter (Wu et al., "Advancing Referring Expression Segmentation
 Beyond Single Image", ICCV 2023, §3 and §5.2), reimplemented from the paper: no official code
-exists. Equation numbers are the paper's; every choice it leaves open is marked "choice".
+exists (none found in the searched public repositories). Equation numbers are the paper's.
 
-* Text: expression -> L (C_l); anti-expression ``"<no> " + expression`` -> L_anti (choice: the
-  prefix). Word features feed the optional PWAM fusion.
-* Vision: V_n, C_v = 512 after projection, for each of the N images of a group. Choice: V_n is
-  the stride-16 feature merged with the up-sampled stride-32 feature (concat, 1x1 conv, C_v).
-  The paper's encoder is LAVT's (Swin-B with pixel-word attention); ``fusion="pwam"`` adds
-  LAVT's pixel-word attention module (PWAM: pixel-to-word attention, element-wise product, a
-  tanh language gate, residual) on the stride 8 / 16 / 32 features. What stays different from
-  LAVT: the fused features are not fed back into the next encoder stage (timm backbones run
-  whole), so language enters after each stage, not between them.
-* omega_l (eq. 1): a linear map of a sentence feature to C_v (a 1x1 convolution on the sentence
-  vector). L' = omega_l(L) and L'_anti = omega_l(L_anti) are used everywhere a sentence meets
-  visual features: the language heatmap, the hierarchizer's ranking (eq. 4), the triplet loss
-  and the decision rule, so the triplet loss shapes the space the hierarchizer ranks in.
-* Triphasic Query Module (``tqm``): language heatmap M^l_n = cos(V_n, L') (eq. 1); prototypes
-  p_n = spatial mean of M^l_n * V_n (eq. 2); vision heatmaps M^v_ni = cos(V_n, p_i) for every i
-  of the group (eq. 3), computed as one batched product.
-* Heatmap Hierarchizer (``hierarchizer``, eq. 4): s_pos_i = ||p_i - L'||, s_neg_i =
-  ||p_i - L'_anti||; R_pos ranks s_pos ascending, R_neg ranks s_neg descending; the N vision
-  heatmaps are reordered by R_pos + R_neg ascending (ties by group order). ``rank`` = ``pos`` /
-  ``neg`` uses one ranking, ``random`` a random order (ablations, Table 6).
-* Mask predictor: z_n = conv(concat(V_n, M^l_n, reordered M^v_n1..N)) -> decoder (two
-  up-sampling stages with the stride-8 feature) -> mask logits at 1/4. Groups smaller than N are
-  zero-padded to N heatmaps. The triplet anchor a_n is z_n itself, globally average-pooled
-  (z_n has C_v channels: "the feature map z_n" of §3.4, no separate head; choice: the pooling).
-* Masks: sigmoid probabilities thresholded at ``TrainConfig.threshold`` (0.25, choice: LTS's
-  value; GRSer's is not given).
-* Positive / negative decision: d(a_n, L') + m < d(a_n, L'_anti), Euclidean, m = ``margin``
-  (1, §3.4) -> positive; otherwise the predicted mask is all zero.
-* Losses (eq. 5-6): triplet margin loss (margin m) on all images with anchor a_n, positive L'
-  and negative L'_anti for positive images (swapped for negative images), weighted t/T (t the
-  epoch counted from 1, T the number of epochs); binary cross-entropy on the masks of positive
-  images only; mirror training (``mirror``): the same model queried with L and L_anti swapped must
-  segment the background 1 - Y of positive images, weight ``mirror_weight`` (lambda = 0.5,
-  choice: the paper gives no value we can rely on). Per-image losses are masked sums divided by
-  max(1, count), so every head stays in the graph when a batch has no positive image (DDP needs
-  every parameter to receive a gradient).
-* Without the TQM (``tqm=False``) only V_n and the language heatmap reach the decoder; without
-  the triplet loss (``triplet=False``) the decision rule is untrained, so an image is positive
-  when its thresholded mask is not empty.
+Fidelity table (paper statement -> what the code does -> verdict: faithful, named option, or open
+choice with its source; "ours" = grdkit's choice):
+
+| paper | code | verdict |
+|---|---|---|
+| §3.1 BERT embeds the expression as L (C_l) | ``text`` encoder (bundled MiniLM, or a local BERT folder: gres-paper); L = the masked mean of the token states | encoder: named option; sentence pooling (mean, not [CLS]): open, ours |
+| §3.1 anti-expression: prefix <no> | ``"<no> " + expression`` through the same tokenizer (no new special token: BERT splits it into "<", "no", ">") | prefix faithful; tokenisation open, ours |
+| §3.1 V_n (C_v x H x W) from LAVT's encoder, C_v = 512 (§5.2) | ``vision`` (timm; gres-paper: Swin-B) at strides 8/16/32; V_n = stride-16 feature merged with the up-sampled stride-32 one (1x1 convs, BN, ReLU), ``width`` = C_v | C_v faithful; the merge: open, ours |
+| §3.1 LAVT encoding (pixel-word attention inside the encoder) | ``fusion="pwam"`` adds LAVT's PWAM after each stage (not fed back into the next stage: timm backbones run whole) | named option, approximate |
+| eq. 1 M^l_n = cos(V_n, L'), L' = omega_l(L), omega_l a 1x1 conv to C_v | ``cosine_map(V_n, w_l(L))``; ``w_l`` = nn.Linear (a 1x1 conv on a vector) | faithful |
+| eq. 2 p_n = avg(M^l_n * V_n), "mask average pooling" | ``pool="mean"``: divide by H*W (§3.2 "averaged along spatial dimension (H x W)"); ``pool="mask"``: divide by sum |M^l_n| | default faithful to the text; ``mask``: named option (PANet-style, |.| ours) |
+| eq. 3 M^v_ni = cos(V_n, p_i), i = 1..N | ``vision_heatmaps`` (one batched product) | faithful |
+| §3.3 s_pos_i = d(p_i, L), s_neg_i = d(p_i, L_anti), Euclidean | d(p_i, L') and d(p_i, L'_anti): L must be projected by omega_l to meet p_i in C_v | faithful (the projection is implied) |
+| eq. 4 R_pos ascending s_pos, R_neg descending s_neg, rearrange by R_pos + R_neg | ``hierarchy_order``: ranks by stable sort; ties of the sum keep group order | faithful; tie-break open, ours |
+| Table 4 criteria R_pos, R_neg, random; separate at train and test | ``rank`` at training (``--rank``), :meth:`GRSer.set_inference` / ``grdkit predict --rank`` at test; ``rank="margin"`` (ascending s_pos - s_neg) is ours, not a Table 4 row | faithful; ``margin``: named option, ours |
+| Table 5 "w/o HMapHier" = random order at train and test (Table 4 row 1) | ``hierarchizer=False`` / ``--no-hierarchizer`` = ``rank="random"`` (seeded generator) | faithful |
+| §3.1 z_n = concat(ranked heatmaps, V_n) | ``cat([V_n, M^l_n, ranked M^v_n])``; groups smaller than N are zero-padded; a larger test group keeps its N best-ranked heatmaps | M^l_n in z_n and padding: open, ours |
+| Table 5 "w/o TQM": only the language heatmap with V_n | ``tqm=False`` | faithful |
+| eq. 5 triplet loss, anchor z_n, positive/negative L and L_anti (swapped for negatives), margin m = 1 (§5.2) | anchor a_n = eq. 2's pooling of z_n's V-part (``anchor="prototype"``: a_n = p_n, the very point eq. 4 ranks), L' / L'_anti, ``margin`` 1, ``F.triplet_margin_loss`` | the V-part and its pooling: open, ours (z_n mixes C_v + N + 1 channels and L has C_v, so only V_n's part can meet L'); ``anchor="mean"``, ``"z"`` (grdkit's old pooled conv, where nothing trained the ranking): named options |
+| §3.1 decision: d(z_n, L) + m < d(z_n, L_anti) -> positive, else 0 mask | ``decide(a_n, L', L'_anti, margin)``; a negative image's mask is null | faithful (same anchor as eq. 5) |
+| §3.4 mirror training: swap L and L_anti, target 1 - Y, CE | the same heatmaps and decoder with L' / L'_anti swapped, BCE against 1 - Y on positive images | faithful |
+| eq. 6 L = L_ce + lambda L_ce^mirr + (t/T) L_tri | BCE on positive images only (per-image masked mean), ``mirror_weight`` lambda, t/T with t the epoch counted from 1 | faithful; lambda = 0.5: open, ours (not published) |
+| §3.4 positives : negatives 1:1 per group | :class:`~.data.GroupDataset` samples 1:1 where the group has both | faithful |
+| §5.2 AdamW lr 5e-5, wd 0.01, polynomial decay, 80 epochs, batch 4, 416 x 416, N = 8, no augmentation | the ``gres-paper`` preset (:data:`~.run.PRESETS`); batch 4 in total is the engine's meaning of ``batch_size`` (issue 19); no clipping (clip 0) | faithful; poly power 0.9: open (DeepLab) |
+| mask threshold (not given) | ``threshold`` 0.5 in gres-paper: LAVT's decoder takes the argmax of two classes (yz93/LAVT-RIS test.py @874fe4f); grdkit's default stays 0.25 (LTS's) | open, source given |
+| mask predictor (LAVT's decoder, supplementary) | conv over z_n, two up-sampling stages with the stride-8 feature, logits at S/4 | open, ours |
+
+Training diagnostics (:meth:`GRSer.diagnose`, logged per epoch under ``"diagnostics"`` in
+``metrics.jsonl``): the prototype AUC of s_neg - s_pos against the image labels, the share of
+groups whose eq. 4 order is the identity, and ||L' - L'_anti||.
+
+Per-image losses are masked sums divided by max(1, count), so every head stays in the graph when
+a batch has no positive image (DDP needs every parameter to receive a gradient). Without the
+triplet loss (``triplet=False``) the decision rule is untrained, so an image is positive when its
+thresholded mask is not empty.
 """
 
 from __future__ import annotations
@@ -54,8 +50,10 @@ from .encoders import DEFAULT_TEXT, DEFAULT_VISION, attach_encoders
 from .fusion import PWAM
 from .lts import conv_bn
 
-RANKS = ("pos+neg", "pos", "neg", "random")
+RANKS = ("pos+neg", "pos", "neg", "random", "margin")
 FUSIONS = ("none", "pwam")
+POOLS = ("mean", "mask")
+ANCHORS = ("prototype", "mean", "z")
 MIRROR_LAMBDA = 0.5
 MARGIN = 1.0
 
@@ -75,7 +73,8 @@ def hierarchy_order(p: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor,
 
     Args:
         p: prototypes ``(N, C_v)``; l_pos, l_neg: projected L and L_anti ``(C_v,)``.
-        mode: ``pos+neg`` (paper), ``pos``, ``neg`` or ``random``.
+        mode: ``pos+neg`` (paper), ``pos``, ``neg`` or ``random`` (Table 4), or ``margin``
+            (ours, not in the paper: ascending s_pos - s_neg, the decision rule's quantity).
 
     Returns:
         int64 ``(N,)``: indices i of the heatmaps, most likely positive first.
@@ -85,6 +84,8 @@ def hierarchy_order(p: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor,
         return torch.randperm(n, generator=generator, device="cpu").to(p.device)
     s_pos = torch.linalg.vector_norm(p - l_pos, dim=1)
     s_neg = torch.linalg.vector_norm(p - l_neg, dim=1)
+    if mode == "margin":
+        return torch.sort(s_pos - s_neg, stable=True).indices
     r_pos = ranks(s_pos, descending=False)
     r_neg = ranks(s_neg, descending=True)
     key = {"pos+neg": r_pos + r_neg, "pos": r_pos, "neg": r_neg}[mode]
@@ -108,9 +109,25 @@ def vision_heatmaps(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,ic->nihw", vn, pn)
 
 
-def prototypes(v: torch.Tensor, m_l: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: spatial mean of M^l_n * V_n -> ``(N, C)``."""
-    return (m_l * v).mean(dim=(2, 3))
+def prototypes(v: torch.Tensor, m_l: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+    """Eq. 2: p_n = avg(M^l_n * V_n) -> ``(N, C)``, same dtype as ``v``.
+
+    Args:
+        v: V_n ``(N, C, H, W)``; m_l: M^l_n ``(N, 1, H, W)`` (a cosine, in [-1, 1]).
+        pool: ``mean`` divides the sum over pixels by H*W (§3.2: "averaged along spatial
+            dimension (i.e., H x W)"; the default); ``mask`` divides by sum |M^l_n| + 1e-6 (the
+            "mask average pooling" of few-shot segmentation, PANet / SG-One, whose masks are
+            non-negative; M^l_n is a signed cosine, so the absolute value keeps the denominator
+            away from 0: ours).
+
+    Raises:
+        ValueError: an unknown ``pool``.
+    """
+    if pool == "mean":
+        return (m_l * v).mean(dim=(2, 3))
+    if pool == "mask":
+        return (m_l * v).sum(dim=(2, 3)) / (m_l.abs().sum(dim=(2, 3)) + 1e-6)
+    raise ValueError(f"pool must be one of {POOLS}")
 
 
 def decide(a: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor,
@@ -122,24 +139,34 @@ def decide(a: torch.Tensor, l_pos: torch.Tensor, l_neg: torch.Tensor,
 
 
 class GRSer(nn.Module):
-    """Grouped Referring Segmenter; see the module header.
+    """Grouped Referring Segmenter; see the module header (fidelity table).
 
     Args:
         vision, vision_weights, text, text_gru, train_text, freeze_vision: as for LTS.
         width: C_v (paper: 512). group_size: N, the number of heatmap channels.
-        tqm, hierarchizer, mirror, triplet: the paper's components (ablation switches).
-        rank: ``pos+neg`` | ``pos`` | ``neg`` | ``random``.
+        tqm, mirror, triplet: the paper's components (ablation switches, Table 5).
+        hierarchizer: False is Table 5's "w/o HMapHier", which Table 4's first row defines as a
+            random order at training and at test: the same as ``rank="random"``.
+        rank: eq. 4's ranking criterion ``pos+neg`` | ``pos`` | ``neg`` | ``random`` (Table 4);
+            at test :meth:`set_inference` may choose another one.
+        pool: eq. 2's pooling, ``mean`` (divide by H*W, default) or ``mask`` (see
+            :func:`prototypes`).
+        anchor: the triplet anchor a_n (eq. 5) and the decision rule's: ``prototype`` (default:
+            eq. 2's pooling of z_n's V-part, so a_n = p_n), ``mean`` (plain spatial mean of the
+            V-part), or ``z`` (grdkit <= 0.x: the spatial mean of the decoder's first conv
+            over z_n, a space the ranking never sees; kept to reproduce the old runs).
         fusion: ``none`` or ``pwam`` (LAVT's pixel-word attention on the encoder features).
         margin: m of the triplet loss and decision rule (paper: 1).
-        mirror_weight: lambda of the mirror loss (choice: 0.5).
+        mirror_weight: lambda of the mirror loss (not published; 0.5, ours).
         image_size: S, for backbones built for an input size (Swin).
 
     Output of ``forward``: ``{"p": (M, 1, S/4, S/4) mask logits, "a": (M, C_v) anchors,
-    "l_pos": (B, C_v) L', "l_neg": (B, C_v) L'_anti, "order": list of each group's heatmap
-    order (eq. 4) or None, "mirror": logits with L / L_anti swapped or None}``.
+    "l_pos": (B, C_v) L', "l_neg": (B, C_v) L'_anti, "s_pos" / "s_neg": (M,) float32 eq. 4
+    scores of each image's own prototype, "order": list of each group's heatmap order (eq. 4)
+    or None without the TQM, "mirror": logits with L / L_anti swapped or None}``.
 
     Raises:
-        ValueError: an unknown ``rank`` or ``fusion``.
+        ValueError: an unknown ``rank``, ``fusion``, ``pool`` or ``anchor``.
     """
 
     name = "grser"
@@ -150,18 +177,23 @@ class GRSer(nn.Module):
                  tqm: bool = True, hierarchizer: bool = True, mirror: bool = True,
                  triplet: bool = True, rank: str = "pos+neg", seed: int = 0,
                  fusion: str = "none", margin: float = MARGIN,
-                 mirror_weight: float = MIRROR_LAMBDA, image_size: int | None = None):
+                 mirror_weight: float = MIRROR_LAMBDA, image_size: int | None = None,
+                 pool: str = "mean", anchor: str = "prototype"):
         super().__init__()
-        if rank not in RANKS:
-            raise ValueError(f"rank must be one of {RANKS}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}")
+        for value, allowed, what in ((rank, RANKS, "rank"), (fusion, FUSIONS, "fusion"),
+                                     (pool, POOLS, "pool"), (anchor, ANCHORS, "anchor")):
+            if value not in allowed:
+                raise ValueError(f"{what} must be one of {allowed}")
+        if not hierarchizer and rank not in ("random", "pos+neg"):
+            raise ValueError(f"hierarchizer=False is rank 'random'; it contradicts rank {rank!r}")
         attach_encoders(self, vision, vision_weights, text, text_gru, train_text, freeze_vision,
                         image_size)
         c8, c16, c32 = self.vision.channels
         c, cl = width, self.text.dim
-        self.n_max, self.use_tqm, self.use_hier = int(group_size), tqm, hierarchizer
-        self.use_mirror, self.use_triplet, self.rank_mode = mirror, triplet, rank
+        self.n_max, self.use_tqm = int(group_size), tqm
+        self.use_mirror, self.use_triplet = mirror, triplet
+        self.rank_mode = rank if hierarchizer else "random"
+        self.pool, self.anchor = pool, anchor
         self.margin, self.mirror_weight = float(margin), float(mirror_weight)
         self.pwam = nn.ModuleList([PWAM(ch, cl) for ch in (c8, c16, c32)]) \
             if fusion == "pwam" else None
@@ -179,29 +211,42 @@ class GRSer(nn.Module):
                                   nn.Conv2d(c // 4, 1, 1))
         self.generator = torch.Generator().manual_seed(seed)
 
+    def set_inference(self, rank: str | None = None) -> None:
+        """Choose the ranking criterion used from now on (Table 4's "Test" column); None keeps
+        the trained one.
+
+        Raises:
+            ValueError: an unknown ``rank``.
+        """
+        if rank is not None:
+            if rank not in RANKS:
+                raise ValueError(f"rank must be one of {RANKS}")
+            self.rank_mode = rank
+
     def _heatmaps(self, v: torch.Tensor, q: torch.Tensor, q_anti: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One group's heatmaps (eq. 1-4) with sentence q and anti-sentence q_anti (both already
-        projected by omega_l): ``(n, 1 [+ N], H, W)`` and the heatmap order (or None)."""
+        projected by omega_l): ``(n, 1 [+ N], H, W)``, the prototypes ``(n, C_v)`` and the
+        heatmap order (or None without the TQM)."""
         n = v.shape[0]
         m_l = cosine_map(v, q)                                     # eq. 1
+        p = prototypes(v, m_l, self.pool)                          # eq. 2
         if not self.use_tqm:
-            return m_l, None
-        p = prototypes(v, m_l)                                     # eq. 2
+            return m_l, p, None
         m_v = vision_heatmaps(v, p)                                # eq. 3
-        order = None
-        if self.use_hier:
-            order = hierarchy_order(p.detach().float(), q.detach().float(),
-                                    q_anti.detach().float(), self.rank_mode,
-                                    self.generator)                # eq. 4
-            m_v = m_v[:, order]
+        order = hierarchy_order(p.detach().float(), q.detach().float(),
+                                q_anti.detach().float(), self.rank_mode,
+                                self.generator)                    # eq. 4
+        m_v = m_v[:, order]
         if n < self.n_max:
             m_v = F.pad(m_v, (0, 0, 0, 0, 0, self.n_max - n))
-        return torch.cat([m_l, m_v[:, : self.n_max]], 1), order
+        # a test group larger than the trained N keeps its N best-ranked heatmaps
+        return torch.cat([m_l, m_v[:, : self.n_max]], 1), p, order
 
     def _decode(self, v: torch.Tensor, f8: torch.Tensor, maps: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_n -> (mask logits, anchors a_n = pooled z_n), for all images at once."""
+        """z_n = concat(V_n, heatmaps) -> (mask logits, spatial mean of the decoder's first conv
+        over z_n: the anchor of ``anchor="z"`` only)."""
         z = self.z_conv(torch.cat([v, maps], 1))
         y = self.dec16(z)
         y = F.interpolate(y, size=f8.shape[-2:], mode="bilinear", align_corners=False)
@@ -223,16 +268,25 @@ class GRSer(nn.Module):
         f8, f16, f32 = feats
         up = F.interpolate(self.v32(f32), size=f16.shape[-2:], mode="bilinear",
                            align_corners=False)
-        v = self.v_merge(torch.cat([self.v16(f16), up], 1))
+        v = self.v_merge(torch.cat([self.v16(f16), up], 1))      # V_n, the V-part of z_n
         groups = torch.split(v, batch["counts"])
-        maps, orders = zip(*(self._heatmaps(vg, q[k], q_anti[k]) for k, vg in enumerate(groups)))
-        p, a = self._decode(v, f8, torch.cat(maps))
+        maps, protos, orders = zip(*(self._heatmaps(vg, q[k], q_anti[k])
+                                     for k, vg in enumerate(groups)))
+        p_all = torch.cat(protos)
+        logits, z_pool = self._decode(v, f8, torch.cat(maps))
+        # the anchor lives where the prototypes live: no layer between V_n and a_n (eq. 5)
+        a = {"prototype": p_all, "mean": v.mean(dim=(2, 3)), "z": z_pool}[self.anchor]
+        group = batch["group"]
+        pf = p_all.detach().float()
+        s_pos = torch.linalg.vector_norm(pf - q.detach().float().index_select(0, group), dim=1)
+        s_neg = torch.linalg.vector_norm(pf - q_anti.detach().float().index_select(0, group),
+                                         dim=1)
         mirror = None
         if self.use_mirror and self.training:
             mirror_maps = [self._heatmaps(vg, q_anti[k], q[k])[0] for k, vg in enumerate(groups)]
             mirror = self._decode(v, f8, torch.cat(mirror_maps))[0]
-        return {"p": p, "a": a, "l_pos": q, "l_neg": q_anti,
-                "order": list(orders) if self.use_hier and self.use_tqm else None,
+        return {"p": logits, "a": a, "l_pos": q, "l_neg": q_anti, "s_pos": s_pos,
+                "s_neg": s_neg, "order": list(orders) if self.use_tqm else None,
                 "mirror": mirror}
 
     def loss(self, out: dict, batch: dict, epoch: int = 0, epochs: int = 1) -> tuple:
@@ -268,6 +322,47 @@ class GRSer(nn.Module):
             parts["triplet_weight"] = tw
         return total, parts
 
+    def diagnose(self, out: dict, batch: dict) -> dict:
+        """What :meth:`summarize_diagnostics` needs from one training step, detached, on the
+        step's device: the margins s_neg - s_pos ``(M,)``, the image labels
+        ``(M,)``, whether each group's heatmap order is the identity ``(B,)`` and ||L' -
+        L'_anti|| ``(B,)``."""
+        if out["order"] is None:
+            ident = torch.zeros(out["l_pos"].shape[0], dtype=torch.bool)
+        else:  # one small host copy per step
+            ident = torch.tensor([torch.equal(o.cpu(), torch.arange(len(o)))
+                                  for o in out["order"]], dtype=torch.bool)
+        return {"margin": (out["s_neg"] - out["s_pos"]).detach(),
+                "s_pos": out["s_pos"].detach(), "s_neg": out["s_neg"].detach(),
+                "positive": valid_rows(batch, "positive").detach(),
+                "identity": ident.cpu(),
+                "gap": torch.linalg.vector_norm(
+                    (out["l_pos"] - out["l_neg"]).detach().float(), dim=1)}
+
+    def summarize_diagnostics(self, steps: list[dict]) -> dict:
+        """Per-epoch diagnostics of the hierarchizer (issue 17) from :meth:`diagnose` records:
+
+        * ``proto_auc``: ROC AUC (0-1) of s_neg - s_pos of each image's prototype against its
+          label (positive image = 1): 1 when every positive prototype is nearer L' (relative to
+          L'_anti) than every negative one, 0.5 for chance; None without both labels;
+        * ``pos_auc`` / ``neg_auc``: the same for -s_pos alone (what R_pos ranks by) and s_neg
+          alone (R_neg). Eq. 5 only bounds s_pos - s_neg, so ``proto_auc`` can be 1 while
+          ``pos_auc`` is low: positive prototypes beyond L' (far from L'_anti, but also from L'),
+          and R_pos + R_neg then mirror each other;
+        * ``identity_share``: share (0-1) of groups whose eq. 4 order is the identity;
+        * ``l_gap``: mean ||L' - L'_anti|| over the groups.
+        """
+        if not steps:
+            return {}
+        margin = torch.cat([s["margin"].float().cpu() for s in steps])
+        label = torch.cat([s["positive"].cpu() for s in steps])
+        s_pos = torch.cat([s["s_pos"].float().cpu() for s in steps])
+        s_neg = torch.cat([s["s_neg"].float().cpu() for s in steps])
+        return {"proto_auc": roc_auc(margin, label), "pos_auc": roc_auc(-s_pos, label),
+                "neg_auc": roc_auc(s_neg, label),
+                "identity_share": float(torch.cat([s["identity"] for s in steps]).float().mean()),
+                "l_gap": float(torch.cat([s["gap"].cpu() for s in steps]).mean())}
+
     def probabilities(self, out: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mask probabilities, per-image decision: the triplet rule, or None without it)."""
         probs = torch.sigmoid(out["p"].float())
@@ -278,3 +373,22 @@ class GRSer(nn.Module):
             raise ValueError("probabilities() expects one group per batch")
         return probs, decide(out["a"].float(), out["l_pos"].float().expand(n, -1),
                              out["l_neg"].float().expand(n, -1), self.margin)
+
+
+def roc_auc(score: torch.Tensor, label: torch.Tensor) -> float | None:
+    """ROC AUC of ``score`` ``(K,)`` against boolean ``label`` ``(K,)`` by the Mann-Whitney U
+    statistic with average ranks for ties (AUC = (sum of positive ranks - P(P+1)/2) / (P*N));
+    None unless both labels occur. Own code: a few lines, and no scikit-learn dependency."""
+    pos = label.bool()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    s = score.double()
+    order = torch.argsort(s, stable=True)
+    ranks_ = torch.empty_like(s)
+    ranks_[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
+    uniq, inverse = torch.unique(s, return_inverse=True)
+    mean_rank = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks_)
+    mean_rank /= torch.bincount(inverse, minlength=len(uniq)).double()
+    r = mean_rank[inverse]
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -38,13 +38,14 @@ def collate_one(item: dict) -> dict:
 def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset,
                        img_root: str | Path, device: torch.device, min_pixels: int | None = None,
                        threshold: float | None = None, progress: Progress | None = None,
-                       workers: int = 0) -> list[dict]:
+                       workers: int = 0, group_size: int | None = None) -> list[dict]:
     """Predictions of an in-memory model for every (expression, image) pair of ``ds``, sorted by
     (expression_id, image_id): ``{"expression_id", "image_id", "segmentation": RLE | None,
     "score": max probability (0-1)}`` plus ``"no_target": bool`` for models with
     ``decides_no_target`` (their mask is then kept whatever the decision). ``min_pixels`` /
     ``threshold`` None: the run's threshold and the model's ``default_min_pixels`` (1; MABP
-    without its no-target branch 50). The model is left in the mode it was in."""
+    without its no-target branch 50). ``group_size`` None: the run's N (the images of a group
+    are run in chunks of it). The model is left in the mode it was in."""
     was_training = model.training
     model.eval()
     thr = threshold if threshold is not None else (
@@ -53,7 +54,7 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
     if min_pixels is None:
         min_pixels = int(getattr(model, "default_min_pixels", 1))  # the instance's (options)
     head = bool(getattr(model, "decides_no_target", False))
-    items = InferenceItems(ds, img_root, cfg.size, cfg.group_size)
+    items = InferenceItems(ds, img_root, cfg.size, group_size or cfg.group_size)
     loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=workers,
                                          collate_fn=collate_one)
     out = []
@@ -84,19 +85,27 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
 
 def predict(run_dir: str | Path, data: str | Path | GresDataset, img_root: str | Path,
             device: str = "auto", min_pixels: int | None = None, threshold: float | None = None,
-            progress: Progress | None = None, workers: int = 0) -> list[dict]:
+            progress: Progress | None = None, workers: int = 0, rank: str | None = None,
+            group_size: int | None = None) -> list[dict]:
     """Predictions of a saved run (:func:`~.run.load_run`); see :func:`predict_with_model`.
+    ``rank``: GRSer's ranking criterion at test (GRES Table 4), None: the trained one.
 
     Raises:
-        InputError: not a run folder, a checkpoint that does not fit, unreadable images.
+        InputError: not a run folder, a checkpoint that does not fit, unreadable images, or a
+            ``rank`` for a model without a heatmap ranking.
     """
     if threshold is not None and not 0 <= threshold <= 1:  # issue 21: NaN fails this too
         raise InputError(None, f"threshold {threshold!r} is not a number in [0, 1]")
     dev = pick_device(device)
     model, cfg = load_run(run_dir, dev)
+    if rank is not None:
+        if not hasattr(model, "set_inference"):
+            raise InputError(run_dir, f"{cfg.model} has no heatmap ranking to choose",
+                             hint="--rank is GRSer's (GRES Table 4)")
+        model.set_inference(rank=rank)
     ds = data if isinstance(data, GresDataset) else load_dataset(data)
     return predict_with_model(model, cfg, ds, img_root, dev, min_pixels, threshold, progress,
-                              workers)
+                              workers, group_size)
 
 
 def write_predictions(preds: list[dict], path: str | Path) -> None:

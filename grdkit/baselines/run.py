@@ -38,7 +38,9 @@ class TrainConfig:
 
     * ``poly_power`` 0.9: the usual polynomial-decay power (DeepLab); GRES says "polynomial".
     * ``clip`` 1.0: gradient-norm clipping, grdkit's choice for stable CPU runs (0 disables);
-      neither GRES nor LTS mentions clipping.
+      neither GRES nor LTS mentions clipping, so the gres-paper preset sets 0.
+    * ``data_sources``: filled in by training (one record per training split; several splits are
+      trained on as their union, GRES §5.3).
     * ``threshold``: None means the model's ``default_threshold`` (0.25 for LTS and GRSer: the
       value grdkit's LTS module carries from the LTS paper, whose text could not be re-read in
       this workplace; GRES publishes no threshold for GRSer, so it uses LTS's). The resolved
@@ -72,18 +74,27 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)
     # issue 19: gradient accumulation (batch_size above is the total per optimiser step)
     accum_steps: int = 1
+    # issue 17: the training sets (several: their union, GRES §5.3), as training recorded them
+    data_sources: list[dict] = field(default_factory=list)
 
 
 # Settings each paper states. ``config``: TrainConfig fields; ``model``: model options;
 # ``required``: options the user must give (local weights: nothing is downloaded).
 PRESETS: dict[str, dict] = {
-    # GRES (ICCV 2023) §5.2: Swin-B (LAVT encoder), BERT-base, N = 8, 416 x 416, AdamW lr 5e-5,
-    # weight decay 0.01, polynomial decay, 80 epochs, batch 4 groups (in total), margin m = 1.
+    # GRES (ICCV 2023) §5.2: Swin-B (LAVT encoder), BERT-base, C_v = 512, N = 8, 416 x 416,
+    # AdamW lr 5e-5, weight decay 0.01, polynomial decay, 80 epochs, no augmentation, margin
+    # m = 1; batch 4 groups: "in total" is what the engine's batch_size means (issue 19 divides it
+    # across DDP processes and accumulation steps; this preset does not). Not stated, so:
+    # clip 0 (the paper names no clipping; --clip stays an option); threshold 0.5 (the LAVT
+    # decoder GRSer follows takes the argmax of two classes, i.e. p > 0.5: yz93/LAVT-RIS
+    # test.py @874fe4f); mirror lambda 0.5 and eq. 2's mean pooling (ours, see grser.py).
     "gres-paper": {"model": "grser",
                    "config": {"group_size": 8, "size": 416, "lr": 5e-5, "weight_decay": 0.01,
-                              "epochs": 80, "batch_size": 4},
+                              "epochs": 80, "batch_size": 4, "clip": 0.0, "threshold": 0.5},
                    "model_args": {"vision": "swin_base_patch4_window12_384", "fusion": "pwam",
-                                  "train_text": True, "width": 512},
+                                  "train_text": True, "width": 512, "margin": 1.0,
+                                  "mirror_weight": 0.5, "rank": "pos+neg", "pool": "mean",
+                                  "anchor": "prototype"},
                    "required": ("vision_weights", "text")},
     # LTS (CVPR 2021): 416 x 416 input, relevance filter d_k = 1024, threshold 0.25, text only at
     # the coarsest fusion level (eq. 5-7). Its optimiser and schedule could not be read in this

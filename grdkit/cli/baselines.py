@@ -30,8 +30,11 @@ def _model_args(values: tuple[str, ...]) -> dict:
 
 @click.command("train")
 @click.argument("model", type=click.Choice(sorted(MODELS)))
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Canonical split file to train on.")
+@click.option("--data", required=True, multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Canonical split file to train on; repeat it to train on the union of "
+                   "several (GRES §5.3: G-RefC + G-RefC+ + G-RefCg), ids kept distinct; "
+                   "config.json records the sources.")
 @click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
                                                             path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -71,11 +74,22 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--d-k", type=click.IntRange(min=8), default=1024, show_default=True,
               help="LTS relevance-filter dimension (eq. 8).")
 @click.option("--no-tqm", is_flag=True, help="GRSer ablation: no Triphasic Query Module.")
-@click.option("--no-hierarchizer", is_flag=True, help="GRSer ablation: heatmaps in group order.")
+@click.option("--no-hierarchizer", is_flag=True,
+              help="GRSer ablation 'w/o HMapHier' (Table 5 = Table 4 row 1): a random heatmap "
+                   "order at training and test, the same as --rank random.")
 @click.option("--no-mirror", is_flag=True, help="GRSer ablation: no mirror training.")
 @click.option("--no-triplet", is_flag=True, help="GRSer ablation: no triplet loss / decision.")
-@click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random"]),
-              default="pos+neg", show_default=True, help="GRSer heatmap ranking (eq. 4).")
+@click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random", "margin"]),
+              default="pos+neg", show_default=True,
+              help="GRSer heatmap ranking criterion at training (eq. 4, Table 4; margin = "
+                   "ascending s_pos - s_neg is ours, not the paper's); grdkit predict --rank "
+                   "may choose another one at test.")
+@click.option("--pool", type=click.Choice(["mean", "mask"]), default="mean", show_default=True,
+              help="GRSer eq. 2 pooling: mean (divide by H*W, §3.2) or mask (by sum |M|).")
+@click.option("--anchor", type=click.Choice(["prototype", "mean", "z"]), default="prototype",
+              show_default=True,
+              help="GRSer triplet anchor: prototype (eq. 2 pooling of z_n's V-part, the space "
+                   "eq. 4 ranks in), mean (plain mean of V_n) or z (grdkit's old pooled conv).")
 @click.option("--fusion", type=click.Choice(["paper", "text-every-level", "none", "pwam"]),
               help="LTS: paper (eq. 5-7 as written; default) or text-every-level. GRSer: none "
                    "(default) or pwam (LAVT pixel-word attention on the encoder features).")
@@ -87,7 +101,7 @@ def _model_args(values: tuple[str, ...]) -> dict:
               help="Mask threshold, saved with the run (default: the model's; LTS's 0.25 for "
                    "LTS and GRSer, which publishes none).")
 @click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Gradient-norm clipping (not in either paper; 0 disables).")
+              help="Gradient-norm clipping (not in either paper; 0 disables; gres-paper: 0).")
 @click.option("--preset", type=click.Choice(["gres-paper", "lts-paper", "mabp-paper"]),
               help="Fill in a paper's stated settings (options given explicitly win). "
                    "gres-paper and mabp-paper need --vision-weights (Swin-B state dict) and "
@@ -110,9 +124,9 @@ def _model_args(values: tuple[str, ...]) -> dict:
 def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr,
               group_size, size, device, seed, repeats, resume, max_steps, vision,
               vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm,
-              no_hierarchizer, no_mirror, no_triplet, rank, fusion, margin, mirror_weight,
-              threshold, clip, preset, val_data, workers, cache_dir, channels_last, compile_,
-              model_arg, no_progress):
+              no_hierarchizer, no_mirror, no_triplet, rank, pool, anchor, fusion, margin,
+              mirror_weight, threshold, clip, preset, val_data, workers, cache_dir, channels_last,
+              compile_, model_arg, no_progress):
     """Train a baseline on a canonical dataset; CPU or CUDA (bf16).
 
     Several GPUs or nodes: launch with torchrun, e.g.
@@ -127,12 +141,18 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
     from ..baselines.engine import train
     from ..baselines.run import TrainConfig, apply_preset
 
+    if no_hierarchizer:  # Table 4 row 1: random order at training and test
+        if ctx.get_parameter_source("rank") != click.core.ParameterSource.DEFAULT \
+                and rank != "random":
+            raise click.BadParameter(f"--no-hierarchizer is --rank random, not {rank}",
+                                     param_hint="--rank")
+        rank = "random"
     options = {"vision": vision, "vision_weights": vision_weights, "text": text,
                "text_gru": text_gru, "train_text": train_text, "freeze_vision": freeze_vision,
                "d_k": d_k, "group_size": group_size, "tqm": not no_tqm,
-               "hierarchizer": not no_hierarchizer, "mirror": not no_mirror,
-               "triplet": not no_triplet, "rank": rank, "seed": seed, "margin": margin,
-               "mirror_weight": mirror_weight}
+               "mirror": not no_mirror, "triplet": not no_triplet, "rank": rank, "seed": seed,
+               "margin": margin, "mirror_weight": mirror_weight, "pool": pool,
+               "anchor": anchor}
     if width is not None:
         options["width"] = width
     if fusion is not None:
@@ -153,7 +173,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     cfg = apply_preset(cfg, explicit)
     with progress_bar(not no_progress) as track:
-        res = train(cfg, data, img_root, out_dir, resume=resume, progress=track,
+        res = train(cfg, list(data), img_root, out_dir, resume=resume, progress=track,
                     val_data=val_data, cache_dir=cache_dir)
     if res["rank"] != 0:
         return
@@ -183,9 +203,15 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="DataLoader worker processes decoding images.")
+@click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random", "margin"]),
+              help="GRSer: the heatmap ranking criterion at test (GRES Table 4's Test column); "
+                   "default: the one the run trained with.")
+@click.option("--group-size", type=click.IntRange(min=1),
+              help="Images per inference chunk N (default: the run's; Table 6). GRSer keeps "
+                   "the best-ranked heatmaps when N exceeds its trained N.")
 @click.option("--no-progress", is_flag=True)
-def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold, workers,
-                no_progress):
+def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold, workers, rank,
+                group_size, no_progress):
     """Predict masks for every (expression, image) pair and write preds.json."""
     from ..baselines import require_torch
 
@@ -195,7 +221,8 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
     from ..baselines.predict import predict, write_predictions
 
     with progress_bar(not no_progress) as track:
-        preds = predict(run_dir, data, img_root, device, min_pixels, threshold, track, workers)
+        preds = predict(run_dir, data, img_root, device, min_pixels, threshold, track, workers,
+                        rank=rank, group_size=group_size)
     write_predictions(preds, out_path)
     n_pos = sum(not p["no_target"] if "no_target" in p else p["segmentation"] is not None
                 for p in preds)

@@ -84,6 +84,12 @@ def convert_d3_cmd(anno_root, json_file, img_root, out_dir, setting, expressions
                                                  ("groups", "images", "expressions", "pairs")},
                      "positive": "-", "negative": "-"})
     out.print(table(f"D³ -> canonical ({setting}, {expressions})", rows))
+    objects = sum(len(t.ann_ids) for t in ds.targets if t.positive)
+    grd = DATASETS["grd"].paper
+    out.print(f"positive object-expression pairs (annotated objects of positive targets): "
+              f"{objects}" + (f"; GRES §1: {grd['positive_objects']}, and {grd['negative_pairs']} "
+                              "negative image-expression pairs (see the GRD card)"
+                              if paper else ""))
     shared = len(ds.expressions) - len({e.extra["d3_sent_id"] for e in ds.expressions})
     if shared:
         err.print(f"note: {shared} sentences are listed in several groups and became one "

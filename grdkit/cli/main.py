@@ -24,6 +24,7 @@ from .. import __version__
 from ..errors import GrdkitError
 from .baselines import cache_cmd, predict_cmd, train_cmd
 from .build import build_cmd, stats_cmd
+from .derive import derive_group
 from .evaluate import eval_group
 from .export import export_group
 from .grd import convert_group, show_cmd, validate_cmd
@@ -47,6 +48,8 @@ def cli() -> None:
         grdkit convert d3 --anno-root d3/annotations --out out/grd
         grdkit convert cosod --images CoCA/image --masks CoCA/binary --out out/coca
         grdkit validate out/grd/test.json
+    Derive the RES setting (negatives removed) or a union of training sets:
+        grdkit derive res out/g-refcocog/val.json --out out/g-refcocog-res/val.json
     Look at a group with its masks:
         grdkit show out/g-refcocog/val.json --group 3 --out group.png
     Train a baseline (lts, grser, mabp) and predict:
@@ -72,6 +75,7 @@ cli.add_command(show_cmd)
 cli.add_command(train_cmd)
 cli.add_command(predict_cmd)
 cli.add_command(cache_cmd)
+cli.add_command(derive_group)
 
 
 class FiniteFloat(click.FloatRange):

@@ -4,7 +4,8 @@
 * :mod:`.problems`: the format's rules as generators of findings (loading raises the first,
   ``grdkit validate`` lists all) and the JSON Schema;
 * :mod:`.masks`: COCO RLE through pycocotools, polygon rules; :mod:`.rlecheck`: RLE integrity of
-  many masks at once; :mod:`.stats`: dataset statistics.
+  many masks at once; :mod:`.stats`: dataset statistics; :mod:`.derive`: datasets derived from
+  canonical ones (union of training sets, RES setting).
 
 Nothing here imports a source, a builder, an evaluator or an exporter.
 """

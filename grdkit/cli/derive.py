@@ -1,0 +1,69 @@
+"""``grdkit derive res|union``: canonical datasets derived from canonical datasets
+(:mod:`grdkit.format.derive`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .ui import out, table
+
+
+@click.group("derive")
+def derive_group() -> None:
+    """Derive a canonical dataset from canonical datasets (GRES §5.1 RES setting, §5.3 union)."""
+
+
+def _print_counts(title: str, before: dict, counts) -> None:
+    keys = list(dict.fromkeys([*before, *counts.kept, *counts.dropped]))
+    out.print(table(title, [{"records": k, "source": before.get(k, "-"),
+                             "kept": counts.kept.get(k, "-"),
+                             "dropped": counts.dropped.get(k, "-")} for k in keys]))
+
+
+@derive_group.command("res")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The RES-setting split file to write.")
+def derive_res_cmd(dataset: Path, out_path: Path):
+    """The RES setting of a GRES split (GRES §5.1): negatives removed.
+
+    Each expression becomes a group of the images it refers to; negative targets, expressions
+    without a positive image and images no kept expression refers to are dropped, and the counts
+    printed. Train and test on such files for GRES Table 2's RES columns: there, mIoU is
+    grdkit eval's res_miou; res_miou of a GRES run (with negatives in the groups) is another
+    quantity, the mean IoU over the positive pairs of a model that also saw negatives.
+    """
+    from ..format import load_dataset, save_dataset
+    from ..format.derive import res_setting
+
+    ds = load_dataset(dataset)
+    res, counts = res_setting(ds)
+    save_dataset(res, out_path)
+    before = {"images": len(ds.images), "expressions": len(ds.expressions),
+              "groups": len(ds.groups), "positive": sum(t.positive for t in ds.targets),
+              "negative": sum(not t.positive for t in ds.targets)}
+    _print_counts(f"RES setting of {dataset} -> {out_path}", before, counts)
+
+
+@derive_group.command("union")
+@click.argument("datasets", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The union split file to write.")
+@click.option("--name", help="info.name of the union (default: the sources' names joined by +).")
+def derive_union_cmd(datasets: tuple[Path, ...], out_path: Path, name: str | None):
+    """The union of several splits, ids kept distinct (GRES §5.3 trains on G-RefC + G-RefC+ +
+    G-RefCg). grdkit train --data A --data B builds the same union in memory."""
+    from ..format import load_dataset, save_dataset
+    from ..format.derive import union
+
+    sets = [load_dataset(p) for p in datasets]
+    res, counts = union(sets, name)
+    save_dataset(res, out_path)
+    before = {"images": sum(len(d.images) for d in sets),
+              "expressions": sum(len(d.expressions) for d in sets),
+              "groups": sum(len(d.groups) for d in sets),
+              "targets": sum(len(d.targets) for d in sets)}
+    _print_counts(f"union of {len(sets)} splits -> {out_path}", before, counts)
