@@ -136,7 +136,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
     from ..baselines import model_options, require_torch
 
     require_torch()
-    check_outputs([data, img_root, val_data], folders={"--out": out_dir})  # issue 21: before
+    check_outputs([*data, img_root, val_data], folders={"--out": out_dir})  # issue 21: before
     ensure_writable(out_dir, "--out")  # the work, not after it
     from ..baselines.engine import train
     from ..baselines.run import TrainConfig, apply_preset
