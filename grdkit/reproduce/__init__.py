@@ -15,4 +15,23 @@
 
 from .recipe import Recipe, load_recipe, parse_recipe, recipe_names
 
-__all__ = ["Recipe", "load_recipe", "parse_recipe", "recipe_names"]
+__all__ = ["Recipe", "list_text", "load_recipe", "parse_recipe", "recipe_names"]
+
+
+def list_text() -> str:
+    """``grdkit reproduce list``: every recipe with its rows by status and the data it needs
+    (plain text, pinned by tests)."""
+    lines = []
+    for name in recipe_names():
+        r = load_recipe(name)
+
+        def ids(status: str, rows=r.rows) -> str:
+            return ", ".join(x.id for x in rows if x.status == status) or "-"
+
+        data = sorted({f"{d.source}/" for d in r.datasets.values()}
+                      | {f"{d.images}/" for d in r.datasets.values()})
+        lines += [f"{name}: {r.title}", f"    source: {r.cite}",
+                  f"    grdkit rows: {ids('ours')}", f"    not implemented: {ids('not-implemented')}",
+                  f"    published only: {ids('published')}",
+                  f"    cells: {len(r.cells())}; data: {', '.join(data)}"]
+    return "\n".join(lines) + "\n"
