@@ -154,6 +154,16 @@ def _model_takes(model: str, key: str) -> bool:
     return bool(model_options(model, {key: None}))
 
 
+def model_defaults(model: str) -> dict:
+    """The keyword defaults of a model's constructor (``image_size`` excluded: the run's
+    ``size`` sets it)."""
+    from ..baselines import model_class
+
+    params = inspect.signature(model_class(model).__init__).parameters
+    return {k: p.default for k, p in params.items()
+            if k not in ("self", "image_size") and p.default is not inspect.Parameter.empty}
+
+
 def train_config(model: str, preset: str | None, options: dict, explicit_weights: dict
                  ) -> tuple[dict, list[str]]:
     """A run's resolved :class:`TrainConfig` (as a dict) and the options still missing.
@@ -172,10 +182,12 @@ def train_config(model: str, preset: str | None, options: dict, explicit_weights
     config, args, missing, pending = {}, {}, [], {}
     for k, v in options.items():
         k = _alias(k)
-        if k in cfg_fields:
-            config[k] = v
-        elif _model_takes(model, k):
-            args[k] = v
+        # like grdkit train: an option both places name (group_size, seed) goes to both
+        if k in cfg_fields or _model_takes(model, k):
+            if k in cfg_fields:
+                config[k] = v
+            if _model_takes(model, k):
+                args[k] = v
         else:
             missing.append(f"train:{k}")
             pending[k] = v
@@ -187,6 +199,12 @@ def train_config(model: str, preset: str | None, options: dict, explicit_weights
         args.setdefault(k, PLACEHOLDER.format(k, k))
     cfg = TrainConfig(model=model, preset=preset, model_args=args, **config)
     cfg = asdict(apply_preset(cfg, set(config) | set(args)))
+    for k in ("group_size", "seed"):  # as grdkit train passes them: the model sees the run's
+        if _model_takes(model, k):
+            cfg["model_args"][k] = cfg[k]
+    # every constructor option spelled out, so that a row stating a default ("rank: pos+neg")
+    # and a row leaving it out resolve to one config, hence one step key
+    cfg["model_args"] = {**model_defaults(model), **cfg["model_args"]}
     if pending:  # options this installation lacks stay in the config (and so in the step key)
         cfg["pending"] = pending
     return cfg, missing
@@ -236,8 +254,6 @@ def predict_options(options: dict, cfg: dict) -> tuple[dict, list[str]]:
     for k, v in options.items():
         k = _alias(k)
         trained = cfg["model_args"].get(k, cfg.get(k))
-        if k == "rank" and trained is None and cfg["model"] == "grser":
-            trained = "pos+neg"   # GRSer's default ranking when the run did not set one
         if trained == v:
             continue
         if k in params:

@@ -223,7 +223,7 @@ def render_plan(plan: Plan) -> str:
     for s in plan.steps.values():
         wait = plan.waiting(s.id)
         lines.append(f"[{s.id}] {s.kind}: {s.label}  gpu-h {s.gpu_hours:.2f}"
-                     + (f"  WAITS FOR {'; '.join(api.PENDING.get(w, w) for w in wait)}"
+                     + (f"  WAITS FOR {'; '.join(dict.fromkeys(api.PENDING.get(w, w) for w in wait))}"
                         if wait else ""))
         lines.append(f"    {describe(s, plan)}")
     lines.append("")

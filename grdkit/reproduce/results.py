@@ -39,7 +39,8 @@ def collect(plan: Plan, out: str | Path) -> list[dict]:
             wait = plan.waiting(eval_id)
             path = out / "evals" / f"{eval_id.split('-', 1)[1]}.json"
             if wait:
-                status = "waits for " + "; ".join(api.PENDING.get(w, w) for w in wait)
+                status = "waits for " + "; ".join(dict.fromkeys(api.PENDING.get(w, w)
+                                                               for w in wait))
             elif path.exists():
                 ours = read_json(path, "evaluation report")["metrics"].get(m.key)
                 status = "ok" if ours is not None else f"no {m.key} in the report"
