@@ -157,6 +157,8 @@ def test_list_is_pinned(capsys):
     code, out, _ = run_cli(["reproduce", "list"], capsys)
     assert code == 0 and out == list_text()
     _golden("list.txt", out)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert out in readme, "README's 'Reproducing the papers' shows an outdated list"
 
 
 @pytest.mark.parametrize("name", recipe_names())
@@ -262,6 +264,18 @@ def test_results_renderings(smoke_out):
     assert all(c["status"] == "ok" for c in full)
     doc = json.loads(results.to_json(cells, plans["gres/table5"]))
     assert doc["recipe"] == "gres/table5" and len(doc["cells"]) == 30
+
+
+def test_cli_smoke_rerun_finds_every_step_complete(smoke_out, capsys):
+    """The CLI on the smoke fixture's --out: nothing left to run; the result files are written."""
+    out, _, _ = smoke_out
+    code, stdout, _ = run_cli(["reproduce", "gres/table5", "--smoke", "--out", out], capsys)
+    assert code == 0 and "steps: 0 run," in stdout and "15 waiting" in stdout
+    res = out / "results" / "gres" / "table5"
+    assert (res / "table.md").read_text().startswith("### GRSer ablations")
+    assert len((res / "table.csv").read_text().splitlines()) == 1 + 30
+    board = (res / "leaderboard.md").read_text()
+    assert "### G-RefCg" in board and "| full |" in board and "| no-tqm |" in board
 
 
 def test_resume_after_a_kill_redoes_nothing_finished(tmp_path, monkeypatch):

@@ -129,13 +129,16 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
     atomic_write_text(res / "table.md", results.to_markdown(cells, recipe.title))
     atomic_write_text(res / "table.csv", results.to_csv(cells))
     atomic_write_text(res / "table.json", results.to_json(cells, plan))
+    boards = results.leaderboards(plan, out_dir)
+    if boards:
+        atomic_write_text(res / "leaderboard.md", boards)
     why = results.plot(cells, res / "plot.png", recipe.name)
     out.print(results.to_rich(cells, f"{recipe.name}: {recipe.title}"))
     for line in results.legend(cells):
         out.print(f"  {line}")
     out.print(f"steps: {len(summary.done)} run, {len(summary.skipped)} already complete, "
               f"{len(summary.waiting)} waiting. Results: {res}/table.md, table.csv, "
-              f"table.json{'' if why else ', plot.png'}")
+              f"table.json{', leaderboard.md' if boards else ''}{'' if why else ', plot.png'}")
     if why:
         click.echo(why, err=True)
     return 0

@@ -166,3 +166,25 @@ def plot(cells: list[dict], path: str | Path, title: str = "") -> str | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return None
+
+
+def leaderboards(plan: Plan, out: str | Path) -> str:
+    """The leaderboard of the runs (:func:`grdkit.evaluators.leaderboard`), one per benchmark:
+    the evaluation reports of the grdkit rows measured so far, side by side (Markdown)."""
+    from ..evaluators import leaderboard
+
+    out = Path(out)
+    parts = []
+    for b in plan.recipe.benchmarks:
+        reports, names = [], []
+        for row in plan.recipe.rows:
+            eval_id = plan.cells.get((row.id, b.id))
+            path = out / "evals" / f"{eval_id.split('-', 1)[1]}.json" if eval_id else None
+            if path is not None and path.exists():
+                reports.append(path)
+                names.append(row.id)
+        if reports:
+            board = leaderboard(reports, names=names, sort=b.metrics[0].key)
+            parts.append(f"### {b.label} ({b.test}, profile {b.profile})\n\n"
+                         + board.to_markdown())
+    return "\n".join(parts)
