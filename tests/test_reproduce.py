@@ -113,6 +113,57 @@ def test_every_recipe_loads_with_the_papers_rows():
     assert [x.status for x in lts2.rows] == ["not-implemented"] * 6 + ["ours"]
 
 
+PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
+PAPER_TEXT = {"gres": "000_723f79a373982d50.txt", "mabp": "001_d5c5cf3cd6c2172b.txt",
+              "lts": "003_0772be7b5f980f2c.txt"}
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_published_values_occur_in_the_papers_text(name):
+    """Every transcribed number is printed, in the paper's own format, in the paper's text
+    (../shared/papers; skipped where that folder is absent)."""
+    path = PAPERS / PAPER_TEXT[name.split("/")[0]]
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    text = path.read_text(encoding="utf-8")
+    r = load_recipe(name)
+    missing = []
+    for row, b, m, v in r.cells():
+        if v is None:
+            continue
+        shown = "0" if v == 0 else (f"{v:.3f}" if m.unit == "0-1" else f"{v:.2f}")
+        if shown not in text:
+            missing.append((row.id, b.id, m.key, shown))
+    assert missing == []
+    # stronger: a row's numbers stand in one line of the table, in the recipe's order (per
+    # benchmark where the paper prints one block per split, LTS Table 2; GRES Table 3 is
+    # printed transposed, one line per metric)
+    if name == "gres/table3":
+        return
+    lines = text.splitlines()
+
+    def in_one_line(values: list[str]) -> bool:
+        for line in lines:
+            pos = 0
+            for v in values:
+                k = line.find(v, pos)
+                if k < 0:
+                    break
+                pos = k + len(v)
+            else:
+                return True
+        return False
+
+    def shown_all(row, benches):
+        return [("0" if v == 0 else (f"{v:.3f}" if m.unit == "0-1" else f"{v:.2f}"))
+                for b in benches for m, v in zip(b.metrics, row.paper[b.id]) if v is not None]
+
+    for row in r.rows:
+        groups = [[b] for b in r.benchmarks] if name == "lts/table2" else [list(r.benchmarks)]
+        for g in groups:
+            assert in_one_line(shown_all(row, g)), (row.id, [b.id for b in g])
+
+
 def _minimal() -> dict:
     return {"recipe": "x/t1", "title": "t", "cite": "c",
             "datasets": {"d": {"builder": "g-refcocog", "source": "refcocog",
