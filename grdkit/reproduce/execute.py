@@ -2,7 +2,7 @@
 
 Layout under ``--out``: ``data/<key>/`` (built or derived splits), ``runs/<key>/`` (training
 run folders), ``preds/<key>.json``, ``evals/<key>.json`` (JSON reports) and ``steps/<id>.json``,
-the completion record of each step: its config, the fingerprint of its inputs (the released
+the completion record of each step: its config, its wall time, the fingerprint of its inputs (the released
 files a build read, hashed; the outputs of the steps it read) and of its outputs. A step is
 skipped when its record exists and its input fingerprint is unchanged, so an interrupted
 reproduction picks up where it stopped (a training interrupted mid-run resumes from its last
@@ -17,6 +17,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,10 +57,13 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def missing_data(plan: Plan, data_root: Path) -> list[str]:
-    """What the plan's builds need under ``data_root`` and is absent, one line each (with where
-    to get it and the expected layout)."""
+    """What the plan's runnable steps need under ``data_root`` and is absent, one line each
+    (with where to get it and the expected layout). Steps that wait for an option of another
+    issue are left out: they will not run yet."""
     out = []
     for s in plan.steps.values():
+        if plan.waiting(s.id):
+            continue
         if s.kind == "build":
             c = s.config
             src = data_root / c["source"]
@@ -124,10 +128,12 @@ class Executor:
                 summary.skipped.append(step.id)
                 continue
             self.log(f"{step.id}: {step.kind} {step.label}")
+            t0 = time.perf_counter()
             outputs = getattr(self, f"_{step.kind}")(step, plan, inputs)
             atomic_write_text(self.record_path(step), json.dumps(
                 {"id": step.id, "kind": step.kind, "config": step.config, "inputs": inputs,
-                 "outputs": outputs}, indent=1, sort_keys=True, default=str) + "\n")
+                 "outputs": outputs, "seconds": round(time.perf_counter() - t0, 2)},
+                indent=1, sort_keys=True, default=str) + "\n")
             summary.done.append(step.id)
         return summary
 

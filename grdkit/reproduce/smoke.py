@@ -7,7 +7,7 @@ the four D³ pickles, CoCA's ``image`` / ``binary`` group folders, and a JPEG fo
 (:mod:`grdkit.testing.synth`). The builders then read them exactly as they read the real files.
 
 :func:`smoke_options` shrinks a run: one optimiser step, batch 1, CPU, no DataLoader workers,
-the bundled EfficientNet-Lite0 and MiniLM encoders (frozen text) in place of a preset's local
+the bundled EfficientNet-Lite0 and MiniLM encoders (both frozen) in place of a preset's local
 Swin-B / BERT / Darknet53 weights, narrow heads, and the input size scaled down from the run's
 (:func:`smoke_size`: 320 -> 32 px, +8 px per 32 px, so rows that differ by size stay distinct).
 Everything else (the preset's other settings, the row's ablation switches, N, ranking) is kept,
@@ -21,11 +21,11 @@ from pathlib import Path
 from ..io import atomic_write_text
 
 # part of every smoke build step's config: bump it when the toy data changes
-SMOKE_BUILD = {"toy_data": 1}
+SMOKE_BUILD = {"toy_data": 2}
 
 COMMON = {"epochs": 1, "max_steps": 1, "batch_size": 1, "workers": 0, "device": "cpu",
           "vision": "efficientnet_lite0", "vision_weights": "bundled",
-          "text": "all-MiniLM-L6-v2", "train_text": False}
+          "text": "all-MiniLM-L6-v2", "train_text": False, "freeze_vision": True}
 PER_MODEL = {"grser": {"width": 16},
              "lts": {"width": 16, "d_k": 32},
              "mabp": {"width": 32, "heads": 2, "layers": 1, "enc_layers": 1, "enc_ffn": 64,
@@ -122,11 +122,13 @@ def write_toy_data(root: str | Path) -> Path:
         inst = shrink_instances(inst, SHRINK)
         synth.write_refer(root / name, refs, inst)
         images += inst["images"]
-    refs, inst = synth.generate_refer(24, seed=20, instances_per_image=3.0, refs_per_image=2.0,
+    # 12 images: every split has targets, train and val have a no-target expression
+    refs, inst = synth.generate_refer(12, seed=22, instances_per_image=3.0, refs_per_image=2.0,
                                       sentences_per_ref=1.2, p_common=0.3, common_pool=4,
                                       first_image_id=3001, split_ratios=_TOY_SPLITS)
     inst = shrink_instances(inst, SHRINK)
-    synth.write_grefcoco(root / "grefcoco", synth.grefs_from_refer(refs["unc"], inst), inst)
+    grefs = synth.grefs_from_refer(refs["unc"], inst, p_no_target=0.4)
+    synth.write_grefcoco(root / "grefcoco", grefs, inst)
     images += inst["images"]
     synth.write_images(root / "images" / "train2014", images)
     d3 = synth.generate_d3(n_groups=2, images_per_group=4, presence_per_group=2.0,
