@@ -362,3 +362,31 @@ def test_resume_after_a_kill_redoes_nothing_finished(tmp_path, monkeypatch):
     assert all(c["status"] == "ok" for c in cells if c["benchmark"] == "g-refcg")
     # a third run finds everything complete
     assert Executor(tmp_path, data, "cpu").run(plan).done == []
+
+
+def test_torchrun_launcher_runs_the_training_from_a_request(tmp_path, monkeypatch):
+    """--launcher torchrun: each training becomes `torchrun ... -m grdkit.reproduce.execute
+    REQUEST.json`; the request holds everything the training needs (run here in-process)."""
+    import subprocess
+
+    from grdkit.reproduce import execute
+    from grdkit.reproduce.plan import build_plan
+    from grdkit.reproduce.smoke import write_toy_data
+
+    commands = []
+
+    def fake_run(cmd, check=False):
+        commands.append(cmd)
+        execute._torchrun_main(cmd[-1])
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(execute.subprocess, "run", fake_run)
+    plan = build_plan(load_recipe("gres/table6"), ["n1"], smoke=True)
+    data = write_toy_data(tmp_path / "toy-data")
+    execute.Executor(tmp_path, data, "cpu", launcher="torchrun", nproc=2).run(plan)
+    assert len(commands) == 1
+    assert commands[0][:4] == ["torchrun", "--nproc_per_node=2", "-m",
+                               "grdkit.reproduce.execute"]
+    train_id = next(s for s in plan.steps if s.startswith("train-") and not plan.waiting(s))
+    assert (tmp_path / "runs" / train_id.split("-", 1)[1] / "checkpoint.pt").exists()
+    assert (tmp_path / "steps" / f"{train_id}.json").exists()
