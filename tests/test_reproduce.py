@@ -237,6 +237,16 @@ def test_dry_run_cli_rows_and_shared_steps(capsys):
     assert "torchrun --nproc_per_node 4 -m grdkit.cli.main train grser" in out
 
 
+def test_set_fills_the_presets_weights_and_refuses_unknown_options(capsys):
+    code, out, _ = run_cli(["reproduce", "gres/table5", "--dry-run", "--rows", "full",
+                            "--set", "vision_weights=/w/swin.pth", "--set", "text=/w/bert",
+                            "--set", "epochs=2"], capsys)
+    assert code == 0 and "<vision_weights" not in out and 'vision_weights="/w/swin.pth"' in out
+    assert "epochs=2 " in out and "epochs=80" not in out
+    code, _, err = run_cli(["reproduce", "gres/table5", "--dry-run", "--set", "epoch=2"], capsys)
+    assert code == 2 and "'epoch' is no run option of grser" in err
+
+
 def test_unknown_row_and_missing_data_exit_2(tmp_path, capsys):
     code, _, err = run_cli(["reproduce", "gres/table5", "--rows", "nope", "--dry-run"], capsys)
     assert code == 2 and "no row 'nope'" in err

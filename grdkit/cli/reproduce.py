@@ -91,7 +91,15 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
     if row_ids:
         for r in row_ids:
             recipe.row(r)
-    plan = build_plan(recipe, row_ids, smoke=smoke, weights=_sets(sets))
+    from ..reproduce.api import known_option
+
+    options = _sets(sets)
+    models = {r.run.model for r in recipe.rows if r.run is not None}
+    for k in options:
+        if not any(known_option(m, k) for m in models):
+            raise click.BadParameter(f"{k!r} is no run option of {', '.join(sorted(models))}",
+                                     param_hint="--set")
+    plan = build_plan(recipe, row_ids, smoke=smoke, sets=options)
     if dry_run:
         text = render_plan(plan)
         if launcher == "torchrun":

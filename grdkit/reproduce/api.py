@@ -164,17 +164,15 @@ def model_defaults(model: str) -> dict:
             if k not in ("self", "image_size") and p.default is not inspect.Parameter.empty}
 
 
-def train_config(model: str, preset: str | None, options: dict, explicit_weights: dict
-                 ) -> tuple[dict, list[str]]:
+def train_config(model: str, preset: str | None, options: dict) -> tuple[dict, list[str]]:
     """A run's resolved :class:`TrainConfig` (as a dict) and the options still missing.
 
-    ``options``: recipe options (run.train, the benchmark's train_options, smoke settings),
-    each a TrainConfig field or a model-constructor option. ``explicit_weights``: what the
-    user gave for the preset's required local paths (``--set``); a missing one becomes a
-    placeholder (fine for a dry run; :func:`check_placeholders` refuses it for a real run).
-    Options this installation does not have are kept under ``"pending"`` (and listed as
-    ``train:<name>`` in the second value), so two rows that differ only by them keep distinct
-    step keys.
+    ``options``: recipe options (the benchmark's train_options, run.train), the user's
+    ``--set`` values and smoke settings, each a TrainConfig field or a model-constructor
+    option. A local path a preset requires and nobody gave becomes a placeholder (fine for a
+    dry run; :func:`check_placeholders` refuses it for a real run). Options this installation
+    does not have are kept under ``"pending"`` (and listed as ``train:<name>`` in the second
+    value), so two rows that differ only by them keep distinct step keys.
     """
     from ..baselines.run import PRESETS, TrainConfig, apply_preset
 
@@ -192,9 +190,6 @@ def train_config(model: str, preset: str | None, options: dict, explicit_weights
             missing.append(f"train:{k}")
             pending[k] = v
     required = PRESETS.get(preset, {}).get("required", ()) if preset else ()
-    for k, v in explicit_weights.items():
-        if _model_takes(model, k):
-            args[k] = v
     for k in required:
         args.setdefault(k, PLACEHOLDER.format(k, k))
     cfg = TrainConfig(model=model, preset=preset, model_args=args, **config)
@@ -208,6 +203,14 @@ def train_config(model: str, preset: str | None, options: dict, explicit_weights
     if pending:  # options this installation lacks stay in the config (and so in the step key)
         cfg["pending"] = pending
     return cfg, missing
+
+
+def known_option(model: str, key: str) -> bool:
+    """Whether ``key`` is a run option of ``model`` here (TrainConfig field or constructor
+    option)."""
+    key = _alias(key)
+    return key in _config_fields() - {"model", "preset", "model_args"} or _model_takes(model,
+                                                                                         key)
 
 
 def check_placeholders(cfg: dict) -> None:

@@ -88,16 +88,17 @@ def _scale(model: str, size: int) -> float:
 
 
 def build_plan(recipe: Recipe, rows: list[str] | None = None, smoke: bool = False,
-               weights: dict | None = None) -> Plan:
+               sets: dict | None = None) -> Plan:
     """The plan of ``recipe`` for ``rows`` (default: every row); see the module header.
 
     Args:
         smoke: apply :func:`.smoke.smoke_options` (tiny models, one step, CPU).
-        weights: the user's local paths for a preset's required options (``--set``).
+        sets: run options for every row (``--set``: a preset's local weights, or e.g.
+            ``epochs``); they win over the recipe's.
     """
     from .smoke import SMOKE_BUILD, smoke_options
 
-    weights = weights or {}
+    sets = sets or {}
     selected = [recipe.row(r) for r in rows] if rows else list(recipe.rows)
     steps: dict[str, Step] = {}
     data_ids: dict[str, str] = {}
@@ -128,22 +129,22 @@ def build_plan(recipe: Recipe, rows: list[str] | None = None, smoke: bool = Fals
             continue
         for b in recipe.benchmarks:
             cells[(row.id, b.id)] = _row_steps(recipe, row, b, steps, dataset, pairs, smoke,
-                                               weights, smoke_options)
+                                               sets, smoke_options)
     return Plan(recipe, steps, cells, [r.id for r in selected], smoke)
 
 
-def _row_steps(recipe: Recipe, row: Row, b: Benchmark, steps, dataset, pairs, smoke, weights,
+def _row_steps(recipe: Recipe, row: Row, b: Benchmark, steps, dataset, pairs, smoke, sets,
                smoke_options) -> str:
     run = row.run
-    options = {**b.train_options, **run.train}
+    options = {**b.train_options, **run.train, **sets}
     if smoke:
         options = smoke_options(run.model, options)
-    cfg, missing = api.train_config(run.model, run.preset, options, weights)
+    cfg, missing = api.train_config(run.model, run.preset, options)
     if smoke:  # the toy size follows the run's (preset or row) size
         from .smoke import smoke_size
 
         options["size"] = smoke_size(cfg["size"])
-        cfg, missing = api.train_config(run.model, run.preset, options, weights)
+        cfg, missing = api.train_config(run.model, run.preset, options)
     train_refs = [(dataset(ref.split("/")[0]), ref.split("/")[1]) for ref in b.train]
     if len(train_refs) > 1 and not api.union_available():
         missing.append("union")
