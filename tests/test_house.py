@@ -31,6 +31,9 @@ ALLOWED = {
     "baselines": FOUNDATION | {"format", "evaluators"},
     "validate": FOUNDATION | {"format", "sources", "builders"},
     "testing": FOUNDATION | {"format"},
+    # reproduce drives the whole pipeline through the Python API (never the CLI)
+    "reproduce": FOUNDATION | {"format", "sources", "builders", "evaluators", "export",
+                               "baselines", "testing"},
 }
 
 

@@ -29,6 +29,7 @@ from .evaluate import eval_group
 from .export import export_group
 from .grd import convert_group, show_cmd, validate_cmd
 from .leaderboard import leaderboard_cmd
+from .reproduce import reproduce_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -61,6 +62,9 @@ def cli() -> None:
         grdkit eval preds.json --gt out/refcocog/val.json --profile mcn --names lts
     Compare methods:
         grdkit leaderboard a.json b.json --names A,B --markdown board.md
+    Reproduce a paper's table (paper / ours / delta per cell):
+        grdkit reproduce list
+        grdkit reproduce gres/table5 --data-root ~/data --out runs/gres-t5
     """
 
 
@@ -76,6 +80,7 @@ cli.add_command(train_cmd)
 cli.add_command(predict_cmd)
 cli.add_command(cache_cmd)
 cli.add_command(derive_group)
+cli.add_command(reproduce_group)
 
 
 class FiniteFloat(click.FloatRange):

@@ -435,3 +435,97 @@ def write_d3_json(folder: str | Path, tables: dict[str, dict], which: str = "ful
     path = Path(folder) / D3_JSON_FILES[which]
     atomic_write_text(path, json.dumps(d3_json(tables, which)) + "\n")
     return path
+
+
+# -- gRefCOCO (ReLA) format ---------------------------------------------------------------------
+def grefs_from_refer(refs: list[dict], instances: dict, seed: int = 0,
+                     p_no_target: float = 0.15, p_multi: float = 0.25) -> list[dict]:
+    """gRefCOCO refs (``grefs(unc).json``) from refer refs of one partition, in the layout of
+    ReLA's ``grefer.py``: ``ann_id`` and ``category_id`` lists, ``no_target``; a share
+    ``p_multi`` of the refs also names a second non-crowd instance of the image (multi-target),
+    and ``p_no_target`` of the images get an extra ref with ``ann_id [-1]`` (no target).
+    """
+    rng = np.random.default_rng(seed)
+    by_image: dict[int, list[dict]] = {}
+    for a in instances["annotations"]:
+        if not a["iscrowd"]:
+            by_image.setdefault(a["image_id"], []).append(a)
+    out, next_ref = [], max((r["ref_id"] for r in refs), default=0) + 1
+    next_sent = max((s["sent_id"] for r in refs for s in r["sentences"]), default=0) + 1
+    seen_images: list[tuple[int, str]] = []
+    for r in refs:
+        anns = [r["ann_id"]]
+        others = [a for a in by_image.get(r["image_id"], []) if a["id"] != r["ann_id"]]
+        if others and rng.random() < p_multi:
+            anns.append(others[int(rng.integers(len(others)))]["id"])
+        cats = [next(a["category_id"] for a in by_image[r["image_id"]] if a["id"] == k)
+                for k in anns]
+        out.append({"ref_id": r["ref_id"], "image_id": r["image_id"], "ann_id": anns,
+                    "category_id": cats, "split": r["split"], "no_target": False,
+                    "sentences": r["sentences"], "sent_ids": r["sent_ids"],
+                    "file_name": r["file_name"]})
+        if (r["image_id"], r["split"]) not in seen_images:
+            seen_images.append((r["image_id"], r["split"]))
+    for image_id, split in seen_images:
+        if rng.random() >= p_no_target:
+            continue
+        text = f"the {_pick(rng, CATEGORIES)} {_pick(rng, _WORDS['where'])}"
+        out.append({"ref_id": next_ref, "image_id": image_id, "ann_id": [-1], "category_id": [],
+                    "split": split, "no_target": True,
+                    "sentences": [{"tokens": text.split(), "raw": text, "sent_id": next_sent,
+                                   "sent": text}], "sent_ids": [next_sent],
+                    "file_name": f"SYNTH_{image_id:012d}_-1.jpg"})
+        next_ref += 1
+        next_sent += 1
+    return out
+
+
+def write_grefcoco(folder: str | Path, grefs: list[dict], instances: dict,
+                   split_by: str = "unc") -> Path:
+    """Write ``grefs(<splitBy>).json`` and ``instances.json`` (gRefCOCO's released files)."""
+    folder = Path(folder)
+    atomic_write_text(folder / f"grefs({split_by}).json", json.dumps(grefs) + "\n")
+    atomic_write_text(folder / "instances.json",
+                      json.dumps(instances, separators=(",", ":")) + "\n")
+    return folder
+
+
+# -- image files and Co-SOD folders ------------------------------------------------------------
+def write_images(folder: str | Path, images: list[dict], seed: int = 0) -> Path:
+    """One JPEG per image record (``file_name``, ``height``, ``width``): a flat colour with a
+    lighter square, so that every decoder and resizer has real files to read."""
+    from PIL import Image as PILImage
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for im in images:
+        arr = np.empty((im["height"], im["width"], 3), np.uint8)
+        arr[:] = rng.integers(0, 160, 3, dtype=np.uint8)
+        h, w = im["height"], im["width"]
+        arr[h // 4: h // 2, w // 4: w // 2] += 90
+        PILImage.fromarray(arr).save(folder / im["file_name"], quality=80)
+    return folder
+
+
+def write_cosod_folders(folder: str | Path, groups: dict[str, int] | None = None,
+                        size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
+    """Co-SOD group folders as CoCA ships them: ``image/<group>/<name>.jpg`` and
+    ``binary/<group>/<name>.png`` (0 / 255 masks, one object each)."""
+    from PIL import Image as PILImage
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for group, n in (groups or {"red_car": 3, "dog": 3}).items():
+        (folder / "image" / group).mkdir(parents=True, exist_ok=True)
+        (folder / "binary" / group).mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            img = np.full((h, w, 3), rng.integers(0, 120, 3, dtype=np.uint8), np.uint8)
+            m = np.zeros((h, w), np.uint8)
+            y, x = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+            m[y:y + h // 3, x:x + w // 3] = 255
+            img[m > 0] = 220
+            PILImage.fromarray(img).save(folder / "image" / group / f"{group}_{k}.jpg")
+            PILImage.fromarray(m).save(folder / "binary" / group / f"{group}_{k}.png")
+    return folder

@@ -1,0 +1,302 @@
+"""The one place where recipe fields become grdkit API calls, and what this installation has.
+
+A recipe names options as the CLI and the issues name them (``rank``, ``group_size``,
+``max_words``, ``nt_depth``, profile ``rela-2023-05`` ...). This module maps each to a call:
+
+* datasets: :data:`SOURCES` (the released layout under ``--data-root``), :func:`build` (the
+  builders of :mod:`grdkit.builders`), :func:`derive` (the RES setting);
+* training: :func:`train_config` (a recipe run -> :class:`~grdkit.baselines.run.TrainConfig`:
+  each option goes to the config field or the model-constructor option of that name) and
+  :func:`train` (:func:`grdkit.baselines.engine.train`);
+* inference: :func:`predict` (:func:`grdkit.baselines.predict.predict` with the predict-time
+  options it takes);
+* scoring: :func:`evaluate` (:func:`grdkit.evaluators.evaluate` under a named profile).
+
+Whether an option exists is probed, not hard-coded: an option is available when
+:class:`TrainConfig` has the field or the model's constructor takes it (predict-time options:
+when :func:`~grdkit.baselines.predict.predict` takes them); a profile when the evaluator lists
+it; a builder when the registry has it. What is missing is reported as "waits for" with the
+issue that adds it (:data:`PENDING`), so a recipe row runs as soon as its option lands. When a
+branch lands an option under another name, adapt :data:`ALIASES` (recipe name -> API name).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+# Options and features the recipes use that other issues add; shown as "waits for ...".
+PENDING: dict[str, str] = {
+    "train:max_words": "issue 18 (LTS word limit)",
+    "train:head": "issue 19 (MABP Table V variants)",
+    "train:decoder": "issue 19 (MABP Table V variants)",
+    "train:queries": "issue 19 (MABP Table V variants)",
+    "train:main_depth": "issue 19 (MABP deep-supervision depth)",
+    "train:nt_depth": "issue 19 (MABP deep-supervision depth)",
+    "predict:rank": "issue 17 (ranking at test time)",
+    "predict:group_size": "issue 17 (group size N at test time)",
+    "union": "issue 17 (training on several datasets)",
+    "derive:res-setting": "issue 17 (RES-setting derivation)",
+    "builder:refcoco": "issue 20 (grdkit build refcoco)",
+    "builder:refcoco+": "issue 20 (grdkit build refcoco+)",
+    "builder:refcocog": "issue 20 (grdkit build refcocog)",
+    "profile:rela-2023-05": "issue 20 (evaluation profiles)",
+    "profile:classic-res": "issue 20 (evaluation profiles)",
+}
+# recipe option name -> API name, for options a branch lands under another name
+ALIASES: dict[str, str] = {}
+
+# The released layout each recipe 'source' expects under --data-root, and where to get it.
+SOURCES: dict[str, dict] = {
+    "refcoco": {"files": ("instances.json", "refs({split_by}).p"),
+                "get": "RefCOCO from the refer toolkit (github.com/lichengunc/refer, data/refcoco)"},
+    "refcoco+": {"files": ("instances.json", "refs({split_by}).p"),
+                 "get": "RefCOCO+ from the refer toolkit (github.com/lichengunc/refer, "
+                        "data/refcoco+)"},
+    "refcocog": {"files": ("instances.json", "refs({split_by}).p"),
+                 "get": "RefCOCOg from the refer toolkit (github.com/lichengunc/refer, "
+                        "data/refcocog)"},
+    "grefcoco": {"files": ("instances.json", "grefs({split_by}).json"),
+                 "get": "gRefCOCO (github.com/henghuiding/gRefCOCO): grefs(unc).json and "
+                        "instances.json"},
+    "d3": {"files": ("sentences.pkl", "annotations.pkl", "images.pkl", "groups.pkl"),
+           "get": "D³ (github.com/shikras/d-cube): the four pickles of d3_pkl/"},
+    "coca": {"files": ("image", "binary"),
+             "get": "CoCA (Co-SOD): image/<group>/*.jpg and binary/<group>/*.png"},
+}
+IMAGE_HINT = {"images/train2014": "COCO train2014 images (cocodataset.org)",
+              "d3/images": "D³ images (d3_images/ of the release)",
+              "coca/image": "the CoCA image folders"}
+
+# Placeholders for the local weights a preset requires (nothing is downloaded).
+PLACEHOLDER = "<{}: pass --set {}=PATH>"
+
+
+def _alias(key: str) -> str:
+    return ALIASES.get(key, key)
+
+
+# ------------------------------------------------------------------ datasets
+def builder_available(builder: str) -> bool:
+    """Whether this installation can build ``builder`` (registry name, ``grd`` or ``cosod``)."""
+    from ..registry import DATASETS
+
+    return builder in DATASETS
+
+
+def derive_available(kind: str) -> bool:
+    """Whether the derivation exists (``res-setting``: assumed ``grdkit.builders.res_setting``)."""
+    from .. import builders
+
+    return kind == "res-setting" and callable(getattr(builders, "res_setting", None))
+
+
+def source_files(source: str, options: dict) -> list[str]:
+    """The files / folders a source must hold (relative to its folder)."""
+    spec = SOURCES.get(source)
+    if spec is None:
+        raise InputError(None, f"unknown data source {source!r}; known: {', '.join(SOURCES)}")
+    split_by = options.get("split_by", "unc")
+    return [f.format(split_by=split_by) for f in spec["files"]]
+
+
+def build(builder: str, source_dir: Path, options: dict, out: Path) -> list[Path]:
+    """Build a dataset from its released files into ``out`` (``<split>.json`` + card)."""
+    from ..builders import build_cosod, build_dataset, convert_d3, default_expressions
+    from ..export import write_dataset
+    from ..registry import dataset_spec
+
+    opts = dict(options)
+    kind = dataset_spec(builder).builder
+    if kind == "d3":
+        from ..sources.d3 import read_d3
+
+        data = read_d3(source_dir)
+        ds = convert_d3(data, opts.pop("setting", "intra"),
+                        opts.pop("expressions", None) or default_expressions(data))
+        datasets = {"test": ds}
+    elif kind == "files":
+        ds, _ = build_cosod(source_dir / "image", source_dir / "binary",
+                            opts.pop("negatives", 0), opts.pop("seed", 0))
+        datasets = {"test": ds}
+    else:
+        datasets, _ = build_dataset(builder, source_dir, opts.pop("split_by", None), **opts)
+        opts = {}
+    if opts:
+        raise InputError(None, f"builder {builder} takes no option {', '.join(sorted(opts))}")
+    return write_dataset(datasets, out)
+
+
+def derive(kind: str, src: Path, out: Path) -> list[Path]:
+    """The RES setting of every split in ``src`` (positives only) written to ``out``."""
+    from .. import builders
+    from ..export import write_dataset
+    from ..format import load_splits
+
+    fn = builders.res_setting
+    return write_dataset({s: fn(d) for s, d in load_splits(src).items()}, out)
+
+
+# ------------------------------------------------------------------ training
+def _config_fields() -> set[str]:
+    from ..baselines.run import TrainConfig
+
+    return {f.name for f in fields(TrainConfig)}
+
+
+def _model_takes(model: str, key: str) -> bool:
+    from ..baselines import model_options
+
+    return bool(model_options(model, {key: None}))
+
+
+def model_defaults(model: str) -> dict:
+    """The keyword defaults of a model's constructor (``image_size`` excluded: the run's
+    ``size`` sets it)."""
+    from ..baselines import model_class
+
+    params = inspect.signature(model_class(model).__init__).parameters
+    return {k: p.default for k, p in params.items()
+            if k not in ("self", "image_size") and p.default is not inspect.Parameter.empty}
+
+
+def train_config(model: str, preset: str | None, options: dict) -> tuple[dict, list[str]]:
+    """A run's resolved :class:`TrainConfig` (as a dict) and the options still missing.
+
+    ``options``: recipe options (the benchmark's train_options, run.train), the user's
+    ``--set`` values and smoke settings, each a TrainConfig field or a model-constructor
+    option. A local path a preset requires and nobody gave becomes a placeholder (fine for a
+    dry run; :func:`check_placeholders` refuses it for a real run). Options this installation
+    does not have are kept under ``"pending"`` (and listed as ``train:<name>`` in the second
+    value), so two rows that differ only by them keep distinct step keys.
+    """
+    from ..baselines.run import PRESETS, TrainConfig, apply_preset
+
+    cfg_fields = _config_fields() - {"model", "preset", "model_args"}
+    config, args, missing, pending = {}, {}, [], {}
+    for k, v in options.items():
+        k = _alias(k)
+        # like grdkit train: an option both places name (group_size, seed) goes to both
+        if k in cfg_fields or _model_takes(model, k):
+            if k in cfg_fields:
+                config[k] = v
+            if _model_takes(model, k):
+                args[k] = v
+        else:
+            missing.append(f"train:{k}")
+            pending[k] = v
+    required = PRESETS.get(preset, {}).get("required", ()) if preset else ()
+    for k in required:
+        args.setdefault(k, PLACEHOLDER.format(k, k))
+    cfg = TrainConfig(model=model, preset=preset, model_args=args, **config)
+    cfg = asdict(apply_preset(cfg, set(config) | set(args)))
+    for k in ("group_size", "seed"):  # as grdkit train passes them: the model sees the run's
+        if _model_takes(model, k):
+            cfg["model_args"][k] = cfg[k]
+    # every constructor option spelled out, so that a row stating a default ("rank: pos+neg")
+    # and a row leaving it out resolve to one config, hence one step key
+    cfg["model_args"] = {**model_defaults(model), **cfg["model_args"]}
+    if pending:  # options this installation lacks stay in the config (and so in the step key)
+        cfg["pending"] = pending
+    return cfg, missing
+
+
+def known_option(model: str, key: str) -> bool:
+    """Whether ``key`` is a run option of ``model`` here (TrainConfig field or constructor
+    option)."""
+    key = _alias(key)
+    return key in _config_fields() - {"model", "preset", "model_args"} or _model_takes(model,
+                                                                                         key)
+
+
+def check_placeholders(cfg: dict) -> None:
+    """Refuse a config that still holds a placeholder for local weights."""
+    for k, v in cfg["model_args"].items():
+        if isinstance(v, str) and v.startswith("<") and "--set" in v:
+            raise InputError(None, f"preset {cfg['preset']} needs {k} (a local path)",
+                             hint=f"pass --set {k}=PATH")
+
+
+def union_available() -> bool:
+    """Whether :func:`grdkit.baselines.engine.train` takes several training sets (issue 17:
+    ``train(cfg, data=[A, B, C])``); probed from its ``data`` annotation."""
+    from ..baselines import engine
+
+    ann = str(inspect.signature(engine.train).parameters["data"].annotation)
+    return "list" in ann or "Sequence" in ann
+
+
+def train(cfg: dict, data: list[Path], img_root: Path, out: Path, resume: bool) -> dict:
+    """Train a run (:func:`grdkit.baselines.engine.train`), resuming an interrupted one."""
+    from ..baselines.engine import train as engine_train
+    from ..baselines.run import TrainConfig
+
+    check_placeholders(cfg)
+    if cfg.get("pending"):
+        raise InputError(None, f"this installation has no option {', '.join(cfg['pending'])}")
+    return engine_train(TrainConfig(**cfg), data if len(data) > 1 else data[0], img_root, out,
+                        resume=resume)
+
+
+# ------------------------------------------------------------------ inference
+def _predict_params() -> set[str]:
+    from ..baselines.predict import predict as fn
+
+    return set(inspect.signature(fn).parameters)
+
+
+def predict_options(options: dict, cfg: dict) -> tuple[dict, list[str]]:
+    """Predict-time options -> (kwargs of predict, missing). An option equal to what the run was
+    trained with (``rank`` of the model, ``group_size`` of the config) needs no override."""
+    kwargs, missing = {}, []
+    params = _predict_params()
+    for k, v in options.items():
+        k = _alias(k)
+        trained = cfg["model_args"].get(k, cfg.get(k))
+        if trained == v:
+            continue
+        if k in params:
+            kwargs[k] = v
+        else:
+            missing.append(f"predict:{k}")
+    return kwargs, missing
+
+
+def predict(run_dir: Path, data: Path, img_root: Path, kwargs: dict, device: str) -> list[dict]:
+    """Predictions of a run (:func:`grdkit.baselines.predict.predict`)."""
+    from ..baselines.predict import predict as fn
+
+    return fn(run_dir, data, img_root, device=device, workers=0, **kwargs)
+
+
+def write_predictions(preds: list[dict], path: Path) -> None:
+    from ..baselines.predict import write_predictions as fn
+
+    fn(preds, path)
+
+
+# ------------------------------------------------------------------ scoring
+def profiles() -> tuple[str, ...]:
+    """The evaluation profiles this installation has (``--protocol`` today, issue 20's named
+    profiles after it)."""
+    from ..evaluators import functional
+
+    return tuple(getattr(functional, "PROFILES", None) or functional.PROTOCOLS)
+
+
+def cosod_metric(key: str) -> bool:
+    from ..evaluators.cosod import COSOD_METRICS
+
+    return key in COSOD_METRICS
+
+
+def evaluate(preds: Path, gt: Path, profile: str, cosod: bool) -> Any:
+    """The report of ``preds`` on ``gt`` under ``profile`` (:func:`grdkit.evaluators.evaluate`)."""
+    from ..evaluators import evaluate as fn
+
+    key = "profile" if "profile" in inspect.signature(fn).parameters else "protocol"
+    return fn(preds, gt, cosod=cosod, **{key: profile})
