@@ -5,8 +5,9 @@ DataLoader decodes and resizes the images in worker processes); the foreground p
 is resized to the image's original size (bilinear), thresholded (the run's ``threshold``, 0.25 by
 default, see :class:`~.run.TrainConfig`), and encoded as COCO RLE. A mask with fewer than
 ``min_pixels`` pixels, or an image the model decides is negative (GRSer's triplet rule), is
-``null`` (no target). :func:`predict_with_model` is also what training's per-epoch validation
-runs, so a saved run predicts exactly what training measured.
+``null`` (no target). Models with a localisation heatmap (LTS: ``peaks``) add ``"peak": [x, y]``,
+the pixel (original image) where it peaks (LTS §4.3). :func:`predict_with_model` is also what
+training's per-epoch validation runs, so a saved run predicts exactly what training measured.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
                        workers: int = 0) -> list[dict]:
     """Predictions of an in-memory model for every (expression, image) pair of ``ds``, sorted by
     (expression_id, image_id): ``{"expression_id", "image_id", "segmentation": RLE | None,
-    "score": max probability (0-1)}``. ``min_pixels`` / ``threshold`` None: the run's threshold
+    "score": max probability (0-1)}`` (+ ``"peak": [x, y]`` for LTS). ``min_pixels`` /
+    ``threshold`` None: the run's threshold
     and the model's ``default_min_pixels`` (1, MABP 50). The model is left in the mode it was
     in."""
     was_training = model.training
@@ -57,6 +59,7 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
             with autocast(device):
                 res = model(batch)
             probs, decision = model.probabilities(res)
+            peaks = model.peaks(res).cpu() if hasattr(model, "peaks") else None
             for k, iid in enumerate(batch["image_ids"][0]):
                 h, w = (int(x) for x in batch["sizes"][0, k])
                 p = F.interpolate(probs[k:k + 1].float(), size=(h, w), mode="bilinear",
@@ -66,6 +69,9 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
                 out.append({"expression_id": batch["expression_id"][0], "image_id": iid,
                             "segmentation": masks.encode(m) if keep else None,
                             "score": round(float(p.max()), 6)})
+                if peaks is not None:  # issue 18 (contract C3): the heatmap's maximum
+                    out[-1]["peak"] = [min(w - 1, int(peaks[k, 0] * w)),
+                                       min(h - 1, int(peaks[k, 1] * h))]
     finally:
         model.train(was_training)
     out.sort(key=lambda r: (r["expression_id"], r["image_id"]))

@@ -39,10 +39,13 @@ class TrainConfig:
     * ``poly_power`` 0.9: the usual polynomial-decay power (DeepLab); GRES says "polynomial".
     * ``clip`` 1.0: gradient-norm clipping, grdkit's choice for stable CPU runs (0 disables);
       neither GRES nor LTS mentions clipping.
-    * ``threshold``: None means the model's ``default_threshold`` (0.25 for LTS and GRSer: the
-      value grdkit's LTS module carries from the LTS paper, whose text could not be re-read in
-      this workplace; GRES publishes no threshold for GRSer, so it uses LTS's). The resolved
-      value is what ``config.json`` records and ``predict`` uses.
+    * ``threshold``: None means the model's ``default_threshold`` (0.25 for LTS and GRSer: LTS
+      §3.4 binarises at 0.25; GRES publishes no threshold for GRSer, so it uses LTS's). The
+      resolved value is what ``config.json`` records and ``predict`` uses.
+    * ``optimizer`` / ``schedule`` / ``milestones`` / ``gamma``: ``adamw`` + ``poly`` (GRES) or
+      ``adam`` + ``step`` (LTS §4.1: x0.1 at epoch 30); milestones are epochs, converted to
+      optimiser steps with the epoch's step count. Saved in ``config.json``; a resume must use
+      the same values.
     * ``workers``: DataLoader worker processes (0: load in the main process).
     """
 
@@ -66,6 +69,11 @@ class TrainConfig:
     compile: bool = False
     preset: str | None = None
     model_args: dict = field(default_factory=dict)
+    # issue 18: optimiser and learning-rate schedule (see :func:`.engine.make_optimizer`)
+    optimizer: str = "adamw"     # "adamw" (GRES §5.2) | "adam" (LTS §4.1)
+    schedule: str = "poly"       # "poly" (power poly_power) | "step" (x gamma at each milestone)
+    milestones: list[int] = field(default_factory=list)  # epochs at which "step" multiplies by gamma
+    gamma: float = 0.1
 
 
 # Settings each paper states. ``config``: TrainConfig fields; ``model``: model options;
@@ -79,9 +87,11 @@ PRESETS: dict[str, dict] = {
                    "model_args": {"vision": "swin_base_patch4_window12_384", "fusion": "pwam",
                                   "train_text": True, "width": 512},
                    "required": ("vision_weights", "text")},
-    # LTS (CVPR 2021): 416 x 416 input, relevance filter d_k = 1024, threshold 0.25, text only at
-    # the coarsest fusion level (eq. 5-7). Its optimiser and schedule could not be read in this
-    # workplace (no copy of the paper's text): grdkit's defaults stay, and the preset says so.
+    # LTS (CVPR 2021) §3-4.1: Darknet53, 416 x 416, GloVe-300 + 1024-d bi-GRU, sentences cut at
+    # 15 words (RefCOCO / RefCOCO+; give max_words 20 for RefCOCOg), d_k = 1024, Adam lr 1e-3
+    # x0.1 at epoch 30, 45 epochs, batch 18, threshold 0.25 (§3.4). Not stated by the paper:
+    # weight decay and clipping (none here), single images (RES: group size 1). Sources: the
+    # grdkit.baselines.lts module header.
     # MABP (TMM): 480 x 480, AdamW 2e-5, 30 epochs (the paper; the official config trains 40,
     # lr constant to epoch 25 then cosine, which this engine's polynomial decay cannot express),
     # weight decay 0.05 and full-model gradient clipping 0.01 (official config), Swin-B and
@@ -95,9 +105,14 @@ PRESETS: dict[str, dict] = {
                                   "enc_layers": 6, "enc_ffn": 1024, "dec_ffn": 2048},
                    "required": ("vision_weights", "text")},
     "lts-paper": {"model": "lts",
-                  "config": {"size": 416, "threshold": 0.25},
-                  "model_args": {"d_k": 1024, "fusion": "paper"},
-                  "required": ()},
+                  "config": {"size": 416, "threshold": 0.25, "optimizer": "adam", "lr": 1e-3,
+                             "weight_decay": 0.0, "schedule": "step", "milestones": [30],
+                             "gamma": 0.1, "epochs": 45, "batch_size": 18, "group_size": 1,
+                             "clip": 0.0},
+                  "model_args": {"vision": "darknet53", "d_k": 1024, "fusion": "paper",
+                                 "relevance": "literal", "locate": "filter",
+                                 "loss_reduction": "sum", "max_words": 15},
+                  "required": ("vision_weights", "text")},
 }
 
 
