@@ -296,14 +296,12 @@ class LTS(nn.Module):
         return torch.sigmoid(out["p"].float()), None
 
     @staticmethod
-    def peaks(out: dict) -> torch.Tensor:
-        """Where each image's heatmap H_mask peaks (§4.3's localisation): ``(M, 2)`` float, the
-        (x, y) centre of the first maximal cell in row-major order, as fractions of the map's
-        width and height (0-1), so ``floor(x * W)``, ``floor(y * H)`` is the pixel of an
-        image of W x H."""
+    def peaks(out: dict) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Where each image's heatmap H_mask peaks (§4.3's localisation): ``((M, 2) int64 (column,
+        row) of the first maximal cell in row-major order, (rows, columns) of the map)``. The
+        cell's centre in an image of W x H pixels is pixel ``((2 col + 1) W // (2 columns),
+        (2 row + 1) H // (2 rows))``."""
         h = out["h"].float().flatten(1)
-        w_map, h_map = out["h"].shape[-1], out["h"].shape[-2]
+        rows, cols = (int(v) for v in out["h"].shape[-2:])
         k = h.argmax(1)
-        return torch.stack([((k % w_map).float() + 0.5) / w_map,
-                            (torch.div(k, w_map, rounding_mode="floor").float() + 0.5) / h_map],
-                           1)
+        return torch.stack([k % cols, torch.div(k, cols, rounding_mode="floor")], 1), (rows, cols)

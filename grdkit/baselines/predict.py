@@ -59,7 +59,7 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
             with autocast(device):
                 res = model(batch)
             probs, decision = model.probabilities(res)
-            peaks = model.peaks(res).cpu() if hasattr(model, "peaks") else None
+            peaks, grid = model.peaks(res) if hasattr(model, "peaks") else (None, None)
             for k, iid in enumerate(batch["image_ids"][0]):
                 h, w = (int(x) for x in batch["sizes"][0, k])
                 p = F.interpolate(probs[k:k + 1].float(), size=(h, w), mode="bilinear",
@@ -70,8 +70,9 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
                             "segmentation": masks.encode(m) if keep else None,
                             "score": round(float(p.max()), 6)})
                 if peaks is not None:  # issue 18 (contract C3): the heatmap's maximum
-                    out[-1]["peak"] = [min(w - 1, int(peaks[k, 0] * w)),
-                                       min(h - 1, int(peaks[k, 1] * h))]
+                    col, row = (int(v) for v in peaks[k])
+                    out[-1]["peak"] = [(2 * col + 1) * w // (2 * grid[1]),
+                                       (2 * row + 1) * h // (2 * grid[0])]
     finally:
         model.train(was_training)
     out.sort(key=lambda r: (r["expression_id"], r["image_id"]))
