@@ -311,6 +311,7 @@ def test_lts_paper_preset_trains_predicts_and_is_scored(tmp_path, capsys, glove,
     code, out, err = run_cli(["predict", "--checkpoint", run, "--data", data, "--img-root",
                               SHARED, "--out", preds, "--workers", "0", "--no-progress"], capsys)
     assert code == 0, err
+    out = " ".join(out.split())  # the console wraps long lines
     assert "Localisation accuracy" in out and "of 6 targeted pairs" in out
     rows = json.loads(preds.read_text())
     assert len(rows) == 9 and all(len(r["peak"]) == 2 for r in rows)
@@ -327,10 +328,10 @@ def test_resume_with_another_optimiser_or_schedule_is_refused(tmp_path, capsys, 
             run, "--size", "64", "--width", "8", "--d-k", "8", "--model-arg", "gru_dim=4",
             "--workers", "0", "--no-progress", "--max-steps", "0", "--optimizer", "adam",
             "--schedule", "step", "--milestone", "3"]
-    code, out, err = run_cli(base, capsys)
+    code, _, err = run_cli(base, capsys)
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["milestones"] == [3]
-    code, out, err = run_cli([*base, "--resume", "--optimizer", "adamw"], capsys)
+    code, _, err = run_cli([*base, "--resume", "--optimizer", "adamw"], capsys)
     assert code == 2 and "optimizer differs" in err
-    code, out, err = run_cli([*base, "--resume", "--milestone", "4"], capsys)
+    code, _, err = run_cli([*base, "--resume", "--milestone", "4"], capsys)
     assert code == 2 and "milestones differs" in err

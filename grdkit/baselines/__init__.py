@@ -8,8 +8,8 @@ from installed packages, any other weights from a local path.
 
 Modules: :mod:`.encoders` (vision via timm, text via transformers), :mod:`.data` (group
 sampling, resizing, collate), :mod:`.lts` and :mod:`.grser` (the models), :mod:`.engine`
-(training with AdamW, polynomial decay, checkpoints, resume, torch.distributed),
-:mod:`.predict` (inference to ``preds.json``).
+(training with AdamW or Adam, polynomial or step decay, checkpoints, resume,
+torch.distributed), :mod:`.predict` (inference to ``preds.json``).
 
 A model is any class registered in :data:`MODELS` that follows :class:`BaselineModel`; a new
 baseline is a module with such a class plus one line in :data:`MODELS`. Its constructor's keyword
@@ -39,7 +39,9 @@ class BaselineModel(Protocol):
     * ``forward(batch) -> out`` on a collated batch (:func:`.data.collate`);
     * ``loss(out, batch, epoch, epochs) -> (loss tensor, {part: float})``;
     * ``probabilities(out) -> (probs (M, 1, s, s) in 0-1, decision (M,) bool or None)``: the
-      foreground map of each valid image and, for models that decide, whether it is a target.
+      foreground map of each valid image and, for models that decide, whether it is a target;
+    * optional ``peaks(out) -> ((M, 2) int64 (column, row), (rows, columns))``: the maximal cell
+      of a localisation heatmap (LTS), written by ``predict`` as ``"peak": [x, y]``.
     """
 
     name: str
