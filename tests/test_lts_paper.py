@@ -163,6 +163,25 @@ def test_glove_bigru_is_packed_and_averages_the_words(glove):
     assert not enc.model.weight.requires_grad  # frozen table: rebuilt from the file
 
 
+def test_a_run_refuses_another_glove_file(glove, tmp_path):
+    """The GloVe file's sha256 is saved with the weights; another file does not load."""
+    import hashlib
+
+    from grdkit.baselines.encoders import GloveGRUEncoder, read_glove
+
+    words, vectors, sha = read_glove(glove)
+    assert words == WORDS and vectors.shape == (10, 8)
+    assert sha == hashlib.sha256(glove.read_bytes()).hexdigest()
+    assert vectors[2].tolist() == pytest.approx(
+        [float(x) for x in glove.read_text().splitlines()[2].split()[1:]])
+    state = GloveGRUEncoder(glove, dim=6).state_dict()
+    assert state["glove_sha256"].dtype == torch.uint8 and len(state["glove_sha256"]) == 32
+    other = GloveGRUEncoder(write_glove(tmp_path / "glove.other.txt", seed=1), dim=6)
+    with pytest.raises(InputError, match="not the GloVe file"):
+        other.load_state_dict(state)
+    GloveGRUEncoder(glove, dim=6).load_state_dict(state)  # the same file loads
+
+
 def test_transformer_text_encoder_gru_is_packed_too():
     from grdkit.baselines.encoders import TextEncoder
 
@@ -335,3 +354,17 @@ def test_resume_with_another_optimiser_or_schedule_is_refused(tmp_path, capsys, 
     assert code == 2 and "optimizer differs" in err
     code, _, err = run_cli([*base, "--resume", "--milestone", "4"], capsys)
     assert code == 2 and "milestones differs" in err
+
+
+def test_vision_normalisation_is_an_option_saved_as_buffers():
+    from grdkit.baselines.encoders import IMAGENET_NORM, VisionEncoder
+
+    unit = VisionEncoder("efficientnet_lite0", None, norm="unit")
+    assert unit.mean.flatten().tolist() == [0, 0, 0] and unit.std.flatten().tolist() == [1, 1, 1]
+    x = torch.full((1, 3, 32, 32), 51, dtype=torch.uint8)
+    assert torch.allclose(unit.normalise(x), torch.full((1, 3, 32, 32), 0.2))  # x / 255 only
+    auto = VisionEncoder("efficientnet_lite0", None)
+    assert tuple(auto.mean.flatten().tolist()) == pytest.approx(IMAGENET_NORM[0])
+    assert {"mean", "std"} <= set(unit.state_dict())  # buffers: saved in checkpoints
+    with pytest.raises(InputError, match="normalisation"):
+        VisionEncoder("efficientnet_lite0", None, norm="yolo")

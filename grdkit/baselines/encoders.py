@@ -29,12 +29,14 @@ depend on the padding of the batch it is in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +46,7 @@ DEFAULT_VISION = "efficientnet_lite0"
 DEFAULT_TEXT = "all-MiniLM-L6-v2"
 TF_LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+VISION_NORMS = ("auto", "unit")
 
 
 def bundled_lite0_path() -> Path:
@@ -156,6 +159,8 @@ class VisionEncoder(nn.Module):
     stride of ``strides`` (default 8, 16, 32; MABP also takes 4).
 
     Input: images ``(B, 3, H, W)``, uint8 0-255 (normalised here, on the device) or float 0-1.
+    ``norm``: ``auto`` (:func:`load_timm`'s) or ``unit`` (0-1 pixels, no mean / std: the input of
+    YOLOv3's Darknet53 weights, which MCN and LTS start from, once converted to timm's names).
     The input normalisation (mean, std) is stored as buffers of the module, so it is saved with
     the weights and restored exactly with them (a checkpoint's normalisation is the one training
     used). Arguments as :func:`load_timm`.
@@ -166,10 +171,15 @@ class VisionEncoder(nn.Module):
     """
 
     def __init__(self, name: str = DEFAULT_VISION, weights: str | Path | None = "bundled",
-                 img_size: int | None = None, strides: tuple[int, ...] = (8, 16, 32)):
+                 img_size: int | None = None, strides: tuple[int, ...] = (8, 16, 32),
+                 norm: str = "auto"):
         super().__init__()
+        if norm not in VISION_NORMS:
+            raise InputError(None, f"vision normalisation {norm!r} is unknown; choose from "
+                             f"{', '.join(VISION_NORMS)}")
         self.name = name
-        full, norm = load_timm(name, weights, img_size)
+        full, norm_values = load_timm(name, weights, img_size)
+        norm = norm_values if norm == "auto" else ((0.0,) * 3, (1.0,) * 3)
         red = [f["reduction"] for f in full.feature_info]
         if not set(strides) <= set(red):
             raise InputError(None, f"timm model {name!r} has no features at strides "
@@ -343,43 +353,52 @@ def words_of(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """Words and vectors of a GloVe text file (``word v_1 ... v_d`` per line, as released by
-    Stanford NLP). Returns ``(words, (V, d) float32)``; the first occurrence of a word wins.
+def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
+    """Words and vectors of a GloVe text file (``word v_1 ... v_d`` per line, UTF-8, as released
+    by Stanford NLP). Returns ``(words, (V, d) float32, sha256 of the file)``; the first
+    occurrence of a word wins. Vectors are packed into one buffer as they are read (a list of
+    Python floats would take ~6x the memory of the 2.2M-word release).
 
     Raises:
-        InputError: missing file, a line whose vector length differs from the first line's or
-            holds a non-number (named by line number), or an empty file.
+        InputError: missing file, a line that is not UTF-8, whose vector length differs from the
+            first line's or holds a non-number (named by line number), or an empty file.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "GloVe file not found", hint="give a local glove.*.txt file")
     words: list[str] = []
-    rows: list[list[float]] = []
+    buf = bytearray()
     seen: set[str] = set()
     dim = None
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.rstrip("\n").rstrip(" ").split(" ")
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            digest.update(raw)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(p, "is not UTF-8 text", f"line {n}") from None
+            parts = line.rstrip("\r\n").rstrip(" ").split(" ")
             if len(parts) < 2:
                 if not line.strip():
                     continue
                 raise InputError(p, "is not a GloVe line (word and vector)", f"line {n}")
             dim = dim or len(parts) - 1
             if len(parts) - 1 != dim:
-                raise InputError(p, f"vector has {len(parts) - 1} numbers, line 1 has {dim}",
-                                 f"line {n}")
+                raise InputError(p, f"vector has {len(parts) - 1} numbers, the first line has "
+                                 f"{dim}", f"line {n}")
             try:
-                vec = [float(x) for x in parts[1:]]
+                vec = np.asarray(parts[1:], dtype=np.float32)
             except ValueError:
                 raise InputError(p, "vector holds a non-number", f"line {n}") from None
             if parts[0] not in seen:
                 seen.add(parts[0])
                 words.append(parts[0])
-                rows.append(vec)
+                buf += vec.tobytes()
     if not words:
         raise InputError(p, "holds no word vectors")
-    return words, torch.tensor(rows, dtype=torch.float32)
+    vectors = torch.from_numpy(np.frombuffer(bytes(buf), dtype=np.float32).reshape(-1, dim).copy())
+    return words, vectors, digest.hexdigest()
 
 
 class GloveGRUEncoder(nn.Module):
@@ -409,12 +428,24 @@ class GloveGRUEncoder(nn.Module):
         if max_words < 1:
             raise ValueError("max_words must be >= 1")
         self.name = str(path)
-        words, vectors = read_glove(path)
+        words, vectors, sha = read_glove(path)
+        # the file's identity travels with the weights: a run predicts with the vocabulary and
+        # vectors it was trained with, or not at all (see _load_from_state_dict)
+        self.register_buffer("glove_sha256", torch.tensor(list(bytes.fromhex(sha)),
+                                                          dtype=torch.uint8))
         self.index = {w: k + 1 for k, w in enumerate(words)}  # 0: unknown word
         table = torch.cat([torch.zeros(1, vectors.shape[1]), vectors])
         self.model = nn.Embedding.from_pretrained(table, freeze=not trainable)
         self.gru = nn.GRU(vectors.shape[1], dim // 2, batch_first=True, bidirectional=True)
         self.dim, self.max_length, self.trainable = dim, max_words, bool(trainable)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "glove_sha256")
+        if saved is not None and not torch.equal(saved.cpu(), self.glove_sha256.cpu()):
+            raise InputError(self.name, "is not the GloVe file this run was trained with "
+                             f"(sha256 {bytes(saved.tolist()).hex()[:16]}...)",
+                             hint="give the run the same glove.*.txt it was trained with")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(word ids (B, T) int64, mask (B, T) bool)`` on the module's device."""
@@ -450,14 +481,15 @@ def make_text_encoder(name: str = DEFAULT_TEXT, gru: bool = False, trainable: bo
 
 def attach_encoders(module: nn.Module, vision: str, vision_weights, text: str, text_gru: bool,
                     train_text: bool, freeze_vision: bool, image_size: int | None = None,
-                    max_words: int | None = None, gru_dim: int = 1024) -> None:
+                    max_words: int | None = None, gru_dim: int = 1024,
+                    vision_norm: str = "auto") -> None:
     """Give a baseline its ``vision`` and ``text`` encoders and freeze what is not trained.
 
     The text encoder's transformer (or GloVe table) is frozen unless ``train_text`` (its bi-GRU,
     if any, trains); the visual backbone is frozen with ``freeze_vision``. ``max_words`` /
-    ``gru_dim``: see :func:`make_text_encoder`.
+    ``gru_dim``: see :func:`make_text_encoder`; ``vision_norm``: see :class:`VisionEncoder`.
     """
-    module.vision = VisionEncoder(vision, vision_weights, image_size)
+    module.vision = VisionEncoder(vision, vision_weights, image_size, norm=vision_norm)
     module.text = make_text_encoder(text, text_gru, train_text, max_words, gru_dim)
     module.train_text, module.freeze_vision = train_text, freeze_vision
     for p in module.vision.parameters():

@@ -10,8 +10,10 @@ paper                             grdkit                                        
 §3.1 F_v1..3 at 1/32, 1/16, 1/8   timm backbone features at strides 32, 16, 8         faithful
 §4.1 Darknet53, COCO-pretrained   ``vision="darknet53"`` + ``vision_weights=PATH``    faithful (the
                                   (a local timm ``darknet53`` state dict); timm's      weights are the
-                                  normalisation for it, saved in the checkpoint        user's)
-                                  (default backbone elsewhere: EfficientNet-Lite0)
+                                  normalisation for it (ImageNet mean / std), or       user's); which
+                                  ``vision_norm="unit"`` (0-1 pixels, as YOLOv3 /      normalisation
+                                  MCN weights expect), saved in the checkpoint         fits them: the
+                                  (default backbone elsewhere: EfficientNet-Lite0)     user's
 §3.1 GloVe-300 word embeddings    ``text=PATH.txt``: vectors read from a local GloVe  faithful; table
                                   file; table frozen unless ``train_text``; unknown    freezing and
                                   words share one zero vector                          unknown words:
@@ -153,7 +155,9 @@ class LTS(nn.Module):
     """Locate-Then-Segment; see the module header for every choice and its source.
 
     Args:
-        vision, vision_weights: see :class:`~.encoders.VisionEncoder` (paper: ``darknet53``).
+        vision, vision_weights: see :class:`~.encoders.VisionEncoder` (paper: ``darknet53``);
+            vision_norm: its input normalisation, ``auto`` (timm's) or ``unit`` (0-1 pixels,
+            for YOLOv3 / MCN Darknet53 weights converted to timm's names).
         text: see :func:`~.encoders.make_text_encoder` (a ``glove.*.txt`` path: GloVe + bi-GRU,
             the paper's); text_gru: a bi-GRU over a transformer's token states.
         max_words: words (GloVe) or tokens (transformer) per sentence at most; None: the
@@ -188,7 +192,8 @@ class LTS(nn.Module):
                  fusion: str = "paper", image_size: int | None = None,
                  relevance: str = "literal", locate: str = "filter",
                  loss_reduction: str = "sum", loc_weight: float = 0.1,
-                 max_words: int | None = None, gru_dim: int = 1024):
+                 max_words: int | None = None, gru_dim: int = 1024,
+                 vision_norm: str = "auto"):
         super().__init__()
         for value, allowed, what in ((fusion, FUSIONS, "fusion"), (relevance, RELEVANCES,
                                      "relevance"), (locate, LOCATES, "locate"),
@@ -204,7 +209,7 @@ class LTS(nn.Module):
         self.fusion, self.relevance, self.locate = fusion, relevance, locate
         self.loss_reduction, self.loc_weight = loss_reduction, float(loc_weight)
         attach_encoders(self, vision, vision_weights, text, text_gru, train_text, freeze_vision,
-                        image_size, max_words, gru_dim)
+                        image_size, max_words, gru_dim, vision_norm)
         c8, c16, c32 = self.vision.channels
         cl = self.text.dim
         self.act = nn.LeakyReLU(0.1)
