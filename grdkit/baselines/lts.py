@@ -16,8 +16,8 @@ paper                             grdkit                                        
                                   (default backbone elsewhere: EfficientNet-Lite0)     user's
 §3.1 GloVe-300 word embeddings    ``text=PATH.txt``: vectors read from a local GloVe  faithful; table
                                   file; table frozen unless ``train_text``; unknown    freezing and
-                                  words share one zero vector                          unknown words:
-                                                                                       ours
+                                  words share one zero vector; the file's sha256 is    unknown words:
+                                  saved with the run and checked when it loads         ours
 eq. 1-2, 4 bi-GRU, h_0 = 0        ``nn.GRU`` bidirectional over packed sequences      faithful
 §4.1 "1024 dimensional bi-GRU"    ``gru_dim=1024``: 512 per direction, f_text 1024-d  open: ours
 eq. 3 f_text = avg(h_1..h_m)      mean over the words (padding excluded)              faithful
@@ -61,9 +61,11 @@ eq. 13 lambda = 0.1               ``loc_weight=0.1``                            
 (not stated)                      no weight decay, no gradient clipping; single       ours (RES
                                   images (group size 1: a positive or a negative,      setting)
                                   1:1; a negative trains with an all-zero mask)
-§4.3 localisation accuracy        ``peaks``: the argmax of H per image; ``grdkit       faithful
-  (heatmap maximum inside the     predict`` writes it as ``"peak": [x, y]``;
-  ground truth)                   :func:`grdkit.evaluators.localisation.peak_accuracy`
+§4.3 localisation accuracy        ``peaks``: the argmax of H per image (first in row-  faithful; the
+  (heatmap maximum inside the     major order), its cell's centre pixel in the image;  cell centre and
+  ground truth)                   ``grdkit predict`` writes ``"peak": [x, y]`` and     positive pairs
+                                  prints :func:`grdkit.evaluators.localisation.        only: ours
+                                  peak_accuracy` over the positive pairs
 ================================  =================================================  ==============
 
 Inference: an image whose thresholded mask is empty (or below ``min_pixels``) is predicted
