@@ -354,6 +354,12 @@ def test_resume_with_another_optimiser_or_schedule_is_refused(tmp_path, capsys, 
     assert code == 2 and "optimizer differs" in err
     code, _, err = run_cli([*base, "--resume", "--milestone", "4"], capsys)
     assert code == 2 and "milestones differs" in err
+    old = json.loads((run / "config.json").read_text())  # a run folder from before these fields
+    for key in ("optimizer", "schedule", "milestones", "gamma"):
+        del old[key]
+    (run / "config.json").write_text(json.dumps(old))
+    code, _, err = run_cli([*base[:-6], "--resume"], capsys)  # adamw, poly: the old defaults
+    assert code == 0, err
 
 
 def test_vision_normalisation_is_an_option_saved_as_buffers():
