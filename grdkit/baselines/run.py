@@ -38,13 +38,17 @@ class TrainConfig:
 
     * ``poly_power`` 0.9: the usual polynomial-decay power (DeepLab); GRES says "polynomial".
     * ``clip`` 1.0: gradient-norm clipping, grdkit's choice for stable CPU runs (0 disables);
-      neither GRES nor LTS mentions clipping, so the gres-paper preset sets 0.
+      neither GRES nor LTS mentions clipping, so the gres-paper and lts-paper presets set 0.
     * ``data_sources``: filled in by training (one record per training split; several splits are
       trained on as their union, GRES §5.3).
-    * ``threshold``: None means the model's ``default_threshold`` (0.25 for LTS and GRSer: the
-      value grdkit's LTS module carries from the LTS paper, whose text could not be re-read in
-      this workplace; GRES publishes no threshold for GRSer, so it uses LTS's). The resolved
-      value is what ``config.json`` records and ``predict`` uses.
+    * ``threshold``: None means the model's ``default_threshold`` (0.25 for LTS and GRSer: LTS
+      §3.4 binarises at 0.25; GRES publishes no threshold for GRSer, so it uses LTS's, and the
+      gres-paper preset sets 0.5). The resolved value is what ``config.json`` records and
+      ``predict`` uses.
+    * ``optimizer`` / ``schedule`` / ``milestones`` / ``gamma``: ``adamw`` + ``poly`` (GRES) or
+      ``adam`` + ``step`` (LTS §4.1: x0.1 at epoch 30); milestones are epochs, converted to
+      optimiser steps with the epoch's step count. Saved in ``config.json``; a resume must use
+      the same values.
     * ``workers``: DataLoader worker processes (0: load in the main process).
     * ``batch_size``: items (groups) per optimiser step in total, over every process and
       accumulation micro-step (None: one per process and micro-step); ``accum_steps``: gradient
@@ -76,6 +80,11 @@ class TrainConfig:
     accum_steps: int = 1
     # issue 17: the training sets (several: their union, GRES §5.3), as training recorded them
     data_sources: list[dict] = field(default_factory=list)
+    # issue 18: optimiser and learning-rate schedule (see :func:`.engine.make_optimizer`)
+    optimizer: str = "adamw"     # "adamw" (GRES §5.2) | "adam" (LTS §4.1)
+    schedule: str = "poly"       # "poly" (power poly_power) | "step" (x gamma at each milestone)
+    milestones: list[int] = field(default_factory=list)  # epochs at which "step" multiplies by gamma
+    gamma: float = 0.1
 
 
 # Settings each paper states. ``config``: TrainConfig fields; ``model``: model options;
@@ -83,8 +92,8 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # GRES (ICCV 2023) §5.2: Swin-B (LAVT encoder), BERT-base, C_v = 512, N = 8, 416 x 416,
     # AdamW lr 5e-5, weight decay 0.01, polynomial decay, 80 epochs, no augmentation, margin
-    # m = 1; batch 4 groups: "in total" is what the engine's batch_size means (issue 19 divides it
-    # across DDP processes and accumulation steps; this preset does not). Not stated, so:
+    # m = 1; batch 4 groups: "in total" is what the engine's batch_size means (the engine divides it
+    # across DDP processes and accumulation micro-steps). Not stated, so:
     # clip 0 (the paper names no clipping; --clip stays an option); threshold 0.5 (the LAVT
     # decoder GRSer follows takes the argmax of two classes, i.e. p > 0.5: yz93/LAVT-RIS
     # test.py @874fe4f); mirror lambda 0.5 and eq. 2's mean pooling (ours, see grser.py).
@@ -96,9 +105,11 @@ PRESETS: dict[str, dict] = {
                                   "mirror_weight": 0.5, "rank": "pos+neg", "pool": "mean",
                                   "anchor": "prototype"},
                    "required": ("vision_weights", "text")},
-    # LTS (CVPR 2021): 416 x 416 input, relevance filter d_k = 1024, threshold 0.25, text only at
-    # the coarsest fusion level (eq. 5-7). Its optimiser and schedule could not be read in this
-    # workplace (no copy of the paper's text): grdkit's defaults stay, and the preset says so.
+    # LTS (CVPR 2021) §3-4.1: Darknet53, 416 x 416, GloVe-300 + 1024-d bi-GRU, sentences cut at
+    # 15 words (RefCOCO / RefCOCO+; give max_words 20 for RefCOCOg), d_k = 1024, Adam lr 1e-3
+    # x0.1 at epoch 30, 45 epochs, batch 18, threshold 0.25 (§3.4). Not stated by the paper:
+    # weight decay and clipping (none here), single images (RES: group size 1). Sources: the
+    # grdkit.baselines.lts module header.
     # MABP (TMM) §IV-A: 480 x 480, AdamW 2e-5, 30 epochs, batch 42 images (one image per item:
     # group_size 1) per optimiser step in total, whatever the number of processes (the engine
     # splits the 42 over processes x accum_steps, unevenly if need be, with exact per-item loss
@@ -119,9 +130,14 @@ PRESETS: dict[str, dict] = {
                                   "main_depth": 3, "nt_depth": 3, "decay_exempt": True},
                    "required": ("vision_weights", "text")},
     "lts-paper": {"model": "lts",
-                  "config": {"size": 416, "threshold": 0.25},
-                  "model_args": {"d_k": 1024, "fusion": "paper"},
-                  "required": ()},
+                  "config": {"size": 416, "threshold": 0.25, "optimizer": "adam", "lr": 1e-3,
+                             "weight_decay": 0.0, "schedule": "step", "milestones": [30],
+                             "gamma": 0.1, "epochs": 45, "batch_size": 18, "group_size": 1,
+                             "clip": 0.0},
+                  "model_args": {"vision": "darknet53", "d_k": 1024, "fusion": "paper",
+                                 "relevance": "literal", "locate": "filter",
+                                 "loss_reduction": "sum", "max_words": 15},
+                  "required": ("vision_weights", "text")},
 }
 
 

@@ -47,7 +47,7 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--accum-steps", type=click.IntRange(min=1), default=1, show_default=True,
               help="Gradient-accumulation micro-steps per optimiser step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5,
-              show_default=True, help="AdamW learning rate (polynomial decay, power 0.9).")
+              show_default=True, help="Learning rate (see --optimizer, --schedule).")
 @click.option("--group-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per group N (positives : negatives 1:1 where available).")
 @click.option("--size", type=click.IntRange(min=32), default=416, show_default=True,
@@ -65,7 +65,8 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--vision-weights", default="bundled", show_default=True,
               help="'bundled' (EfficientNet-Lite0 from its package) or a local state dict.")
 @click.option("--text", default="all-MiniLM-L6-v2", show_default=True,
-              help="'all-MiniLM-L6-v2' (bundled) or a local transformers folder.")
+              help="'all-MiniLM-L6-v2' (bundled), a local transformers folder, or a local "
+                   "GloVe file PATH.txt (GloVe + 1024-d bi-GRU, LTS §3.1).")
 @click.option("--text-gru", is_flag=True, help="Bi-GRU over the token states (LTS).")
 @click.option("--train-text", is_flag=True, help="Fine-tune the text encoder (default frozen).")
 @click.option("--freeze-vision", is_flag=True, help="Keep the visual backbone fixed.")
@@ -91,7 +92,7 @@ def _model_args(values: tuple[str, ...]) -> dict:
               help="GRSer triplet anchor: prototype (eq. 2 pooling of z_n's V-part, the space "
                    "eq. 4 ranks in), mean (plain mean of V_n) or z (grdkit's old pooled conv).")
 @click.option("--fusion", type=click.Choice(["paper", "text-every-level", "none", "pwam"]),
-              help="LTS: paper (eq. 5-7 as written; default) or text-every-level. GRSer: none "
+              help="LTS: paper (eq. 5-7 literally; default) or text-every-level. GRSer: none "
                    "(default) or pwam (LAVT pixel-word attention on the encoder features).")
 @click.option("--margin", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="GRSer triplet margin m (§3.4).")
@@ -102,10 +103,23 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "LTS and GRSer, which publishes none).")
 @click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Gradient-norm clipping (not in either paper; 0 disables; gres-paper: 0).")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw",
+              show_default=True, help="AdamW (GRES) or Adam (LTS §4.1).")
+@click.option("--schedule", type=click.Choice(["poly", "step"]), default="poly",
+              show_default=True, help="poly: polynomial decay (power 0.9); step: x --gamma at "
+                                      "each --milestone epoch.")
+@click.option("--milestone", "milestones", type=click.IntRange(min=1), multiple=True,
+              help="Epoch at which the step schedule multiplies the lr by --gamma; repeatable.")
+@click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=0.1,
+              show_default=True, help="Step-schedule factor.")
+@click.option("--max-words", type=click.IntRange(min=1),
+              help="Words (GloVe) or tokens (transformer) per expression at most (LTS §4.1: "
+                   "15, 20 for RefCOCOg); default 20 / 32.")
 @click.option("--preset", type=click.Choice(["gres-paper", "lts-paper", "mabp-paper"]),
               help="Fill in a paper's stated settings (options given explicitly win). "
                    "gres-paper and mabp-paper need --vision-weights (Swin-B state dict) and "
-                   "--text (bert-base-uncased folder).")
+                   "--text (bert-base-uncased folder); lts-paper needs --vision-weights "
+                   "(timm darknet53 state dict) and --text (glove.*.txt).")
 @click.option("--val-data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A split evaluated after every epoch with the code of grdkit predict; its "
                    "metrics are logged under 'val' in metrics.jsonl.")
@@ -125,8 +139,9 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
               group_size, size, device, seed, repeats, resume, max_steps, vision,
               vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm,
               no_hierarchizer, no_mirror, no_triplet, rank, pool, anchor, fusion, margin,
-              mirror_weight, threshold, clip, preset, val_data, workers, cache_dir, channels_last,
-              compile_, model_arg, no_progress):
+              mirror_weight, threshold, clip, optimizer, schedule, milestones, gamma, max_words,
+              preset, val_data, workers, cache_dir, channels_last, compile_, model_arg,
+              no_progress):
     """Train a baseline on a canonical dataset; CPU or CUDA (bf16).
 
     Several GPUs or nodes: launch with torchrun, e.g.
@@ -157,6 +172,8 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
         options["width"] = width
     if fusion is not None:
         options["fusion"] = fusion
+    if max_words is not None:
+        options["max_words"] = max_words
     args = model_options(model, options)  # each model takes the options its constructor names
     extra = _model_args(model_arg)
     unknown = sorted(set(extra) - set(model_options(model, dict.fromkeys(extra))))
@@ -168,7 +185,9 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
                       group_size=group_size, size=size, seed=seed, device=device,
                       repeats=repeats, max_steps=max_steps, threshold=threshold, clip=clip,
                       workers=workers, channels_last=channels_last, compile=compile_,
-                      preset=preset, model_args=args, accum_steps=accum_steps)
+                      preset=preset, model_args=args, accum_steps=accum_steps,
+                      optimizer=optimizer, schedule=schedule, milestones=list(milestones),
+                      gamma=gamma)
     explicit = {k for k in ctx.params
                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     cfg = apply_preset(cfg, explicit)
@@ -228,6 +247,14 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
                 for p in preds)
     out.print(f"Wrote {out_path}: {len(preds)} pairs, {n_pos} predicted targeted, "
               f"{len(preds) - n_pos} no-target")
+    if any("peak" in p for p in preds):  # LTS §4.3, against the data's ground truth
+        from ..evaluators.localisation import peak_accuracy
+        from ..format import load_dataset
+
+        loc = peak_accuracy(preds, load_dataset(data), out_path)
+        if loc and loc["loc_pairs"]:
+            out.print(f"Localisation accuracy (heatmap peak inside the ground truth, LTS §4.3): "
+                      f"{loc['loc_acc']:.2f}% of {loc['loc_pairs']} targeted pairs")
 
 
 @click.command("cache")

@@ -32,9 +32,6 @@ from ..errors import InputError
 # Options and features the recipes use that other issues add; shown as "waits for ...".
 PENDING: dict[str, str] = {
     "train:max_words": "issue 18 (LTS word limit)",
-    "train:head": "issue 19 (MABP Table V variants)",
-    "train:decoder": "issue 19 (MABP Table V variants)",
-    "train:queries": "issue 19 (MABP Table V variants)",
     "train:main_depth": "issue 19 (MABP deep-supervision depth)",
     "train:nt_depth": "issue 19 (MABP deep-supervision depth)",
     "predict:rank": "issue 17 (ranking at test time)",
@@ -45,7 +42,7 @@ PENDING: dict[str, str] = {
     "builder:refcoco+": "issue 20 (grdkit build refcoco+)",
     "builder:refcocog": "issue 20 (grdkit build refcocog)",
     "profile:rela-2023-05": "issue 20 (evaluation profiles)",
-    "profile:classic-res": "issue 20 (evaluation profiles)",
+    "profile:mcn": "issue 20 (evaluation profiles)",
 }
 # recipe option name -> API name, for options a branch lands under another name
 ALIASES: dict[str, str] = {}
@@ -89,10 +86,8 @@ def builder_available(builder: str) -> bool:
 
 
 def derive_available(kind: str) -> bool:
-    """Whether the derivation exists (``res-setting``: assumed ``grdkit.builders.res_setting``)."""
-    from .. import builders
-
-    return kind == "res-setting" and callable(getattr(builders, "res_setting", None))
+    """Whether the derivation exists (``res-setting``: :func:`grdkit.format.derive.res_setting`)."""
+    return kind == "res-setting"
 
 
 def source_files(source: str, options: dict) -> list[str]:
@@ -133,12 +128,11 @@ def build(builder: str, source_dir: Path, options: dict, out: Path) -> list[Path
 
 def derive(kind: str, src: Path, out: Path) -> list[Path]:
     """The RES setting of every split in ``src`` (positives only) written to ``out``."""
-    from .. import builders
     from ..export import write_dataset
     from ..format import load_splits
+    from ..format.derive import res_setting
 
-    fn = builders.res_setting
-    return write_dataset({s: fn(d) for s, d in load_splits(src).items()}, out)
+    return write_dataset({s: res_setting(d)[0] for s, d in load_splits(src).items()}, out)
 
 
 # ------------------------------------------------------------------ training
