@@ -16,8 +16,9 @@ Whether an option exists is probed, not hard-coded: an option is available when
 :class:`TrainConfig` has the field or the model's constructor takes it (predict-time options:
 when :func:`~grdkit.baselines.predict.predict` takes them); a profile when the evaluator lists
 it; a builder when the registry has it. What is missing is reported as "waits for" with the
-issue that adds it (:data:`PENDING`), so a recipe row runs as soon as its option lands. When a
-branch lands an option under another name, adapt :data:`ALIASES` (recipe name -> API name).
+issue that adds it (:data:`PENDING`): a recipe written for a newer grdkit plans, and its rows
+that need what is missing are listed, not run. :data:`ALIASES` maps a recipe name to another API
+name.
 """
 
 from __future__ import annotations
@@ -29,21 +30,10 @@ from typing import Any
 
 from ..errors import InputError
 
-# Options and features the recipes use that other issues add; shown as "waits for ...".
-PENDING: dict[str, str] = {
-    "train:max_words": "issue 18 (LTS word limit)",
-    "train:main_depth": "issue 19 (MABP deep-supervision depth)",
-    "train:nt_depth": "issue 19 (MABP deep-supervision depth)",
-    "predict:rank": "issue 17 (ranking at test time)",
-    "predict:group_size": "issue 17 (group size N at test time)",
-    "union": "issue 17 (training on several datasets)",
-    "derive:res-setting": "issue 17 (RES-setting derivation)",
-    "builder:refcoco": "issue 20 (grdkit build refcoco)",
-    "builder:refcoco+": "issue 20 (grdkit build refcoco+)",
-    "builder:refcocog": "issue 20 (grdkit build refcocog)",
-    "profile:rela-2023-05": "issue 20 (evaluation profiles)",
-    "profile:mcn": "issue 20 (evaluation profiles)",
-}
+# Options and features a recipe may use that this installation lacks (a recipe written for a
+# newer grdkit), with what adds them; shown as "waits for ...". Every option the shipped recipes
+# use exists, so this is empty; tests/test_reproduce.py checks that no shipped cell waits.
+PENDING: dict[str, str] = {}
 # recipe option name -> API name, for options a branch lands under another name
 ALIASES: dict[str, str] = {}
 
@@ -275,11 +265,10 @@ def write_predictions(preds: list[dict], path: Path) -> None:
 
 # ------------------------------------------------------------------ scoring
 def profiles() -> tuple[str, ...]:
-    """The evaluation profiles this installation has (``--protocol`` today, issue 20's named
-    profiles after it)."""
-    from ..evaluators import functional
+    """The evaluation profiles (:data:`grdkit.evaluators.profiles.PROFILES`)."""
+    from ..evaluators.profiles import PROFILES
 
-    return tuple(getattr(functional, "PROFILES", None) or functional.PROTOCOLS)
+    return tuple(PROFILES)
 
 
 def cosod_metric(key: str) -> bool:

@@ -211,7 +211,7 @@ def describe(step: Step, plan: Plan) -> str:
                 f"--out preds/{step.key}.json{pend}")
     d, s = c["gt"].rsplit("/", 1)
     return (f"grdkit eval preds/{c['predict'].split('-', 1)[1]}.json --gt "
-            f"data/{d.split('-', 1)[1]}/{s}.json --protocol {c['profile']}"
+            f"data/{d.split('-', 1)[1]}/{s}.json --profile {c['profile']}"
             f"{' --cosod' if c['cosod'] else ''} --json evals/{step.key}.json")
 
 

@@ -9,7 +9,7 @@ the four D³ pickles, CoCA's ``image`` / ``binary`` group folders, and a JPEG fo
 :func:`smoke_options` shrinks a run: one optimiser step, batch 1, CPU, no DataLoader workers,
 the bundled EfficientNet-Lite0 and MiniLM encoders (both frozen) in place of a preset's local
 Swin-B / BERT / Darknet53 weights, narrow heads, and the input size scaled down from the run's
-(:func:`smoke_size`: 320 -> 32 px, +8 px per 32 px, so rows that differ by size stay distinct).
+(:func:`smoke_size`: 320 -> 64 px, +8 px per 32 px, so rows that differ by size stay distinct).
 Everything else (the preset's other settings, the row's ablation switches, N, ranking) is kept,
 so the plan's sharing of steps is the real plan's.
 """
@@ -37,8 +37,10 @@ _TOY_SPLITS = {"umd": (("train", 0.5), ("val", 0.25), ("test", 0.25)),
 
 
 def smoke_size(size: int) -> int:
-    """The toy input size of a run trained at ``size``: 320 -> 32, +8 px per 32 px."""
-    return max(32, 32 + (size - 320) // 32 * 8)
+    """The toy input size of a run trained at ``size``: 320 -> 64, +8 px per 32 px (at least 64,
+    so a single-image batch (LTS, MABP: group size 1) still has 2 x 2 cells at stride 32, which
+    BatchNorm needs in training)."""
+    return max(64, 64 + (size - 320) // 32 * 8)
 
 
 def smoke_options(model: str, options: dict) -> dict:
