@@ -289,6 +289,13 @@ def test_peaks_and_localisation_accuracy():
     assert peak_accuracy([{k: v for k, v in r.items() if k != "peak"} for r in recs], ds) is None
     with pytest.raises(InputError, match="peak"):
         peak_accuracy([dict(recs[0], peak=[10_000, 0])], ds)
+    # the eval report carries it (partial predictions: evaluate scores the pairs it gets)
+    import grdkit
+
+    rep = grdkit.evaluate(recs, ds)
+    assert rep.metrics["loc_acc"] == 50.0 and rep.counts["loc_pairs"] == 2
+    assert "loc_acc" not in grdkit.evaluate([{k: v for k, v in r.items() if k != "peak"}
+                                             for r in recs], ds).metrics
 
 
 def test_lts_paper_preset_trains_predicts_and_is_scored(tmp_path, capsys, glove, darknet):

@@ -31,6 +31,7 @@ from . import state
 from .curves import write_curves
 from .gres import GresEvaluator
 from .leaderboard import Leaderboard, leaderboard
+from .localisation import peak_accuracy
 from .predictions import GroundTruth, load_predictions
 from .report import Report, check_gate, comparability_problems
 from .state import merge_states
@@ -89,7 +90,41 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)
-    return ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
+    report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
+    loc = localisation(predictions, gt)
+    if loc is not None:  # LTS §4.3, from the optional "peak" keys (:mod:`.localisation`)
+        report.metrics["loc_acc"] = loc["loc_acc"]
+        report.counts["loc_pairs"] = loc["loc_pairs"]
+    return report
+
+
+def localisation(predictions: Any, gt: dict[str, GresDataset]) -> dict | None:
+    """The localisation accuracy (LTS §4.3) of JSON predictions carrying ``"peak"`` keys, over
+    every split of ``gt`` (:func:`.localisation.peak_accuracy` per split, pooled); None for PNG
+    folders and predictions without peaks. ``predictions``: a ``preds.json`` path or its list
+    of dicts (already validated by :func:`load_predictions`).
+
+    Raises:
+        InputError: a malformed peak (named record).
+    """
+    if isinstance(predictions, (str, Path)):
+        if Path(predictions).is_dir():
+            return None
+        from ..io import read_json
+
+        predictions = read_json(predictions, "predictions")
+    if not isinstance(predictions, list) or not any(
+            isinstance(r, dict) and "peak" in r for r in predictions):
+        return None
+    hits = pairs = 0
+    for split, ds in gt.items():
+        recs = [r for r in predictions if isinstance(r, dict)
+                and (len(gt) == 1 or r.get("split") == split)]
+        loc = peak_accuracy(recs, ds)
+        if loc and loc["loc_pairs"]:
+            pairs += loc["loc_pairs"]
+            hits += round(loc["loc_acc"] * loc["loc_pairs"] / 100)
+    return {"loc_acc": 100.0 * hits / pairs if pairs else None, "loc_pairs": pairs}
 
 
 __all__ = ["GresEvaluator", "Leaderboard", "Report", "check_gate", "comparability_problems",

@@ -27,7 +27,8 @@ NAMINGS: dict[str, dict[str, str]] = {
              **_COSOD},
     "rela": dict(_RELA),
     "mabp": {**_RELA, "n_acc": "N-acc.", "t_acc": "T-acc."},
-    "lts": {"res_miou": "IoU (mIoU)", "ciou": "oIoU", **{f"pr@{t}": f"prec@{t}" for t in _PR}},
+    "lts": {"res_miou": "IoU (mIoU)", "ciou": "oIoU", "loc_acc": "localisation accuracy",
+            **{f"pr@{t}": f"prec@{t}" for t in _PR}},
     "cosod": dict(_COSOD),
 }
 
