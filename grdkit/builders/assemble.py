@@ -85,6 +85,18 @@ class SplitAssembler:
             eids.append(eid)
         self.groups.append(Group(group_id, tuple(eids), tuple(image_ids), extra or {}))
 
+    def add_image_group(self, image_id: int, image: dict,
+                        expressions: list[tuple[int, str, dict]],
+                        targets: list[tuple[int, Iterable[int]]]) -> None:
+        """One group per image (gRefCOCO, the RES benchmarks): the image (its COCO ``images``
+        record: ``file_name``, ``height``, ``width``) as the group's only image, its
+        ``(expression id, text, extra)`` expressions and their ``(expression id, annotation ids)``
+        targets on it (an empty list: no target)."""
+        self.add_image(image_id, image["file_name"], image["height"], image["width"])
+        self.add_group(image_id, expressions, [image_id])
+        for e, anns in targets:
+            self.add_target(e, image_id, anns)
+
     def add_target(self, expression_id: int, image_id: int, ann_ids: Iterable[int] = (),
                    mask: dict | None = None, extra: dict | None = None) -> None:
         """The target of one pair: positive with the union of ``ann_ids``' masks (or ``mask``,

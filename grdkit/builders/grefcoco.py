@@ -108,11 +108,7 @@ def build_from_grefs(data: ReferData, progress: Progress | None = None
                     rp["multi_target_expressions"] += len(anns) > 1
             if not exprs:
                 continue
-            im = data.images[img]
-            asm.add_image(img, im["file_name"], im["height"], im["width"])
-            asm.add_group(img, exprs, [img])
-            for e, anns in targets:
-                asm.add_target(e, img, anns)
+            asm.add_image_group(img, data.images[img], exprs, targets)
         rp["groups"] = len(asm.groups)
         rp["expressions"] = eid
         out[split] = asm.dataset(NAME, split, recipe, data.sources)

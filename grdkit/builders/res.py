@@ -113,11 +113,7 @@ def build_res_from_refer(name: str, data: ReferData, split_by: str,
                     rp["crowd_targets"] += crowd
             if not exprs:
                 continue
-            im = data.images[img]
-            asm.add_image(img, im["file_name"], im["height"], im["width"])
-            asm.add_group(img, exprs, [img])
-            for e, anns in targets:
-                asm.add_target(e, img, anns)
+            asm.add_image_group(img, data.images[img], exprs, targets)
         rp["images"] = len(asm.groups)
         rp["expressions"] = eid
         out[split] = asm.dataset(name, split, recipe, data.sources)
