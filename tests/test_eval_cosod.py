@@ -328,6 +328,11 @@ def test_curves_files(tmp_path, capsys):
     assert f["threshold"].is_monotonic_increasing
     with PILImage.open(tmp_path / "curves" / "pr_curve.png") as im:
         assert im.size == (480, 360)
+        px = np.asarray(im.convert("RGB")).reshape(-1, 3).astype(int)
+    # matplotlib's tab:blue line is drawn, and the PNG is byte-deterministic
+    assert (np.abs(px - [31, 119, 180]).sum(1) < 30).sum() > 100
+    again = grdkit.evaluators.write_curves(r, tmp_path / "again")
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(written, again))
     assert set(r.frames()["curves"].columns) >= {"threshold", "precision", "recall", "f", "e"}
     # --curves without --cosod is a usage error
     gt = tmp_path / "val.json"
@@ -335,6 +340,27 @@ def test_curves_files(tmp_path, capsys):
     code, _, _ = run_cli(["eval", tmp_path / "none", "--gt", gt, "--curves", tmp_path / "x"],
                          capsys)
     assert code == 2
+
+
+def test_curves_without_matplotlib_write_the_csvs_and_say_why(tmp_path, capsys, monkeypatch):
+    import grdkit.plots
+
+    ds, soft, _ = soft_case(2)
+    r = grdkit.evaluate(soft_preds(soft), ds, cosod=True)
+    monkeypatch.setattr(grdkit.plots, "pyplot", lambda: None)
+    monkeypatch.setattr(grdkit.evaluators.curves, "pyplot", lambda: None)
+    written = grdkit.evaluators.write_curves(r, tmp_path / "curves")
+    assert sorted(p.suffix for p in written) == [".csv"] * 4
+    gt, preds = tmp_path / "val.json", tmp_path / "pngs"
+    grdkit.save_dataset(ds, gt)
+    for (e, i), m in soft.items():  # the soft maps as a PNG folder
+        if m is not None:
+            (preds / str(e)).mkdir(parents=True, exist_ok=True)
+            PILImage.fromarray(m).save(preds / str(e) / f"{i}.png")
+    code, out, err = run_cli(["eval", preds, "--gt", gt, "--cosod", "--curves",
+                              tmp_path / "c"], capsys)
+    assert code == 0, err
+    assert "no PNG: matplotlib is not installed" in " ".join(out.split())
 
 
 # -- the real MSRC cow group -----------------------------------------------------------------

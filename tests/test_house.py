@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "grdkit"
 
 # stage -> the grdkit packages / modules it may import (besides itself)
-FOUNDATION = {"errors", "progress", "registry", "io", "__init__"}
+FOUNDATION = {"errors", "progress", "registry", "io", "plots", "__init__"}
 ALLOWED = {
     "io": FOUNDATION,
     "format": FOUNDATION,

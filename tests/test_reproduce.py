@@ -285,6 +285,14 @@ def test_results_renderings(smoke_out):
     assert all(c["status"] == "ok" for c in full)
     doc = json.loads(results.to_json(cells, plans["gres/table5"]))
     assert doc["recipe"] == "gres/table5" and len(doc["cells"]) == 30
+    # the plot of ours against the paper (matplotlib, the plots extra), byte-deterministic
+    from PIL import Image
+
+    assert results.plot(cells, out / "p1.png", "t") is None
+    assert results.plot(cells, out / "p2.png", "t") is None
+    assert (out / "p1.png").read_bytes() == (out / "p2.png").read_bytes()
+    with Image.open(out / "p1.png") as im:
+        assert im.size == (1200, 540)
 
 
 def test_cli_smoke_rerun_finds_every_step_complete(smoke_out, capsys):

@@ -13,6 +13,7 @@ from ..evaluators.functional import PROTOCOLS
 from ..evaluators.names import NAMINGS, labels
 from ..evaluators.report import Report, check_gate, comparability_problems, fmt
 from ..io import Commit, check_outputs, read_json
+from ..plots import MISSING
 from .ui import out, progress_bar, table
 
 
@@ -67,7 +68,9 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
         raise click.BadParameter(f"unknown metric {e.args[0]!r}; choose from "
                                  f"{sorted(report.metrics)}", param_hint="--fail-under") from None
     if curves is not None:
-        write_curves(report, curves, commit)
+        written = write_curves(report, curves, commit)
+        if not any(p.suffix == ".png" for p in written):
+            out.print(f"Curves: CSV only in {curves}; no PNG: {MISSING}")
     if json_out:
         commit.write_text(json_out, report.to_json())
     if markdown_out:
@@ -140,8 +143,8 @@ _report_options = [
                       "prec@X; cosod: MAE, F_max, S_α, E_ξ = mean E-measure). JSON keys stay "
                       "grdkit's; the JSON report gains a 'names' entry."),
     click.option("--curves", type=click.Path(file_okay=False, path_type=Path),
-                 help="With --cosod: write the PR, F- and E-over-threshold curves (CSV + PNG) "
-                      "into this folder."),
+                 help="With --cosod: write the PR, F- and E-over-threshold curves (CSV, and "
+                      "PNG with the plots extra: matplotlib) into this folder."),
 ]
 
 

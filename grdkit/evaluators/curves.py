@@ -2,21 +2,20 @@
 
 ``write_curves(report, folder)`` writes ``pr_curve.csv`` (threshold, precision, recall),
 ``f_curve.csv`` (threshold, f), ``e_curve.csv`` (threshold, e), ``roc_curve.csv`` (threshold,
-fpr, tpr) and ``pr_curve.png``, ``f_curve.png``, ``e_curve.png``. The curves are the
-pair-averaged ones of :func:`.cosod.cosod_metrics` (0-1, ascending thresholds on the normalised
-prediction). The plots are drawn with PIL: matplotlib is not a grdkit dependency, and a line
-chart with axes is all that is needed here.
+fpr, tpr) and, with the ``plots`` extra (matplotlib, :mod:`grdkit.plots`), ``pr_curve.png``,
+``f_curve.png``, ``e_curve.png``. The curves are the pair-averaged ones of
+:func:`.cosod.cosod_metrics` (0-1, ascending thresholds on the normalised prediction).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_write_bytes, atomic_write_text
+from ..plots import png_bytes, pyplot
 
 PLOTS = {"pr_curve": ("recall", "precision", "PR curve"),
          "f_curve": ("threshold", "f", "F-measure (beta^2 = 0.3) over threshold"),
@@ -24,41 +23,23 @@ PLOTS = {"pr_curve": ("recall", "precision", "PR curve"),
 
 
 def line_plot_png(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: str,
-                  size: tuple[int, int] = (480, 360)) -> bytes:
-    """A PNG line chart of ``y`` over ``x`` (both 0-1) with axes, ticks and labels."""
-    from PIL import Image, ImageDraw
-
-    w, h = size
-    left, right, top, bottom = 50, 15, 30, 40
-    im = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(im)
-    pw, ph = w - left - right, h - top - bottom
-
-    def xy(a, b):
-        return left + float(a) * pw, top + (1.0 - float(b)) * ph
-
-    for k in range(6):  # grid and ticks every 0.2
-        v = k / 5
-        gx, _ = xy(v, 0)
-        _, gy = xy(0, v)
-        d.line([(gx, top), (gx, top + ph)], fill=(225, 225, 225))
-        d.line([(left, gy), (left + pw, gy)], fill=(225, 225, 225))
-        d.text((gx - 8, top + ph + 5), f"{v:.1f}", fill="black")
-        d.text((left - 28, gy - 6), f"{v:.1f}", fill="black")
-    d.rectangle([left, top, left + pw, top + ph], outline="black")
-    pts = [xy(a, b) for a, b in zip(np.clip(x, 0, 1), np.clip(y, 0, 1))]
-    if len(pts) > 1:
-        d.line(pts, fill=(31, 119, 180), width=2)
-    d.text((left, 8), title, fill="black")
-    d.text((left + pw // 2 - 20, h - 18), xlabel, fill="black")
-    d.text((4, top - 14), ylabel, fill="black")
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
+                  size: tuple[int, int] = (480, 360)) -> bytes | None:
+    """A PNG line chart (``size`` pixels) of ``y`` over ``x`` (both 0-1, axes fixed to 0-1), or
+    None without matplotlib (the ``plots`` extra)."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100))
+    ax.plot(np.asarray(x, float), np.asarray(y, float), color="tab:blue", lw=1.5)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, color="0.9")
+    fig.tight_layout()
+    return png_bytes(fig, dpi=100)
 
 
 def write_curves(report, folder: str | Path, commit=None) -> list[Path]:
-    """Write the CSVs and PNGs above into ``folder`` (created); returns the paths written.
+    """Write the CSVs and PNGs above into ``folder`` (created); returns the paths written (the
+    CSVs only without matplotlib: the caller can tell from the list).
 
     With ``commit`` (a :class:`grdkit.io.Commit`) the files join it (all or none).
 
@@ -83,6 +64,8 @@ def write_curves(report, folder: str | Path, commit=None) -> list[Path]:
     for name, (xk, yk, title) in PLOTS.items():
         p = folder / f"{name}.png"
         png = line_plot_png(c[xk], c[yk], xk, yk, title)
+        if png is None:
+            break
         commit.write_bytes(p, png) if commit is not None else atomic_write_bytes(p, png)
         written.append(p)
     return written

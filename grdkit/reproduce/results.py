@@ -16,7 +16,8 @@ import io
 import json
 from pathlib import Path
 
-from ..io import read_json
+from ..io import atomic_write_bytes, read_json
+from ..plots import MISSING, png_bytes, pyplot
 from . import api
 from .plan import Plan
 
@@ -135,13 +136,9 @@ def plot(cells: list[dict], path: str | Path, title: str = "") -> str | None:
     """Ours against the paper's value per cell (one marker per benchmark; the diagonal is a
     perfect reproduction), written to ``path`` (PNG). Returns None when done, else why not
     (matplotlib missing, no measured cell)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "no plot: matplotlib is not installed (pip install 'grdkit[plots]')"
+    plt = pyplot()
+    if plt is None:
+        return f"no plot: {MISSING}"
     done = [c for c in cells if c["status"] == "ok" and c["paper"] is not None]
     if not done:
         return "no plot: no cell has both the paper's value and ours"
@@ -163,8 +160,7 @@ def plot(cells: list[dict], path: str | Path, title: str = "") -> str | None:
     fig.suptitle(title)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    atomic_write_bytes(path, png_bytes(fig, dpi=120))
     return None
 
 
