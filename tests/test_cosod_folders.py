@@ -184,7 +184,10 @@ def test_bad_folders_exit_2_naming_the_file(tmp_path, capsys, break_it, names):
 
 
 def test_all_zero_mask_is_a_certified_negative(tmp_path, capsys):
-    """SOC and D³'s data2coca mark an image without the object by an all-zero mask."""
+    """SOC and D³'s CoCA export mark an image without the object by an all-zero mask:
+    shikras/d-cube ``d_cube/d3.py`` ``D3.data2coca`` writes, for every sentence of a group, a
+    mask for every image of the group, ``merge2bin`` of that image's annotations for the
+    sentence, which is all zero where it has none."""
     images, gts = _tiny(tmp_path)
     _png(gts / "dog" / "001.png", np.full((6, 8), 127, np.uint8))  # below 128: empty
     ds, rep = build_cosod(images, gts)

@@ -451,6 +451,9 @@ def test_eval_outputs_all_or_none(corpus, capsys):
     ["show", "{gt}", "--out", "{gt}"],
     ["export", "hf", "{gt}", "--out", "{dir}"],
     ["leaderboard", "{report}", "--csv", "{report}"],
+    ["derive", "res", "{gt}", "--out", "{gt}"],
+    ["derive", "union", "{preds}", "{gt}", "--out", "{gt}"],
+    ["reproduce", "gres/table5", "--rows", "full", "--data-root", "{dir}", "--out", "{dir}"],
 ])
 def test_an_output_naming_an_input_is_refused(corpus, capsys, argv):
     report = corpus["dir"] / "report.json"
@@ -463,6 +466,21 @@ def test_an_output_naming_an_input_is_refused(corpus, capsys, argv):
     assert {k: p.read_bytes() for k, p in files.items()} == before
 
 
+@pytest.mark.parametrize("line", ["the 0.1 nan 0.3", "the 0.1 inf 0.3", "the 0.1 x 0.3",
+                                  "the 0.1 0.2 0.3\nof 0.1 0.2", "\udcff 0.1 0.2 0.3"])
+def test_hostile_glove_file_is_refused_before_training(corpus, capsys, line):
+    """A GloVe text file (LTS ``--text``) that is not ``word v_1 .. v_d`` of finite numbers on
+    every line: exit 2 naming the line, no run folder left behind."""
+    pytest.importorskip("torch")
+    glove = corpus["dir"] / "glove.6B.3d.txt"
+    glove.write_bytes(line.encode("utf-8", "surrogateescape") + b"\n")
+    run = corpus["dir"] / "run"
+    hostile(["train", "lts", "--data", corpus["gt"], "--img-root", corpus["img"], "--out", run,
+             "--text", glove, "--size", "64", "--max-steps", "1", "--no-progress"], capsys,
+            contains=["line"])
+    assert not (run / "checkpoint.pt").exists()
+
+
 # -- class 5: one error path -------------------------------------------------------------------
 def test_output_under_a_file(corpus, capsys):
     f = corpus["dir"] / "afile"
@@ -470,6 +488,7 @@ def test_output_under_a_file(corpus, capsys):
     hostile(["eval", corpus["preds"], "--gt", corpus["gt"], "--json", f / "r.json"], capsys)
     hostile(["validate", corpus["gt"], "--json", f / "v.json"], capsys)
     hostile(["export", "hf", corpus["gt"], "--out", f / "hf", "--no-progress"], capsys)
+    hostile(["derive", "res", corpus["gt"], "--out", f / "res.json"], capsys)
 
 
 def test_train_checks_its_output_folder_first(corpus, capsys):

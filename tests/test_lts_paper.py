@@ -163,6 +163,20 @@ def test_glove_bigru_is_packed_and_averages_the_words(glove):
     assert not enc.model.weight.requires_grad  # frozen table: rebuilt from the file
 
 
+def test_glove_file_read_as_the_owners_loader_reads_it(tmp_path):
+    """stanfordnlp/GloVe eval/python/evaluate.py @0ade0c4 reads ``line.rstrip().split(' ')``
+    into a dict (a repeated word keeps its last vector); glove.840B.300d has tokens with spaces
+    (more fields than d + 1): the last d fields are the vector, the rest the word."""
+    from grdkit.baselines.encoders import read_glove
+
+    p = tmp_path / "glove.quirks.3d.txt"
+    p.write_text("the 1 2 3\n. . . 4 5 6\nthe 7 8 9\r\n\nat 0.5 -0.5 1e-3 \n", encoding="utf-8")
+    words, vec, digest = read_glove(p)
+    assert words == ["the", ". . .", "at"]
+    assert vec.tolist() == [[7, 8, 9], [4, 5, 6], [0.5, -0.5, pytest.approx(1e-3)]]
+    assert len(digest) == 64
+
+
 def test_a_run_refuses_another_glove_file(glove, tmp_path):
     """The GloVe file's sha256 is saved with the weights; another file does not load."""
     import hashlib

@@ -355,20 +355,26 @@ def words_of(text: str) -> list[str]:
 
 def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
     """Words and vectors of a GloVe text file (``word v_1 ... v_d`` per line, UTF-8, as released
-    by Stanford NLP). Returns ``(words, (V, d) float32, sha256 of the file)``; the first
-    occurrence of a word wins. Vectors are packed into one buffer as they are read (a list of
-    Python floats would take ~6x the memory of the 2.2M-word release).
+    by Stanford NLP). Returns ``(words, (V, d) float32, sha256 of the file)``.
+
+    Read as the owner's loader reads it (stanfordnlp/GloVe ``eval/python/evaluate.py`` @0ade0c4:
+    ``vals = line.rstrip().split(' ')``, word ``vals[0]``, the rest floats, into a dict, so a
+    repeated word keeps its *last* vector), with one difference: d comes from the first line,
+    and a line with more than d + 1 fields takes its last d as the vector and the rest, joined by
+    spaces, as the word (glove.840B.300d holds such tokens, which the owner's split would
+    mis-read). Vectors are packed into one buffer as they are read (a list of Python floats
+    would take ~6x the memory of the 2.2M-word release).
 
     Raises:
-        InputError: missing file, a line that is not UTF-8, whose vector length differs from the
-            first line's or holds a non-number (named by line number), or an empty file.
+        InputError: missing file, a line that is not UTF-8, with fewer than d numbers, a
+            non-number, NaN or an infinity (named by line number), or an empty file.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "GloVe file not found", hint="give a local glove.*.txt file")
     words: list[str] = []
+    row: dict[str, int] = {}
     buf = bytearray()
-    seen: set[str] = set()
     dim = None
     digest = hashlib.sha256()
     with open(p, "rb") as f:
@@ -378,22 +384,28 @@ def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise InputError(p, "is not UTF-8 text", f"line {n}") from None
-            parts = line.rstrip("\r\n").rstrip(" ").split(" ")
+            parts = line.rstrip().split(" ")
             if len(parts) < 2:
                 if not line.strip():
                     continue
                 raise InputError(p, "is not a GloVe line (word and vector)", f"line {n}")
             dim = dim or len(parts) - 1
-            if len(parts) - 1 != dim:
+            if len(parts) - 1 < dim:
                 raise InputError(p, f"vector has {len(parts) - 1} numbers, the first line has "
                                  f"{dim}", f"line {n}")
+            word = " ".join(parts[:-dim])
             try:
-                vec = np.asarray(parts[1:], dtype=np.float32)
+                vec = np.asarray(parts[-dim:], dtype=np.float32)
             except ValueError:
                 raise InputError(p, "vector holds a non-number", f"line {n}") from None
-            if parts[0] not in seen:
-                seen.add(parts[0])
-                words.append(parts[0])
+            if not np.isfinite(vec).all():
+                raise InputError(p, "vector holds NaN or an infinity", f"line {n}")
+            if word in row:  # the owner's dict: the last vector of a repeated word wins
+                k = row[word] * dim * 4
+                buf[k:k + dim * 4] = vec.tobytes()
+            else:
+                row[word] = len(words)
+                words.append(word)
                 buf += vec.tobytes()
     if not words:
         raise InputError(p, "holds no word vectors")

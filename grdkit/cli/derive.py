@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..io import check_outputs
 from .ui import out, table
 
 
@@ -38,6 +39,7 @@ def derive_res_cmd(dataset: Path, out_path: Path):
     from ..format import load_dataset, save_dataset
     from ..format.derive import res_setting
 
+    check_outputs([dataset], {"--out": out_path})
     ds = load_dataset(dataset)
     res, counts = res_setting(ds)
     save_dataset(res, out_path)
@@ -59,6 +61,7 @@ def derive_union_cmd(datasets: tuple[Path, ...], out_path: Path, name: str | Non
     from ..format import load_dataset, save_dataset
     from ..format.derive import union
 
+    check_outputs(list(datasets), {"--out": out_path})
     sets = [load_dataset(p) for p in datasets]
     res, counts = union(sets, name)
     save_dataset(res, out_path)

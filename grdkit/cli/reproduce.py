@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_outputs
 from .ui import err, out
 
 
@@ -123,6 +123,7 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
     elif data_root is None:
         raise click.UsageError("--data-root is required (or --smoke, or --dry-run)")
     else:
+        check_outputs([data_root], folders={"--out": out_dir})  # runs never write into the data
         lacking = missing_data(plan, data_root)
         if lacking:
             raise InputError(data_root, "lacks data this recipe needs: " + " | ".join(lacking),

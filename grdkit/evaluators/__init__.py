@@ -91,35 +91,27 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
-    loc = localisation(predictions, gt)
+    loc = localisation(preds, gt)
     if loc is not None:  # LTS §4.3, from the optional "peak" keys (:mod:`.localisation`)
         report.metrics["loc_acc"] = loc["loc_acc"]
         report.counts["loc_pairs"] = loc["loc_pairs"]
     return report
 
 
-def localisation(predictions: Any, gt: dict[str, GresDataset]) -> dict | None:
-    """The localisation accuracy (LTS §4.3) of JSON predictions carrying ``"peak"`` keys, over
-    every split of ``gt`` (:func:`.localisation.peak_accuracy` per split, pooled); None for PNG
-    folders and predictions without peaks. ``predictions``: a ``preds.json`` path or its list
-    of dicts (already validated by :func:`load_predictions`).
+def localisation(preds: list, gt: dict[str, GresDataset]) -> dict | None:
+    """The localisation accuracy (LTS §4.3) of predictions carrying a ``peak`` (JSON
+    ``"peak"`` keys, kept by :func:`load_predictions`), over every split of ``gt``
+    (:func:`.localisation.peak_accuracy` per split, pooled); None when none carries one.
 
     Raises:
         InputError: a malformed peak (named record).
     """
-    if isinstance(predictions, (str, Path)):
-        if Path(predictions).is_dir():
-            return None
-        from ..io import read_json
-
-        predictions = read_json(predictions, "predictions")
-    if not isinstance(predictions, list) or not any(
-            isinstance(r, dict) and "peak" in r for r in predictions):
+    if not any(p.peak is not None for p in preds):
         return None
     hits = pairs = 0
     for split, ds in gt.items():
-        recs = [r for r in predictions if isinstance(r, dict)
-                and (len(gt) == 1 or r.get("split") == split)]
+        recs = [{"expression_id": p.expression_id, "image_id": p.image_id, "peak": p.peak}
+                for p in preds if p.peak is not None and p.split == split]
         loc = peak_accuracy(recs, ds)
         if loc and loc["loc_pairs"]:
             pairs += loc["loc_pairs"]

@@ -55,7 +55,8 @@ class Prediction:
     ``(h, w)`` map in 0-255 (from soft PNGs, for Co-SOD); ``score`` optional confidence.
     ``checked`` is set by this module's readers, which validated the record against the ground
     truth already; :func:`check_predictions` validates every other Prediction. ``no_target``:
-    the model's own no-target decision, or None (the mask decides).
+    the model's own no-target decision, or None (the mask decides). ``peak``: the record's
+    optional ``"peak"`` as given (LTS §4.3; checked and scored by :mod:`.localisation`).
     """
 
     split: str
@@ -66,6 +67,7 @@ class Prediction:
     soft: np.ndarray | None = None
     checked: bool = dataclasses.field(default=False, compare=False, repr=False)
     no_target: bool | None = None
+    peak: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class GroundTruth:
@@ -165,7 +167,7 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
         out.append(Prediction(split, e, i, _check_rle(r["segmentation"], im.height, im.width,
                                                        where, path), score,
                               checked=True,  # the list is discarded if a later check fails
-                              no_target=nt))
+                              no_target=nt, peak=r.get("peak")))
     _check_integrity(out, path, lambda p: seen[(p.split, p.expression_id, p.image_id)])
     return out
 

@@ -17,8 +17,7 @@ Whether an option exists is probed, not hard-coded: an option is available when
 when :func:`~grdkit.baselines.predict.predict` takes them); a profile when the evaluator lists
 it; a builder when the registry has it. What is missing is reported as "waits for" with the
 issue that adds it (:data:`PENDING`): a recipe written for a newer grdkit plans, and its rows
-that need what is missing are listed, not run. :data:`ALIASES` maps a recipe name to another API
-name.
+that need what is missing are listed, not run.
 """
 
 from __future__ import annotations
@@ -34,8 +33,6 @@ from ..errors import InputError
 # newer grdkit), with what adds them; shown as "waits for ...". Every option the shipped recipes
 # use exists, so this is empty; tests/test_reproduce.py checks that no shipped cell waits.
 PENDING: dict[str, str] = {}
-# recipe option name -> API name, for options a branch lands under another name
-ALIASES: dict[str, str] = {}
 
 # The released layout each recipe 'source' expects under --data-root, and where to get it.
 SOURCES: dict[str, dict] = {
@@ -61,10 +58,6 @@ IMAGE_HINT = {"images/train2014": "COCO train2014 images (cocodataset.org)",
 
 # Placeholders for the local weights a preset requires (nothing is downloaded).
 PLACEHOLDER = "<{}: pass --set {}=PATH>"
-
-
-def _alias(key: str) -> str:
-    return ALIASES.get(key, key)
 
 
 # ------------------------------------------------------------------ datasets
@@ -163,7 +156,6 @@ def train_config(model: str, preset: str | None, options: dict) -> tuple[dict, l
     cfg_fields = _config_fields() - {"model", "preset", "model_args"}
     config, args, missing, pending = {}, {}, [], {}
     for k, v in options.items():
-        k = _alias(k)
         # like grdkit train: an option both places name (group_size, seed) goes to both
         if k in cfg_fields or _model_takes(model, k):
             if k in cfg_fields:
@@ -192,7 +184,6 @@ def train_config(model: str, preset: str | None, options: dict) -> tuple[dict, l
 def known_option(model: str, key: str) -> bool:
     """Whether ``key`` is a run option of ``model`` here (TrainConfig field or constructor
     option)."""
-    key = _alias(key)
     return key in _config_fields() - {"model", "preset", "model_args"} or _model_takes(model,
                                                                                          key)
 
@@ -239,7 +230,6 @@ def predict_options(options: dict, cfg: dict) -> tuple[dict, list[str]]:
     kwargs, missing = {}, []
     params = _predict_params()
     for k, v in options.items():
-        k = _alias(k)
         trained = cfg["model_args"].get(k, cfg.get(k))
         if trained == v:
             continue
