@@ -142,7 +142,7 @@ def test_cli_per_pair_file_and_report_refuses_a_forged_row(tmp_path, capsys):
     preds = tmp_path / "preds.json"
     preds.write_text(json.dumps(_cow_predictions(ds)))
     pp = tmp_path / "pairs.jsonl"
-    code, out, err = run_cli(["eval", preds, "--gt", gt, "--per-pair", pp,
+    code, _, err = run_cli(["eval", preds, "--gt", gt, "--per-pair", pp,
                               "--json", tmp_path / "r.json"], capsys)
     assert code == 0, err
     lines = pp.read_text().splitlines()
