@@ -301,16 +301,16 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
                                       scripts=("pairs.js", "assets/report.js")).encode()
 
     # galleries
-    for name, rows, title, what, total in (
-            ("gallery-worst.html", worst, "Worst positives",
+    for name, key, rows, title, what, total in (
+            ("gallery-worst.html", "TP", worst, "Worst positives",
              ("positives the model segmented (TP), lowest IoU first; missed positives are under "
              "Missed"), len(tp)),
-            ("gallery-false-alarms.html", fp[:gallery], "False alarms on negatives",
+            ("gallery-false-alarms.html", "FP", fp[:gallery], "False alarms on negatives",
              "FP: a mask predicted on an image without the referent, largest first", len(fp)),
-            ("gallery-missed.html", fn[:gallery], "Missed positives",
+            ("gallery-missed.html", "FN", fn[:gallery], "Missed positives",
              "FN: no target predicted on an image with the referent, largest referent first",
              len(fn))):
-        more = (f" <a href='pairs.html#outcome={'TP' if 'worst' in name else name[8:10]}'>"
+        more = (f" <a href='pairs.html#outcome={key}'>"
                 f"All {total} in the pairs table</a>." if total > len(rows) else "")
         body = (f"{drawn_note}<p>{escape(what)}: {len(rows)} of {total} shown.{more}</p>"
                 f"<p class=note>Green outline: ground truth; red fill: prediction; orange "
