@@ -29,6 +29,7 @@ FULL_RGB = np.array([255, 150, 0], np.float32)  # tint and frame of a whole-imag
 # a prediction covering at least this share of the image is drawn as "whole image": tinted and
 # framed, since its outline would run along the tile's border (grdkit's choice, issue 28)
 FULL_COVER = 0.95
+PRED_LEGEND = ", red = prediction, orange frame = it covers the whole image"
 
 
 def _outline(m: np.ndarray) -> np.ndarray:
@@ -160,7 +161,7 @@ def render_group(ds: GresDataset, expression_id: int, img_root: str | Path | Non
     n_pos = sum(ds.target(expression_id, i).positive for i in g.image_ids)
     draw.text((6, 8), f'"{e.text}"  (group {g.id}: {n_pos} positive, '
               f"{len(g.image_ids) - n_pos} negative; green = ground truth"
-              f"{', red = prediction' if predictions is not None else ''})", fill="black",
+              f"{PRED_LEGEND if predictions is not None else ''})", fill="black",
               font=ImageFont.load_default())
     y = header
     for r in range(rows):
