@@ -89,3 +89,22 @@ def test_worst_groups_from_a_built_folder(tmp_path, capsys):
     assert code == 2 and "no split 'test'" in err
     code, _, err = run_cli(["show", root, "--worst", "1", "--out", out], capsys)
     assert code == 2 and "--worst needs --preds" in err
+
+
+def test_pr_curve_of_binary_masks_is_not_blank(tmp_path):
+    """Binary predictions give one PR operating point at every threshold: it is drawn (a
+    marker) and written out, where a line through 256 identical points drew nothing."""
+    from grdkit.evaluators.curves import distinct_points, line_plot_png
+
+    rec, prec = np.full(256, 0.625), np.full(256, 0.8)
+    x, y = distinct_points(rec, prec)
+    assert x.tolist() == [0.625] and y.tolist() == [0.8]
+    png = line_plot_png(rec, prec, "recall", "precision", "PR curve")
+    path = tmp_path / "pr.png"
+    path.write_bytes(png)
+    px = np.asarray(PILImage.open(path).convert("RGB")).astype(int)
+    blue = np.abs(px - [31, 119, 180]).sum(2) < 40
+    assert blue.sum() > 40  # the marker
+    ys, xs = np.nonzero(blue)
+    # where the data say: about 62.5% across the axes and 80% up (axes span most of the PNG)
+    assert 0.45 < xs.mean() / px.shape[1] < 0.8 and 0.1 < ys.mean() / px.shape[0] < 0.45
