@@ -176,6 +176,8 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
     outcome = pairs["outcome"].to_numpy()
     iou = pairs["iou"].to_numpy(np.float64)
     n = len(pairs)
+    col = {k: pairs[k].tolist() for k in ("expression", "positive", "pred_area", "inter",
+                                           "union", "no_target")}  # no per-row pandas access
     page_of = [gpage[(s, g)] for s, g in zip(split, gid)]
 
     # thumbnails: galleries first, then whole groups (worst first), within max_thumbs
@@ -212,7 +214,7 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
 
     def tile(r: int, depth: int = 0) -> str:
         up = "../" * depth
-        cap = escape(caption(str(outcome[r]), float(iou[r]), bool(pairs["positive"].iat[r])))
+        cap = escape(caption(str(outcome[r]), float(iou[r]), bool(col["positive"][r])))
         text = (f"<div class=cap><b>{escape(split[r])}</b> expr {eid[r]} · image {iid[r]}<br>"
                 f"<span class=o-{outcome[r]}>{cap}</span>"
                 f"{'<br><b>prediction covers the whole image</b>' if whole.get(r) else ''}"
@@ -271,10 +273,10 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
     cols = ["split", "group_id", "group_page", "expression_id", "expression", "image_id",
             "positive", "outcome", "iou", "pred_area", "inter", "union", "no_target", "thumb"]
     data = {"columns": cols, "rows": [
-        [split[r], gid[r], page_of[r], eid[r], str(pairs["expression"].iat[r]), iid[r],
-         bool(pairs["positive"].iat[r]), str(outcome[r]), round(float(iou[r]), 6),
-         int(pairs["pred_area"].iat[r]), int(pairs["inter"].iat[r]),
-         int(pairs["union"].iat[r]), bool(pairs["no_target"].iat[r]), thumb.get(r, "")]
+        [split[r], gid[r], page_of[r], eid[r], str(col["expression"][r]), iid[r],
+         bool(col["positive"][r]), str(outcome[r]), round(float(iou[r]), 6),
+         int(col["pred_area"][r]), int(col["inter"][r]), int(col["union"][r]),
+         bool(col["no_target"][r]), thumb.get(r, "")]
         for r in range(n)]}
     # "</" cannot end the script early: escaped as "<\/" (valid JSON, valid JS)
     js = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
