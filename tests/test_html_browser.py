@@ -157,10 +157,72 @@ def test_the_outcome_filter_shows_only_false_alarms(real_report, page):
                                          "rs => rs.map(r => r.getAttribute('data-outcome'))")
     assert outcomes and set(outcomes) == {"FP"} and len(outcomes) == min(n_fp, 100)
     assert f"({n_fp} of 63 pairs)" in page.inner_text("#page-info")
-    # the IoU range and the text filter narrow further; a text no expression holds: no row
+    # a text no expression holds: no row; the IoU range keeps what it says
     page.fill("#filter-text", "zebra")
     assert page.locator("#pairs tbody tr").count() == 0
+    page.fill("#filter-text", "")
+    page.select_option("#filter-outcome", "")
+    page.fill("#filter-iou-max", "0.2")
+    ious = [float(x) for x in page.eval_on_selector_all(
+        "#pairs tbody tr", "rs => rs.map(r => r.getAttribute('data-iou'))")]
+    assert len(ious) == sum(r["iou"] <= 0.2 for r in real_report["rows"]) and max(ious) <= 0.2
+    # the summary's FP count links to the table already filtered
+    _open(page, real_report["html"], "index.html")
+    page.click(f"text=FP {n_fp}")
+    page.wait_for_load_state("load")
+    assert set(page.eval_on_selector_all(
+        "#pairs tbody tr", "rs => rs.map(r => r.getAttribute('data-outcome'))")) == {"FP"}
     assert page.errors == []
+
+
+def test_pages_of_a_larger_table(browser, tmp_path):
+    """250 pairs: 100 rows a page, the pager moves, sorting spans every page."""
+    import numpy as np
+
+    from grdkit import masks
+    from grdkit.evaluators import evaluate
+    from grdkit.html import write_html_report
+
+    from .conftest import dataset_from_dense
+
+    rng = np.random.default_rng(0)
+    groups = []
+    for _ in range(25):
+        g = []
+        for k in range(10):
+            m = np.zeros((24, 32), bool)
+            if k % 2 == 0:
+                y, x = rng.integers(0, 12), rng.integers(0, 16)
+                m[y:y + 10, x:x + 14] = True
+            g.append(m)
+        groups.append(g)
+    ds = dataset_from_dense(groups)
+    preds = []
+    for t in ds.targets:
+        m = masks.decode(t.segmentation).astype(bool)
+        preds.append({"expression_id": t.expression_id, "image_id": t.image_id,
+                      "segmentation": masks.encode(np.roll(m, t.image_id % 5, 1))
+                      if m.any() else None})
+    rep = evaluate(preds, ds, per_pair=True)
+    write_html_report(rep, rep.pairs, {ds.split: ds}, tmp_path / "html",
+                      pred_masks=rep.pair_masks, max_thumbs=10)
+    pg = browser.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto((tmp_path / "html" / "pairs.html").as_uri())
+    assert pg.locator("#pairs tbody tr").count() == 100
+    assert "page 1 of 3 (250 of 250 pairs)" in pg.inner_text("#page-info")
+    pg.click("th[data-col=iou]")
+    pg.click("#next")
+    pg.click("#next")
+    assert pg.locator("#pairs tbody tr").count() == 50
+    assert "page 3 of 3" in pg.inner_text("#page-info") and pg.is_disabled("#next")
+    last = [float(x) for x in pg.eval_on_selector_all(
+        "#pairs tbody tr", "rs => rs.map(r => r.getAttribute('data-iou'))")]
+    assert last[-1] == pytest.approx(rep.pairs["iou"].max(), abs=1e-6)
+    assert last == sorted(last)
+    assert errors == []
+    pg.close()
 
 
 def test_a_group_page_shows_every_image_of_the_group(real_report, page):

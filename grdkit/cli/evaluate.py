@@ -163,14 +163,14 @@ _report_options = [
 
 _html_options = [
     click.option("--img-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                 help="With --html: the image folder the thumbnails are drawn on (default: grey "
-                      "canvases)."),
+                 help="HTML report: the image folder the thumbnails are drawn on (default: "
+                      "grey canvases)."),
     click.option("--gallery", type=click.IntRange(min=1), default=60, show_default=True,
-                 help="With --html: tiles per gallery (worst positives, false alarms, misses); "
+                 help="HTML report: tiles per gallery (worst positives, false alarms, misses); "
                       "the rest are in the pairs table."),
     click.option("--max-thumbs", type=click.IntRange(min=0), default=600, show_default=True,
-                 help="With --html: thumbnails drawn at most (galleries first, then whole "
-                      "groups, worst first); other pairs are text tiles."),
+                 help="HTML report: thumbnails drawn at most, 180 px wide (galleries first, "
+                      "then whole groups, worst first); other pairs are text tiles."),
 ]
 
 
