@@ -162,3 +162,28 @@ def test_cli_per_pair_file_and_report_refuses_a_forged_row(tmp_path, capsys):
     code, _, err = run_cli(["report", "--per-pair", bad, "--gt", gt, "--out", tmp_path / "h"],
                            capsys)
     assert code == 2 and "line 2" in err
+
+
+def test_merged_shards_write_the_single_pass_rows(tmp_path, capsys):
+    ds = cow_dataset()
+    gt = tmp_path / "cow.json"
+    grdkit.save_dataset(ds, gt)
+    preds = _cow_predictions(ds)
+    one = tmp_path / "preds.json"
+    one.write_text(json.dumps(preds))
+    code, _, err = run_cli(["eval", one, "--gt", gt, "--per-pair", tmp_path / "one.jsonl",
+                            "--profile", "rela"], capsys)
+    assert code == 0, err
+    states = []
+    for k in range(2):
+        part = tmp_path / f"p{k}.json"
+        part.write_text(json.dumps(preds[k::2]))
+        states.append(tmp_path / f"s{k}.npz")
+        code, _, err = run_cli(["eval", part, "--gt", gt, "--profile", "rela", "--save-state",
+                                states[-1]], capsys)
+        assert code == 0, err
+    code, _, err = run_cli(["eval", "merge", *states, "--gt", gt, "--per-pair",
+                            tmp_path / "merged.jsonl", "--html", tmp_path / "html"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "merged.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert "Predictions are not drawn" in (tmp_path / "html" / "gallery-worst.html").read_text()

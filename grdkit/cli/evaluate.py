@@ -12,6 +12,7 @@ from ..evaluators import (
     evaluator_from_pairs,
     load_ground_truth,
     merge_states,
+    pair_frame,
     read_pairs,
     write_curves,
     write_pairs,
@@ -298,22 +299,42 @@ def _html(report, gt, html_out, img_root, pred_masks, gate, gallery, max_thumbs,
 @click.option("--strict", is_flag=True, help="A pair predicted by no shard is an error.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--per-pair", "per_pair_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one JSON line per pair (see grdkit eval --per-pair).")
+@click.option("--html", "html_out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the HTML report into this folder (shards hold no masks: the tiles "
+                   "show the ground truth; see grdkit report --preds).")
+@html_options
 @report_options
-def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out, baseline,
-               max_drop, fail_under, per_group, names, curves):
+def eval_merge(states, gt_path, strict, bootstrap, seed, per_pair_out, html_out, img_root,
+               gallery, max_thumbs, json_out, markdown_out, baseline, max_drop, fail_under,
+               per_group, names, curves):
     """Combine shard states saved with --save-state into exactly the single-pass report.
 
     The protocol and Co-SOD options are those the shards were evaluated with."""
     _parse_fail_under(fail_under)
-    check_outputs([*states, gt_path, baseline], {"--json": json_out, "--markdown": markdown_out},
-                  {"--curves": curves})
-    ev = merge_states(states, load_ground_truth(gt_path))
+    if img_root is not None and html_out is None:
+        raise click.BadParameter("needs --html", param_hint="--img-root")
+    check_outputs([*states, gt_path, baseline, img_root],
+                  {"--json": json_out, "--markdown": markdown_out, "--per-pair": per_pair_out},
+                  {"--curves": curves, "--html": html_out})
+    gt = load_ground_truth(gt_path)
+    ev = merge_states(states, gt)
     if curves is not None and not ev.cosod:
         raise click.BadParameter("the shards have no Co-SOD statistics", param_hint="--curves")
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
                          config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
+    extra = None
+    if per_pair_out is not None or html_out is not None:
+        report.pairs = pair_frame(ev)
+
+        def extra(c, gate):
+            if per_pair_out is not None:
+                write_pairs(report.pairs, per_pair_out, c)
+            if html_out is not None:
+                _html(report, gt, html_out, img_root, None, gate, gallery, max_thumbs, c)
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-                   curves, names)
+                   curves, names, extra=extra)
 
 
 @click.command("report")
