@@ -7,6 +7,8 @@ API::
                              cosod_protocol="pysodmetrics")
     report.metrics["gres_miou"], report.counts, report.breakdowns, report.to_json(),
     report.to_markdown(), report.frames(); write_curves(report, "curves/")
+    report = grdkit.evaluate(predictions, dataset, per_pair=True)
+    report.pairs  # one row per (expression, image) pair: I, U, IoU, outcome (:mod:`.pairs`)
     board = leaderboard(["a.json", "b.json"]); board.to_markdown()
 
 ``predictions``: a ``preds.json`` path, a folder of PNG masks, or a list of dicts (see
