@@ -55,7 +55,8 @@ def caption(outcome: str | None, iou: float | None, positive: bool) -> str:
 
 
 def pair_picture(base: np.ndarray, gt: np.ndarray, pred: np.ndarray | None,
-                 fill_pred: bool = False) -> tuple[PILImage.Image, bool]:
+                 fill_pred: bool = False, whole: bool | None = None
+                 ) -> tuple[PILImage.Image, bool]:
     """One pair drawn over its image.
 
     Args:
@@ -64,13 +65,16 @@ def pair_picture(base: np.ndarray, gt: np.ndarray, pred: np.ndarray | None,
         fill_pred: ``True`` (the HTML report): the ground truth outlined in green, the
             prediction filled in translucent red; ``False`` (``grdkit show``): the ground truth
             tinted green, the prediction outlined in red.
+        whole: whether the prediction covers the whole image, when the caller knows it from
+            the full-resolution mask (a picture drawn from shrunk masks); None: from ``pred``.
 
     Returns:
         ``(picture, whole)``: the RGB picture at the image's size, and whether the prediction
         covers at least :data:`FULL_COVER` of the image (then tinted orange and framed).
     """
     base = base.copy()
-    whole = pred is not None and pred.mean() >= FULL_COVER
+    if whole is None:
+        whole = pred is not None and pred.mean() >= FULL_COVER
     if fill_pred:
         if pred is not None:
             base[pred] = 0.5 * base[pred] + 0.5 * np.array(PRED_RGB, np.float32)

@@ -113,7 +113,7 @@ def _thumb_jpeg(ds: GresDataset, eid: int, iid: int, img_root: Path | None,
     gt = shrink(ds.target(eid, iid).segmentation)
     pm = shrink(pred) if pred is not None else None
     whole = pred is not None and masks.area(pred) >= FULL_COVER * im.height * im.width
-    pic, _ = pair_picture(small, gt, pm if not whole else np.ones_like(gt), fill_pred=True)
+    pic, _ = pair_picture(small, gt, pm, fill_pred=True, whole=whole)
     buf = io.BytesIO()
     pic.save(buf, format="JPEG", quality=82)
     return buf.getvalue(), bool(whole)
@@ -179,6 +179,10 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
     col = {k: pairs[k].tolist() for k in ("expression", "positive", "pred_area", "inter",
                                            "union", "no_target")}  # no per-row pandas access
     page_of = [gpage[(s, g)] for s, g in zip(split, gid)]
+    pixels = np.array([gt[s].image(i).height * gt[s].image(i).width
+                       for s, i in zip(split, iid)], np.float64)
+    # the prediction covers the whole image (every tile, drawn or not; area at full resolution)
+    whole_all = pairs["pred_area"].to_numpy(np.float64) >= FULL_COVER * pixels
 
     # thumbnails: galleries first, then whole groups (worst first), within max_thumbs
     order = np.arange(n)
@@ -200,12 +204,11 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
         wanted = list(dict.fromkeys([*wanted, *rows]))
     wanted = [int(r) for r in wanted[:max_thumbs]]
     thumb: dict[int, str] = {}
-    whole: dict[int, bool] = {}
     it = progress(wanted, "drawing thumbnails", len(wanted)) if progress and wanted else wanted
     for r in it:
         ds = gt[split[r]]
         pred = None if pred_masks is None else pred_masks.get((split[r], eid[r], iid[r]))
-        data, whole[r] = _thumb_jpeg(ds, eid[r], iid[r], root, pred, thumb_width)
+        data, _ = _thumb_jpeg(ds, eid[r], iid[r], root, pred, thumb_width)
         thumb[r] = f"{r}.jpg"
         files[out / "thumbs" / thumb[r]] = data
     drawn_note = ("" if pred_masks is not None else
@@ -217,10 +220,10 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
         cap = escape(caption(str(outcome[r]), float(iou[r]), bool(col["positive"][r])))
         text = (f"<div class=cap><b>{escape(split[r])}</b> expr {eid[r]} · image {iid[r]}<br>"
                 f"<span class=o-{outcome[r]}>{cap}</span>"
-                f"{'<br><b>prediction covers the whole image</b>' if whole.get(r) else ''}"
+                f"{'<br><b>prediction covers the whole image</b>' if whole_all[r] else ''}"
                 f"<br><a href=\"{up}groups/{page_of[r]}.html\">group {gid[r]}</a></div>")
         if r in thumb:
-            return (f'<div class="tile{" whole" if whole.get(r) else ""}"><img '
+            return (f'<div class="tile{" whole" if whole_all[r] else ""}"><img '
                     f'src="{up}thumbs/{thumb[r]}" alt="pair {r}" loading="lazy">{text}</div>')
         return f'<div class="tile nodraw"><i>not drawn (thumbnail budget)</i>{text}</div>'
 
