@@ -50,8 +50,11 @@ def _page(title: str, here: str, body: str, depth: int = 0, sub: str = "",
             f"<main>\n{body}\n</main>{js}</body></html>\n")
 
 
-def _table(head: list[str], rows: list[list], num: set[int] | None = None) -> str:
+def _table(head: list[str] | None, rows: list[list], num: set[int] | None = None) -> str:
     num = num or set()
+    if head is None:
+        b = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>\n" for r in rows)
+        return f"<table><tbody>\n{b}</tbody></table>"
     h = "".join(f'<th{" class=num" if i in num else ""}>{escape(str(c))}</th>'
                 for i, c in enumerate(head))
     b = "".join("<tr>" + "".join(f'<td{" class=num" if i in num else ""}>{c}</td>'
@@ -62,7 +65,7 @@ def _table(head: list[str], rows: list[list], num: set[int] | None = None) -> st
 def _bars(title: str, buckets: dict, lab: dict) -> str:
     """Grouped bar chart (SVG) of the four GRES metrics per bucket (0-100 %)."""
     names = list(buckets)
-    gw, bw, h, left, top = 4 * 16 + 20, 16, 160, 36, 20
+    gw, bw, h, left, top = 4 * 16 + 56, 16, 160, 36, 30
     w = left + gw * len(names) + 10
     parts = [(f'<svg class=chart width="{w}" height="{h + top + 58}" role="img" '
              f'aria-label="{escape(title)}"><text x="4" y="14" font-size="13" '
@@ -74,7 +77,7 @@ def _bars(title: str, buckets: dict, lab: dict) -> str:
                      f'text-anchor="end">{y}</text>')
     for k, name in enumerate(names):
         m = buckets[name]["metrics"]
-        x0 = left + k * gw + 10
+        x0 = left + k * gw + 28
         for j, key in enumerate(GRES4):
             v = m.get(key)
             if v is None:
@@ -230,7 +233,8 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
     # summary
     ci = report.ci or {}
     mrows = [[escape(lab[k]), escape(k), fmt(k, v),
-              escape(f"{fmt(k, ci[k][0])} - {fmt(k, ci[k][1])}") if k in ci else ""]
+              *([escape(f"{fmt(k, ci[k][0])} - {fmt(k, ci[k][1])}") if k in ci else ""]
+                if ci else [])]
              for k, v in report.metrics.items()]
     if gate is None or not gate.get("gated"):
         gate_html = "<span class='gate none'>no gate set</span>"
@@ -264,11 +268,11 @@ def write_html_report(report, pairs, gt: dict[str, GresDataset], out_dir: str | 
                  *([[escape(k), escape(str(cfg[k]))] for k in ("gt", "predictions",
                                                                 "gt_fingerprint") if k in cfg])]
     body = (f"<h2>CI gate</h2>{gate_html}<h2>Metrics</h2>"
-            + _table(["metric", "key", "value", "95% CI"], mrows, {2})
+            + _table(["metric", "key", "value", *(["95% CI"] if ci else [])], mrows, {2})
             + "<p class=note>IoU-family metrics and accuracies in %, Co-SOD metrics in 0-1."
             + "</p>" + counts + per_split
             + (f"<h2>Breakdowns</h2><div>{charts}</div>" if charts else "")
-            + "<h2>Run</h2>" + _table(["", ""], prof_rows))
+            + "<h2>Run</h2>" + _table(None, prof_rows))
     files[out / "index.html"] = _page("grdkit evaluation report", "index.html", body,
                                       sub=sub).encode()
 
