@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 
 install-all: $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,baselines,plots]"
+	$(BIN)/pip install -q -e ".[dev,baselines,plots,browser]"
 
 demo: install
 	$(BIN)/grdkit build g-refcocog --out demo_out/g-refcocog

@@ -31,6 +31,8 @@ ALLOWED = {
     "baselines": FOUNDATION | {"format", "evaluators"},
     "validate": FOUNDATION | {"format", "sources", "builders"},
     "testing": FOUNDATION | {"format"},
+    # the web report draws what the evaluators scored, with export's tile pictures
+    "html": FOUNDATION | {"format", "evaluators", "export"},
     # reproduce drives the whole pipeline through the Python API (never the CLI)
     "reproduce": FOUNDATION | {"format", "sources", "builders", "evaluators", "export",
                                "baselines", "testing"},

@@ -7,7 +7,16 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..evaluators import evaluate, load_ground_truth, merge_states, write_curves
+from ..evaluators import (
+    evaluate,
+    evaluator_from_pairs,
+    load_ground_truth,
+    merge_states,
+    pair_frame,
+    read_pairs,
+    write_curves,
+    write_pairs,
+)
 from ..evaluators.cosod import COSOD_PROTOCOLS
 from ..evaluators.functional import PROTOCOLS
 from ..evaluators.names import NAMINGS, labels
@@ -43,12 +52,15 @@ def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
 
 
 def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_under,
-            per_group: bool, curves=None, names=None, commit: Commit | None = None) -> int:
-    """Gate and print; the output files join ``commit`` (all of a run's outputs, or none)."""
+            per_group: bool, curves=None, names=None, commit: Commit | None = None,
+            extra=None) -> int:
+    """Gate and print; the output files join ``commit`` (all of a run's outputs, or none).
+    ``extra(commit, gate)``, when given, writes more outputs once the gate is known (``gate``:
+    ``{"gated": bool, "failures": [...]}``)."""
     if commit is None:
         with Commit() as c:
             return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under,
-                           per_group, curves, names, c)
+                           per_group, curves, names, c, extra)
     gates = _parse_fail_under(fail_under)
     report.names = names
     lab = labels(names, (*report.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
@@ -71,6 +83,8 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
         written = write_curves(report, curves, commit)
         if not any(p.suffix == ".png" for p in written):
             out.print(f"Curves: CSV only in {curves}; no PNG: {MISSING}")
+    if extra is not None:
+        extra(commit, {"gated": bool(gates) or base is not None, "failures": failures})
     if json_out:
         commit.write_text(json_out, report.to_json())
     if markdown_out:
@@ -148,6 +162,25 @@ _report_options = [
 ]
 
 
+_html_options = [
+    click.option("--img-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="HTML report: the image folder the thumbnails are drawn on (default: "
+                      "grey canvases)."),
+    click.option("--gallery", type=click.IntRange(min=1), default=60, show_default=True,
+                 help="HTML report: tiles per gallery (worst positives, false alarms, misses); "
+                      "the rest are in the pairs table."),
+    click.option("--max-thumbs", type=click.IntRange(min=0), default=600, show_default=True,
+                 help="HTML report: thumbnails drawn at most, 180 px wide (galleries first, "
+                      "then whole groups, worst first); other pairs are text tiles."),
+]
+
+
+def html_options(f):
+    for opt in reversed(_html_options):
+        f = opt(f)
+    return f
+
+
 def report_options(f):
     for opt in reversed(_report_options):
         f = opt(f)
@@ -197,10 +230,19 @@ def eval_group():
                    "cores this process may use). The report is byte-identical to 1 worker's.")
 @click.option("--save-state", type=click.Path(dir_okay=False, path_type=Path),
               help="Also save per-pair statistics (.npz) for `grdkit eval merge`.")
+@click.option("--per-pair", "per_pair_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one JSON line per (expression, image) pair: split, group, expression "
+                   "id and text, image id, positive, pred_area / I / U (pixels), IoU (0-1), "
+                   "outcome TP / TN / FP / FN, the no-target decision, under --profile.")
+@click.option("--html", "html_out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the report as a static web page into this folder (index.html: "
+                   "summary; pairs, galleries of the worst pairs, false alarms and misses, one "
+                   "page per group). Works from file://, no network.")
+@html_options
 @report_options
 def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol, bootstrap, seed,
-             workers, save_state, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-             names, curves):
+             workers, save_state, per_pair_out, html_out, img_root, gallery, max_thumbs,
+             json_out, markdown_out, baseline, max_drop, fail_under, per_group, names, curves):
     """Score PREDS (preds.json, or a folder of <expression_id>/<image_id>.png masks).
 
     Predictions are checked first and any invalid record stops the run (exit 2) with its name:
@@ -210,8 +252,12 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
     _parse_fail_under(fail_under)
     if curves is not None and not cosod:
         raise click.BadParameter("needs --cosod", param_hint="--curves")
-    check_outputs([preds, gt_path, baseline], {"--json": json_out, "--markdown": markdown_out,
-                                               "--save-state": save_state}, {"--curves": curves})
+    if img_root is not None and html_out is None:
+        raise click.BadParameter("needs --html", param_hint="--img-root")
+    check_outputs([preds, gt_path, baseline, img_root],
+                  {"--json": json_out, "--markdown": markdown_out, "--save-state": save_state,
+                   "--per-pair": per_pair_out}, {"--curves": curves, "--html": html_out})
+    want_pairs = per_pair_out is not None or html_out is not None
     with Commit() as commit:  # every output of the run, or none
         with progress_bar() as bar:
             def track(it, desc, n):  # a bar only on long work
@@ -220,9 +266,29 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
             report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict,
                               cosod=cosod, bootstrap=bootstrap, seed=seed, save_state=save_state,
                               progress=track, protocol=protocol, cosod_protocol=cosod_protocol,
-                              workers=(workers or _cores()) if cosod else 1, commit=commit)
+                              workers=(workers or _cores()) if cosod else 1, commit=commit,
+                              per_pair=want_pairs)
+        extra = None
+        if want_pairs:
+            def extra(c, gate):
+                if per_pair_out is not None:
+                    write_pairs(report.pairs, per_pair_out, c)
+                if html_out is not None:
+                    _html(report, load_ground_truth(gt_path), html_out, img_root,
+                          report.pair_masks, gate, gallery, max_thumbs, c)
         return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under,
-                       per_group, curves, names, commit)
+                       per_group, curves, names, commit, extra)
+
+
+def _html(report, gt, html_out, img_root, pred_masks, gate, gallery, max_thumbs, commit):
+    from ..html import write_html_report
+
+    with progress_bar() as bar:
+        info = write_html_report(report, report.pairs, gt, html_out, img_root=img_root,
+                                 pred_masks=pred_masks, gate=gate, gallery=gallery,
+                                 max_thumbs=max_thumbs, progress=bar, commit=commit)
+    out.print(f"HTML report: {html_out / 'index.html'} ({info['pages']} pages, "
+              f"{info['thumbs']} thumbnails, {info['bytes'] / 1e6:.1f} MB)")
 
 
 @eval_group.command("merge")
@@ -233,19 +299,100 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
 @click.option("--strict", is_flag=True, help="A pair predicted by no shard is an error.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--per-pair", "per_pair_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one JSON line per pair (see grdkit eval --per-pair).")
+@click.option("--html", "html_out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the HTML report into this folder (shards hold no masks: the tiles "
+                   "show the ground truth; see grdkit report --preds).")
+@html_options
 @report_options
-def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out, baseline,
-               max_drop, fail_under, per_group, names, curves):
+def eval_merge(states, gt_path, strict, bootstrap, seed, per_pair_out, html_out, img_root,
+               gallery, max_thumbs, json_out, markdown_out, baseline, max_drop, fail_under,
+               per_group, names, curves):
     """Combine shard states saved with --save-state into exactly the single-pass report.
 
     The protocol and Co-SOD options are those the shards were evaluated with."""
     _parse_fail_under(fail_under)
-    check_outputs([*states, gt_path, baseline], {"--json": json_out, "--markdown": markdown_out},
-                  {"--curves": curves})
-    ev = merge_states(states, load_ground_truth(gt_path))
+    if img_root is not None and html_out is None:
+        raise click.BadParameter("needs --html", param_hint="--img-root")
+    check_outputs([*states, gt_path, baseline, img_root],
+                  {"--json": json_out, "--markdown": markdown_out, "--per-pair": per_pair_out},
+                  {"--curves": curves, "--html": html_out})
+    gt = load_ground_truth(gt_path)
+    ev = merge_states(states, gt)
     if curves is not None and not ev.cosod:
         raise click.BadParameter("the shards have no Co-SOD statistics", param_hint="--curves")
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
                          config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
+    extra = None
+    if per_pair_out is not None or html_out is not None:
+        report.pairs = pair_frame(ev)
+
+        def extra(c, gate):
+            if per_pair_out is not None:
+                write_pairs(report.pairs, per_pair_out, c)
+            if html_out is not None:
+                _html(report, gt, html_out, img_root, None, gate, gallery, max_thumbs, c)
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-                   curves, names)
+                   curves, names, extra=extra)
+
+
+@click.command("report")
+@click.option("--per-pair", "per_pair", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The per-pair file of a finished run (grdkit eval --per-pair FILE.jsonl).")
+@click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="The ground truth the run was scored on (split file or built folder).")
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder of the web page (index.html and the rest).")
+@click.option("--preds", type=click.Path(exists=True, path_type=Path),
+              help="The run's predictions (preds.json or PNG folder), drawn on the tiles; "
+                   "without them tiles show the ground truth only.")
+@html_options
+@click.option("--names", type=click.Choice(list(NAMINGS)),
+              help="Label metrics as a paper prints them (see grdkit eval --help).")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Resample groups N times for 95% confidence intervals.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Bootstrap seed.")
+@click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
+              help="Gate shown on the summary page: fail when METRIC is below VALUE (above, "
+                   "for mae); repeatable. Exit 1 when it fails.")
+def report_cmd(per_pair, gt_path, out_dir, preds, img_root, gallery, max_thumbs, names,
+               bootstrap, seed, fail_under):
+    """Build the HTML report of a finished run from its per-pair file.
+
+    The rows are loaded back into an evaluator under their profile and re-aggregated: the
+    metrics are exactly those grdkit eval printed (GRES metrics; Co-SOD ones need the masks).
+    """
+    gates = _parse_fail_under(fail_under)
+    check_outputs([per_pair, gt_path, preds, img_root], folders={"--out": out_dir})
+    gt = load_ground_truth(gt_path)
+    df = read_pairs(per_pair)
+    ev = evaluator_from_pairs(df, gt, str(per_pair))
+    report = ev.evaluate(bootstrap=bootstrap, seed=seed,
+                         config={"per_pair": str(per_pair), "gt": str(gt_path)})
+    report.names = names
+    report.pairs = df
+    try:
+        failures = check_gate(report.to_dict(), gates)
+    except KeyError as e:
+        raise click.BadParameter(f"unknown metric {e.args[0]!r}; choose from "
+                                 f"{sorted(report.metrics)}", param_hint="--fail-under") from None
+    pred_masks = None
+    if preds is not None:
+        from ..evaluators.predictions import GroundTruth, load_predictions
+
+        pred_masks = {(p.split, p.expression_id, p.image_id): p.rle
+                      for p in load_predictions(preds, GroundTruth(gt))}
+    with Commit() as commit:
+        _html(report, gt, out_dir, img_root, pred_masks,
+              {"gated": bool(gates), "failures": failures}, gallery, max_thumbs, commit)
+    lab = labels(names, report.metrics)
+    out.print(table("metrics (%)", [{"metric": lab[k], "value": fmt(k, v)}
+                                     for k, v in report.metrics.items()]))
+    if failures:
+        out.print("[red]gate failed[/]")
+        return 1
+    return 0

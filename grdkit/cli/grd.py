@@ -18,7 +18,7 @@ from ..builders import (
 )
 from ..errors import InputError
 from ..export import write_dataset
-from ..io import atomic_write_text, check_outputs
+from ..io import atomic_write_bytes, atomic_write_text, check_outputs
 from ..sources.d3 import read_d3, read_d3_json
 from ..validate import ValidationReport, check_images, validate_path
 from .ui import err, out, progress_bar, table
@@ -176,28 +176,74 @@ def validate_cmd(path, img_root, json_out, show):
 
 
 @click.command("show")
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option("--split", help="With a built folder: the split to show (default: the only one).")
 @click.option("--expression", "expression_id", type=int,
               help="Expression id (default: the first expression of --group, or of the file).")
 @click.option("--group", "group_id", type=int, help="Group id.")
 @click.option("--img-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Image folder; without it masks are drawn on grey canvases.")
 @click.option("--preds", type=click.Path(exists=True, path_type=Path),
-              help="preds.json or PNG folder: outline this expression's predictions in red.")
-@click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--out", "out_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Output PNG.")
-def show_cmd(dataset, expression_id, group_id, img_root, preds, columns, out_path):
-    """Render a group with its masks (and predictions) as a PNG contact sheet."""
+              help="preds.json or PNG folder: outline the predictions in red; each tile shows "
+                   "its outcome and IoU (profile grdkit, original resolution).")
+@click.option("--worst", type=click.IntRange(min=1),
+              help="With --preds: draw every expression of the N lowest-scoring groups (by "
+                   "GRES mIoU, ties by split and group id); --out is then a folder of PNGs.")
+@click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Tiles per row.")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="Output PNG (a folder with --worst).")
+def show_cmd(dataset, split, expression_id, group_id, img_root, preds, worst, columns, out_path):
+    """Render a group with its masks (and predictions) as a PNG contact sheet.
+
+    DATASET is a split file or a built folder (--split picks the split). Green is the ground
+    truth, red the prediction; a prediction covering at least 95% of the image is tinted
+    orange and captioned WHOLE IMAGE.
+    """
     import io
 
-    from ..evaluators.predictions import GroundTruth, load_predictions
-    from ..export.show import render_group
-    from ..format import load_dataset
-    from ..io import atomic_write_bytes
+    from ..evaluators import evaluate
+    from ..format import load_dataset, load_splits
+    from ..io import Commit
 
-    check_outputs([dataset, img_root, preds], {"--out": out_path})
-    ds = load_dataset(dataset)
+    if worst is not None and preds is None:
+        raise click.UsageError("--worst needs --preds (groups are ranked by their scores)")
+    if worst is not None and (group_id is not None or expression_id is not None):
+        raise click.UsageError("--worst picks the groups; drop --group / --expression")
+    check_outputs([dataset, img_root, preds], *(({}, {"--out": out_path}) if worst
+                                                else ({"--out": out_path}, {})))
+    if dataset.is_dir():
+        splits = load_splits(dataset)
+        if split is None and len(splits) > 1 and worst is None:
+            raise InputError(dataset, f"holds splits {sorted(splits)}",
+                             hint="choose one with --split")
+        if split is not None:
+            if split not in splits:
+                raise InputError(dataset, f"has no split {split!r} (splits: {sorted(splits)})")
+            splits = {split: splits[split]}
+    else:
+        ds = load_dataset(dataset)
+        splits = {ds.split or "test": ds}
+    rows = None
+    if preds is not None:
+        rows = evaluate(preds, splits, per_pair=True)
+    if worst is not None:
+        order = rows.worst_groups(worst)
+        with Commit() as commit:
+            written = []
+            for s, gid in zip(order["split"], order["group_id"]):
+                ds = splits[s]
+                for eid in ds.group(int(gid)).expression_ids:
+                    img = _sheet(ds, s, eid, img_root, rows, columns)
+                    name = out_path / f"{s}-group{int(gid)}-expression{eid}.png"
+                    buf = io.BytesIO()
+                    img.save(buf, format="PNG")
+                    commit.write_bytes(name, buf.getvalue())
+                    written.append(name)
+        out.print(f"Wrote {len(written)} sheets of the {len(order)} lowest-scoring groups "
+                  f"into {out_path}")
+        return
+    split, ds = next(iter(splits.items()))
     if expression_id is None:
         if group_id is not None:
             try:
@@ -212,12 +258,24 @@ def show_cmd(dataset, expression_id, group_id, img_root, preds, columns, out_pat
         ds.expression(expression_id)
     except KeyError:
         raise InputError(dataset, f"no expression {expression_id}") from None
-    pred_map = None
-    if preds is not None:
-        pred_map = {p.image_id: p.rle for p in load_predictions(preds, GroundTruth({ds.split or "test": ds}))
-                    if p.expression_id == expression_id}
-    img = render_group(ds, expression_id, img_root, pred_map, columns)
+    img = _sheet(ds, split, expression_id, img_root, rows, columns)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(out_path, buf.getvalue())
     out.print(f"Wrote {out_path} ({img.width}x{img.height})")
+
+
+def _sheet(ds, split: str, expression_id: int, img_root, report, columns: int):
+    """One expression's contact sheet; with a report (evaluate(per_pair=True)) its masks,
+    outcomes and IoUs."""
+    from ..export.show import render_group
+
+    if report is None:
+        return render_group(ds, expression_id, img_root, None, columns)
+    df = report.pairs
+    sel = df[(df["split"] == split) & (df["expression_id"] == expression_id)]
+    pred_map = {int(i): report.pair_masks.get((split, expression_id, int(i)))
+                for i in sel["image_id"]}
+    scores = {int(i): (o, float(u)) for i, o, u in zip(sel["image_id"], sel["outcome"],
+                                                       sel["iou"])}
+    return render_group(ds, expression_id, img_root, pred_map, columns, scores)

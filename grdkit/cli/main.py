@@ -25,7 +25,7 @@ from ..errors import GrdkitError
 from .baselines import cache_cmd, predict_cmd, train_cmd
 from .build import build_cmd, stats_cmd
 from .derive import derive_group
-from .evaluate import eval_group
+from .evaluate import eval_group, report_cmd
 from .export import export_group
 from .grd import convert_group, show_cmd, validate_cmd
 from .leaderboard import leaderboard_cmd
@@ -60,6 +60,8 @@ def cli() -> None:
         grdkit eval preds.json --gt out/g-refcocog/val.json --fail-under gres_miou=50
         grdkit eval preds.json --gt out/grefcoco/val.json --profile rela-2023-05 --names mabp
         grdkit eval preds.json --gt out/refcocog/val.json --profile mcn --names lts
+    Look at the results as a web page (every pair's score, galleries of failures):
+        grdkit eval preds.json --gt val.json --img-root images --html report/
     Compare methods:
         grdkit leaderboard a.json b.json --names A,B --markdown board.md
     Reproduce a paper's table (paper / ours / delta per cell):
@@ -71,6 +73,7 @@ def cli() -> None:
 cli.add_command(build_cmd)
 cli.add_command(stats_cmd)
 cli.add_command(eval_group)
+cli.add_command(report_cmd)
 cli.add_command(leaderboard_cmd)
 cli.add_command(convert_group)
 cli.add_command(validate_cmd)

@@ -135,14 +135,14 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
     cells = results.collect(plan, out_dir)
     res = out_dir / "results" / recipe.name
     res.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(res / "table.md", results.to_markdown(cells, recipe.title))
+    atomic_write_text(res / "table.md", results.to_markdown(cells, recipe.title, plan.smoke))
     atomic_write_text(res / "table.csv", results.to_csv(cells))
     atomic_write_text(res / "table.json", results.to_json(cells, plan))
     boards = results.leaderboards(plan, out_dir)
     if boards:
         atomic_write_text(res / "leaderboard.md", boards)
-    why = results.plot(cells, res / "plot.png", recipe.name)
-    out.print(results.to_rich(cells, f"{recipe.name}: {recipe.title}"))
+    why = results.plot(cells, res / "plot.png", recipe.name, plan.smoke)
+    out.print(results.to_rich(cells, f"{recipe.name}: {recipe.title}", plan.smoke))
     for line in results.legend(cells):
         out.print(f"  {line}")
     out.print(f"steps: {len(summary.done)} run, {len(summary.skipped)} already complete, "

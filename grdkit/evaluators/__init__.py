@@ -7,6 +7,8 @@ API::
                              cosod_protocol="pysodmetrics")
     report.metrics["gres_miou"], report.counts, report.breakdowns, report.to_json(),
     report.to_markdown(), report.frames(); write_curves(report, "curves/")
+    report = grdkit.evaluate(predictions, dataset, per_pair=True)
+    report.pairs  # one row per (expression, image) pair: I, U, IoU, outcome (:mod:`.pairs`)
     board = leaderboard(["a.json", "b.json"]); board.to_markdown()
 
 ``predictions``: a ``preds.json`` path, a folder of PNG masks, or a list of dicts (see
@@ -32,6 +34,7 @@ from .curves import write_curves
 from .gres import GresEvaluator
 from .leaderboard import Leaderboard, leaderboard
 from .localisation import peak_accuracy
+from .pairs import evaluator_from_pairs, pair_frame, read_pairs, write_pairs
 from .predictions import GroundTruth, load_predictions
 from .report import Report, check_gate, comparability_problems
 from .state import merge_states
@@ -56,7 +59,7 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
              cosod: bool = False, bootstrap: int = 0, seed: int = 0,
              save_state: str | Path | None = None, progress: Progress | None = None,
              protocol: str = "grdkit", cosod_protocol: str = "pysodmetrics",
-             workers: int = 1, commit: Commit | None = None) -> Report:
+             workers: int = 1, commit: Commit | None = None, per_pair: bool = False) -> Report:
     """Score predictions against a canonical dataset; see the module header.
 
     Args:
@@ -70,6 +73,8 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
         progress: optional progress callback (:mod:`grdkit.progress`), one step per batch.
         commit: write ``save_state`` into this :class:`grdkit.io.Commit` (with the other
             outputs of a run, all or none) instead of at once.
+        per_pair: also keep one row per pair as ``report.pairs`` (a DataFrame,
+            :func:`.pairs.pair_frame`) and the predicted masks as ``report.pair_masks``.
 
     Raises:
         InputError: invalid predictions (named record) or, with ``strict``, missing pairs.
@@ -91,6 +96,9 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
+    if per_pair:
+        report.pairs = pair_frame(ev)
+        report.pair_masks = {(p.split, p.expression_id, p.image_id): p.rle for p in preds}
     loc = localisation(preds, gt)
     if loc is not None:  # LTS §4.3, from the optional "peak" keys (:mod:`.localisation`)
         report.metrics["loc_acc"] = loc["loc_acc"]
@@ -120,4 +128,5 @@ def localisation(preds: list, gt: dict[str, GresDataset]) -> dict | None:
 
 
 __all__ = ["GresEvaluator", "Leaderboard", "Report", "check_gate", "comparability_problems",
-           "evaluate", "leaderboard", "load_ground_truth", "merge_states", "write_curves"]
+           "evaluate", "evaluator_from_pairs", "leaderboard", "load_ground_truth",
+           "merge_states", "pair_frame", "read_pairs", "write_curves", "write_pairs"]

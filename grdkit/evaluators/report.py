@@ -39,6 +39,10 @@ class Report:
     breakdowns: dict[str, dict] = field(default_factory=dict)
     curves: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
     names: str | None = None  # label scheme (:mod:`.names`); keys never change
+    # per-pair rows (:mod:`.pairs`, a DataFrame) and the predicted masks {(split, expression
+    # id, image id): RLE or None}, kept by evaluate(per_pair=True); not in the JSON
+    pairs: Any = field(default=None, compare=False, repr=False)
+    pair_masks: dict | None = field(default=None, compare=False, repr=False)
 
     def labels(self) -> dict[str, str]:
         """``{metric key: label}`` under :attr:`names` (the keys themselves when None)."""
@@ -64,7 +68,8 @@ class Report:
     def frames(self) -> dict:
         """The report as pandas DataFrames: ``metrics`` (one row per metric, with the 95% CI
         when bootstrapped), ``per_split`` and ``per_group`` (one row each), ``breakdowns``
-        (:meth:`breakdown_frame`) and, with Co-SOD, ``curves`` (one row per threshold)."""
+        (:meth:`breakdown_frame`), with Co-SOD ``curves`` (one row per threshold) and, when
+        evaluated with ``per_pair=True``, ``pairs`` (:mod:`.pairs`, one row per pair)."""
         import pandas as pd
 
         metrics = pd.DataFrame({"metric": list(self.metrics), "value": list(self.metrics.values())})
@@ -77,6 +82,8 @@ class Report:
                "per_group": pd.DataFrame(self.per_group), "breakdowns": self.breakdown_frame()}
         if self.curves is not None:
             out["curves"] = pd.DataFrame(self.curves)
+        if self.pairs is not None:
+            out["pairs"] = self.pairs
         return out
 
     def worst_groups(self, n: int, metric: str = "gres_miou"):

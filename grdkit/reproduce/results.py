@@ -21,6 +21,10 @@ from ..plots import MISSING, png_bytes, pyplot
 from . import api
 from .plan import Plan
 
+SMOKE_NOTE = "smoke run: toy data, numbers are not comparable"
+# one marker per metric (mIoU-bar, R_neg, gIoU, ...), one colour per benchmark
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
 
 def collect(plan: Plan, out: str | Path) -> list[dict]:
     """One dict per cell of the selected rows: recipe, row, label, status, benchmark, metric,
@@ -92,22 +96,26 @@ def legend(cells: list[dict]) -> list[str]:
     return out
 
 
-def to_markdown(cells: list[dict], title: str = "") -> str:
-    """A Markdown table: each cell 'paper / ours (delta)'; footnotes below."""
+def to_markdown(cells: list[dict], title: str = "", smoke: bool = False) -> str:
+    """A Markdown table: each cell 'paper / ours (delta)'; footnotes below. A ``smoke`` run
+    says so above the table (:data:`SMOKE_NOTE`)."""
     cols, rows = _grid(cells)
     lines = [f"### {title}", ""] if title else []
+    if smoke:
+        lines += [f"> **{SMOKE_NOTE}**", ""]
     lines += ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows]
     lines += [""] + [f"- {x}" for x in legend(cells)]
     return "\n".join(lines) + "\n"
 
 
-def to_rich(cells: list[dict], title: str = ""):
+def to_rich(cells: list[dict], title: str = "", smoke: bool = False):
     """A rich table (terminal)."""
     from rich.table import Table
 
     cols, rows = _grid(cells)
-    t = Table(title=f"{title}  (paper / ours (delta))", title_justify="left")
+    t = Table(title=f"{title}  (paper / ours (delta)){f'  [{SMOKE_NOTE}]' if smoke else ''}",
+              title_justify="left")
     t.add_column("method")
     for c in cols:
         t.add_column(c, justify="right")
@@ -129,13 +137,13 @@ def to_csv(cells: list[dict]) -> str:
 def to_json(cells: list[dict], plan: Plan) -> str:
     r = plan.recipe
     return json.dumps({"recipe": r.name, "title": r.title, "cite": r.cite, "notes": r.notes,
-                       "rows": plan.rows, "smoke": plan.smoke, "cells": cells}, indent=1) + "\n"
+                       "rows": plan.rows, "smoke": plan.smoke,
+                       **({"smoke_note": SMOKE_NOTE} if plan.smoke else {}), "cells": cells},
+                      indent=1) + "\n"
 
 
-def plot(cells: list[dict], path: str | Path, title: str = "") -> str | None:
-    """Ours against the paper's value per cell (one marker per benchmark; the diagonal is a
-    perfect reproduction), written to ``path`` (PNG). Returns None when done, else why not
-    (matplotlib missing, no measured cell)."""
+def plot_figure(cells: list[dict], title: str = "", smoke: bool = False):
+    """The matplotlib figure of :func:`plot`, or a string saying why there is none."""
     plt = pyplot()
     if plt is None:
         return f"no plot: {MISSING}"
@@ -143,22 +151,45 @@ def plot(cells: list[dict], path: str | Path, title: str = "") -> str | None:
     if not done:
         return "no plot: no cell has both the paper's value and ours"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    benches = list(dict.fromkeys(c["benchmark_label"] for c in done))
+    metrics = list(dict.fromkeys(c["metric_label"] for c in done))
+    colour = {b: f"C{k % 10}" for k, b in enumerate(benches)}
+    marker = {m: MARKERS[k % len(MARKERS)] for k, m in enumerate(metrics)}
     for ax, unit in zip(axes, ("%", "0-1")):
         sub = [c for c in done if c["unit"] == unit]
         if not sub:
             ax.set_visible(False)
             continue
-        for b in dict.fromkeys(c["benchmark_label"] for c in sub):
-            pts = [c for c in sub if c["benchmark_label"] == b]
-            ax.scatter([c["paper"] for c in pts], [c["ours"] for c in pts], label=b, s=24)
+        for b in benches:
+            for m in metrics:
+                pts = [c for c in sub if c["benchmark_label"] == b and c["metric_label"] == m]
+                if pts:
+                    ax.scatter([c["paper"] for c in pts], [c["ours"] for c in pts], s=30,
+                               color=colour[b], marker=marker[m], label=f"{b} · {m}")
         lo = min(min(c["paper"], c["ours"]) for c in sub)
         hi = max(max(c["paper"], c["ours"]) for c in sub)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel(f"paper ({unit})")
         ax.set_ylabel(f"ours ({unit})")
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
+        ax.legend(fontsize=7, title="benchmark · metric (colour · marker)", title_fontsize=7)
+        if smoke:
+            ax.text(0.5, 0.5, "SMOKE RUN", transform=ax.transAxes, fontsize=34, alpha=0.15,
+                    color="red", ha="center", va="center", rotation=25)
+    fig.suptitle(f"{title}\n{SMOKE_NOTE}" if smoke else title,
+                 color="firebrick" if smoke else "black")
     fig.tight_layout()
+    return fig
+
+
+def plot(cells: list[dict], path: str | Path, title: str = "", smoke: bool = False
+         ) -> str | None:
+    """Ours against the paper's value per cell (colour: benchmark, marker: metric; the diagonal
+    is a perfect reproduction), written to ``path`` (PNG); a ``smoke`` run is labelled
+    (:data:`SMOKE_NOTE`) in the title and across each panel. Returns None when done, else why
+    not (matplotlib missing, no measured cell)."""
+    fig = plot_figure(cells, title, smoke)
+    if isinstance(fig, str):
+        return fig
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, png_bytes(fig, dpi=120))
     return None
