@@ -24,6 +24,7 @@ from .. import __version__
 from ..errors import GrdkitError
 from .baselines import cache_cmd, predict_cmd, train_cmd
 from .build import build_cmd, stats_cmd
+from .demo import demo_cmd
 from .derive import derive_group
 from .evaluate import eval_group
 from .export import export_group
@@ -81,6 +82,7 @@ cli.add_command(predict_cmd)
 cli.add_command(cache_cmd)
 cli.add_command(derive_group)
 cli.add_command(reproduce_group)
+cli.add_command(demo_cmd)
 
 
 class FiniteFloat(click.FloatRange):
