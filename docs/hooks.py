@@ -11,8 +11,10 @@ replaced here, at config load.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
+from pathlib import Path
 
 from mkdocs_click import _docs
 
@@ -42,3 +44,42 @@ def _make_description(ctx, remove_ascii_art: bool = False):
 
 
 _docs._make_description = _make_description
+
+
+# -- module headers included in pages ---------------------------------------------------------
+# `<!-- module-header: grdkit.baselines.lts -->` is replaced by that module's docstring (read with
+# ast: nothing is imported, so the baselines' headers render without torch). The fidelity tables
+# are Markdown tables, or reStructuredText simple tables (rules of `=`), which Markdown would run
+# together: those are shown as preformatted text. `<` outside code is escaped (`<no>` is text).
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = re.compile(r"<!-- module-header: ([\w.]+) -->")
+RST_RULE = re.compile(r"^=+( +=+)+ *$")
+
+
+def _escape(line: str) -> str:
+    parts = line.split("`")
+    return "`".join(p.replace("<", "&lt;") if i % 2 == 0 else p for i, p in enumerate(parts))
+
+
+def module_header(module: str) -> str:
+    """The docstring of ``module`` (a dotted name under the repository root) as Markdown."""
+    base = ROOT / Path(*module.split("."))
+    path = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    out: list[str] = []
+    rules = 0
+    for line in doc.splitlines():
+        if RST_RULE.match(line):
+            if rules % 3 == 0:
+                out += ["", "```text"]
+            out.append(line)
+            rules += 1
+            if rules % 3 == 0:
+                out += ["```", ""]
+            continue
+        out.append(line if rules % 3 else _escape(line))
+    return "\n".join(out)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return HEADER.sub(lambda m: module_header(m[1]), markdown)
