@@ -138,7 +138,7 @@ open("gt_preds.json", "w").write(json.dumps(preds))
 """
 
 BLOCK = re.compile(r"<!-- example: (?P<name>[\w-]+) -->\n```console\n(?P<body>.*?)```\n"
-                   r"<!-- /example -->", re.S)
+                   r"<!-- /example -->", re.DOTALL)
 
 
 def _env() -> dict:

@@ -104,7 +104,7 @@ def test_split_cli_writes_byte_identical_files_and_refuses_one_group(tmp_path, c
 
 # -- grdkit demo -----------------------------------------------------------------------------
 def test_demo_files_build_what_the_bundled_sample_builds(tmp_path, capsys):
-    code, text, err = run_cli(["demo", "--out", tmp_path / "demo"], capsys)
+    code, _text, err = run_cli(["demo", "--out", tmp_path / "demo"], capsys)
     assert code == 0, err
     demo = tmp_path / "demo"
     for f in demo_root().iterdir():

@@ -36,12 +36,12 @@ def _slug(heading: str) -> str:
 
 
 def _anchors(page: Path) -> set[str]:
-    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
-    return {_slug(m[1]) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    return {_slug(m[1]) for m in re.finditer(r"^#{1,6} (.+)$", text, re.MULTILINE)}
 
 
 def _outside_code(text: str) -> str:
-    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
     return re.sub(r"`[^`\n]*`", "", text)
 
 
@@ -68,7 +68,6 @@ def test_every_link_resolves(page):
             bad.append(f"{target}: no file {dest}")
         elif anchor and dest.suffix == ".md":
             if dest.name == "api.md" and anchor.startswith("grdkit"):
-                mod, _, attr = anchor.partition(".")
                 ok = importlib.util.find_spec(anchor) is not None or hasattr(
                     importlib.import_module(anchor.rpartition(".")[0]), anchor.rpartition(".")[2])
                 if not ok:
@@ -85,10 +84,10 @@ def test_the_quoted_commands_exist():
     names = set(cli.commands)
     for page in gen.page_files():
         text = page.read_text(encoding="utf-8")
-        fences = re.findall(r"```.*?```", text, re.S)
-        inline = re.findall(r"`[^`\n]+`", re.sub(r"```.*?```", "", text, flags=re.S))
+        fences = re.findall(r"```.*?```", text, re.DOTALL)
+        inline = re.findall(r"`[^`\n]+`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
         code = "\n".join(fences + [c.strip("`") for c in inline])
-        for cmd in re.findall(r"(?:^|\$ |&& |; )grdkit ([a-z][a-z-]+)\b", code, re.M):
+        for cmd in re.findall(r"(?:^|\$ |&& |; )grdkit ([a-z][a-z-]+)\b", code, re.MULTILINE):
             assert cmd in names, f"{page.name}: grdkit {cmd}"
 
 
