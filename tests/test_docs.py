@@ -24,7 +24,7 @@ gen = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("gen_examples", gen)  # dataclasses look their module up
 _spec.loader.exec_module(gen)
 
-LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)\)")
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 IMAGE = re.compile(r"!\[[^\]\n]*\]\(([^)\s]+)\)")
 
 
