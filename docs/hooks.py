@@ -3,8 +3,9 @@
 mkdocs-click copies a command's docstring into the page as Markdown. grdkit's docstrings use
 click's ``\\b`` marker for blocks that must keep their line breaks (usage lines, examples); as
 Markdown those lines would run together, and ``[--a] [--b]`` would read as a reference link. This
-hook renders each ``\\b`` block as a code block and escapes ``<`` / ``>`` in the running text
-(``<out>/<split>.json`` is a placeholder, not an HTML tag). mkdocs-click has no option for it
+hook renders each ``\\b`` block as a code block and escapes ``<`` in the running text
+(``<out>/<split>.json`` is a placeholder, not an HTML tag), and shows click 8.3's "no default"
+sentinel as mkdocs-click shows None. mkdocs-click has no option for it
 (0.9: ``remove_ascii_art`` drops the first block instead), so the description function is
 replaced here, at config load.
 """
@@ -35,8 +36,7 @@ def _make_description(ctx, remove_ascii_art: bool = False):
         elif fenced:
             out.append(line)
         else:
-            line = line.replace("<", "&lt;").replace(">", "&gt;")
-            out.append(re.sub(r"\[(?=[-A-Z<])", r"\\[", line))
+            out.append(re.sub(r"\[(?=[-A-Z<])", r"\\[", _escape(line)))
     if fenced:
         out.append("```")
     yield from out
@@ -44,6 +44,17 @@ def _make_description(ctx, remove_ascii_art: bool = False):
 
 
 _docs._make_description = _make_description
+
+_format_row = _docs._format_table_option_row
+
+
+def _format_table_option_row(option) -> str:
+    """mkdocs-click 0.9 prints click 8.3's "no default" sentinel as `Sentinel.UNSET`."""
+    row = _format_row(option)
+    return row.replace("`Sentinel.UNSET`", "*required*" if option.required else "None")
+
+
+_docs._format_table_option_row = _format_table_option_row
 
 
 # -- module headers included in pages ---------------------------------------------------------
