@@ -171,6 +171,13 @@ def test_the_site_builds_offline(site):
 
     for name in group.commands:
         assert f"grdkit {name}" in cli, name
+    assert "Sentinel" not in cli  # click 8.3's unset default (docs/hooks.py)
+    # the fidelity tables are included from the module headers: GRSer's Markdown table as a
+    # table, MABP's list, LTS's reStructuredText table preformatted (docs/hooks.py)
+    base = (site / "baselines" / "index.html").read_text(encoding="utf-8")
+    assert "<th>verdict</th>" in base and "Bring Adaptive Binding" in base
+    assert re.search(r"<code>=+ +=+ +=+\npaper +grdkit +verdict", base)
+    assert "&lt;no&gt;" in base  # GRSer's anti-expression prefix, escaped, not an HTML tag
 
 
 def test_api_reference_lists_every_public_name_with_its_docstring(site):
