@@ -93,9 +93,29 @@ def test_the_quoted_commands_exist():
 
 # -- the shown outputs are the real ones -------------------------------------------------------
 @pytest.fixture(scope="module")
-def examples(tmp_path_factory):
+def example_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("examples")
+
+
+@pytest.fixture(scope="module")
+def examples(example_dir):
     pytest.importorskip("torch")
-    return gen.run_examples(tmp_path_factory.mktemp("examples"), SHARED)
+    return gen.run_examples(example_dir, SHARED)
+
+
+def test_every_python_snippet_runs_in_the_examples_folder(examples, example_dir):
+    """The ```python blocks of the README and the pages run, after the shown commands."""
+    ran = 0
+    for page in gen.page_files():
+        for code in re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
+            if "refer/data" in code and not (example_dir / "refer" / "data").exists():
+                continue  # needs ../shared/data
+            res = subprocess.run([sys.executable, "-c", code], cwd=example_dir, text=True,
+                                 capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                 check=False)
+            assert res.returncode == 0, (page.name, code, res.stderr[-2000:])
+            ran += 1
+    assert ran >= 3
 
 
 def test_quickstart_runs_top_to_bottom(examples):
