@@ -7,7 +7,7 @@ Public API::
     grdkit.build_dataset(name, refer_root, ...)   # G-RefC / G-RefC+ / G-RefCg builders
     grdkit.evaluate(predictions, dataset, ...)    # -> Report (every GRES / RES / Co-SOD metric)
 
-Data flows one way, one package per stage (see the README, "How grdkit is organised")::
+Data flows one way, one package per stage (see docs/architecture.md, "How grdkit is organised")::
 
     io, format  <-  sources  <-  builders  <-  evaluators | export | baselines  <-  cli
 

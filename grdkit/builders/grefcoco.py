@@ -126,4 +126,4 @@ def build_grefcoco(refer_root: str | Path, split_by: str | None = None,
         InputError: bad input files (named file and record) or an unknown ``split_by``.
     """
     split_by = dataset_spec(NAME).check_split_by(split_by)
-    return build_from_grefs(read_refer(refer_root, split_by, grefs=True), progress)
+    return build_from_grefs(read_refer(refer_root, split_by, grefs=True, folder="grefcoco"), progress)

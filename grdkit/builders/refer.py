@@ -266,5 +266,5 @@ def build_dataset(name: str, refer_root: str | Path, split_by: str | None = None
         return build_grefcoco(refer_root, split_by, progress)
     options = BuildOptions(name, dataset_spec(name).check_split_by(split_by), min_images,
                            neg_ratio, negatives, seed)
-    data = read_refer(refer_root, options.split_by)
+    data = read_refer(refer_root, options.split_by, folder=dataset_spec(name).source.lower())
     return build_from_refer(data, options, progress)

@@ -136,4 +136,4 @@ def build_res(name: str, refer_root: str | Path, split_by: str | None = None,
     if spec.builder != "res":
         raise ValueError(f"{name} is not a classic RES benchmark")
     split_by = spec.check_split_by(split_by)
-    return build_res_from_refer(name, read_refer(refer_root, split_by), split_by, progress)
+    return build_res_from_refer(name, read_refer(refer_root, split_by, folder=spec.source.lower()), split_by, progress)

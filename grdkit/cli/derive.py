@@ -1,4 +1,4 @@
-"""``grdkit derive res|union``: canonical datasets derived from canonical datasets
+"""``grdkit derive res|union|split``: canonical datasets derived from canonical datasets
 (:mod:`grdkit.format.derive`)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from .ui import out, table
 
 @click.group("derive")
 def derive_group() -> None:
-    """Derive a canonical dataset from canonical datasets (GRES §5.1 RES setting, §5.3 union)."""
+    """Derive a canonical dataset from canonical datasets (GRES §5.1 RES setting, §5.3 union,
+    a train / val split by group)."""
 
 
 def _print_counts(title: str, before: dict, counts) -> None:
@@ -70,3 +71,43 @@ def derive_union_cmd(datasets: tuple[Path, ...], out_path: Path, name: str | Non
               "groups": sum(len(d.groups) for d in sets),
               "targets": sum(len(d.targets) for d in sets)}
     _print_counts(f"union of {len(sets)} splits -> {out_path}", before, counts)
+
+
+@derive_group.command("split")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: train.json, val.json and a README.md data card.")
+@click.option("--val", "val_share", default=0.2, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of the groups that go to val (a fraction in (0, 1); rounded to whole "
+                   "groups, at least one on each side).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the group permutation; same input + seed = byte-identical files.")
+def derive_split_cmd(dataset: Path, out_dir: Path, val_share: float, seed: int):
+    """Split one canonical split file into train / val by group, deterministically.
+
+    Whole groups go to one side (see grdkit.format.derive.split_groups): the path from your own
+    image folders to a baseline is `grdkit convert cosod` -> `grdkit derive split` ->
+    `grdkit train --data <out>/train.json --val-data <out>/val.json`.
+
+    \b
+    Example:
+        grdkit derive split out/mine/test.json --val 0.2 --seed 0 --out out/mine-split
+    """
+    from ..export import write_dataset
+    from ..format import load_dataset
+    from ..format.derive import split_groups
+
+    check_outputs([dataset], folders={"--out": out_dir})
+    ds = load_dataset(dataset)
+    parts, counts = split_groups(ds, val_share, seed)
+    note = f"Split by group from `{dataset.name}` (val {val_share}, seed {seed})."
+    paths = write_dataset(parts, out_dir, {s: note for s in parts})
+    k = counts.kept
+    out.print(table(f"split of {dataset} by group (val {val_share}, seed {seed})",
+                    [{"split": s, "groups": k[f"{s}_groups"],
+                      "expressions": k[f"{s}_expressions"], "images": k[f"{s}_images"],
+                      "pairs": k[f"{s}_targets"]} for s in ("train", "val")]))
+    if k["shared_images"]:
+        out.print(f"{k['shared_images']} images belong to groups on both sides")
+    out.print(f"Wrote {', '.join(str(p) for p in paths)}")

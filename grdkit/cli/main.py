@@ -24,6 +24,7 @@ from .. import __version__
 from ..errors import GrdkitError
 from .baselines import cache_cmd, predict_cmd, train_cmd
 from .build import build_cmd, stats_cmd
+from .demo import demo_cmd
 from .derive import derive_group
 from .evaluate import eval_group, report_cmd
 from .export import export_group
@@ -38,6 +39,8 @@ def cli() -> None:
     """grdkit: data, metrics and baselines for Group-wise Referring Expression Segmentation.
 
     \b
+    Write the bundled demo sample as files (refer data, images, photo folders):
+        grdkit demo --out demo
     Build G-RefC / G-RefC+ / G-RefCg from refer-format data, gRefCOCO as released, or the
     classic RES benchmarks RefCOCO / RefCOCO+ / RefCOCOg (one sample per sentence):
         grdkit build g-refcocog --refer-root data/refcocog --out out/g-refcocog
@@ -49,7 +52,8 @@ def cli() -> None:
         grdkit convert d3 --anno-root d3/annotations --out out/grd
         grdkit convert cosod --images CoCA/image --masks CoCA/binary --out out/coca
         grdkit validate out/grd/test.json
-    Derive the RES setting (negatives removed) or a union of training sets:
+    Derive a train / val split by group, the RES setting (negatives removed) or a union:
+        grdkit derive split out/coca/test.json --val 0.2 --seed 0 --out out/coca-split
         grdkit derive res out/g-refcocog/val.json --out out/g-refcocog-res/val.json
     Look at a group with its masks:
         grdkit show out/g-refcocog/val.json --group 3 --out group.png
@@ -84,6 +88,7 @@ cli.add_command(predict_cmd)
 cli.add_command(cache_cmd)
 cli.add_command(derive_group)
 cli.add_command(reproduce_group)
+cli.add_command(demo_cmd)
 
 
 class FiniteFloat(click.FloatRange):

@@ -216,7 +216,7 @@ class GresDataset:
     def from_dict(cls, data: Any, path: str | Path | None = None) -> GresDataset:
         """Build from the parsed JSON object; raises :class:`InputError` on a malformed record."""
         if not isinstance(data, dict):
-            raise InputError(path, "top level is not a JSON object", hint="see the README format")
+            raise InputError(path, "top level is not a JSON object", hint="see the canonical format in docs/format.md")
         for s in SECTIONS:
             if s not in data:
                 raise InputError(path, f"missing top-level key {s!r}")

@@ -10,6 +10,10 @@ setting of a GRES dataset (GRES, Wu et al. ICCV 2023, §5.1 and §5.3).
   removed" (§5.1), for training and testing. Each expression becomes its own group of the images
   it refers to (its positive targets); negative targets are dropped; an expression without any
   positive image has nothing to segment in the RES setting and is dropped (counted).
+* :func:`split_groups`: a train / val split of one dataset by group (``grdkit derive split``),
+  so a dataset converted from one's own image folders (``grdkit convert cosod``) can be trained
+  and validated on. Whole groups go to one side, so no expression or image of a val group is
+  seen in training unless another group shares the image.
 
 Both return new :class:`~.dataset.GresDataset` objects and :class:`DeriveCounts`; nothing is
 written here (``grdkit derive res`` writes and prints the counts).
@@ -17,8 +21,12 @@ written here (``grdkit derive res`` writes and prints the counts).
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from ..errors import InputError
 from .dataset import Expression, GresDataset, Group, Image, Target
@@ -150,4 +158,68 @@ def res_setting(ds: GresDataset) -> tuple[GresDataset, DeriveCounts]:
         dropped={"negative": len(ds.targets) - len(targets),
                  "expressions": len(ds.expressions) - len(expressions),
                  "images": len(ds.images) - len(images)})
+    return out, counts
+
+
+def split_groups(ds: GresDataset, val: float, seed: int = 0
+                 ) -> tuple[dict[str, GresDataset], DeriveCounts]:
+    """Split ``ds`` into ``train`` and ``val`` by group, deterministically.
+
+    ``round(val x G)`` of the G groups go to ``val`` (at least one, and at least one stays in
+    ``train``): the groups are ordered by id, then permuted by ``numpy.random.default_rng`` seeded
+    with ``(seed, crc32(name))``, and the first ones of the permutation are the val groups. Each
+    side keeps the groups' expressions, targets and images unchanged (ids kept); an image two
+    groups share goes to each side that has one of them (counted in ``kept.shared_images``).
+    ``info.split`` becomes ``train`` / ``val`` and ``info.recipe.derive_split`` records
+    ``val``, ``seed`` and the source split, so the same input, ``val`` and ``seed`` give
+    byte-identical files.
+
+    Args:
+        ds: a complete canonical dataset with at least two groups.
+        val: share of the groups that go to ``val``, in (0, 1).
+        seed: seed of the permutation (a non-negative integer).
+
+    Returns:
+        ``{"train": ..., "val": ...}`` and the counts (``kept``: groups, expressions, images and
+        targets of each side and ``shared_images``).
+
+    Raises:
+        InputError: ``val`` outside (0, 1) or not finite, or fewer than two groups (nothing to
+            split), or ``ds`` is incomplete.
+    """
+    if not (isinstance(val, (int, float)) and math.isfinite(val) and 0 < val < 1):
+        raise InputError(ds.path, f"--val {val!r} is not a share of the groups in (0, 1)",
+                         hint="pass e.g. --val 0.2")
+    ds.require_complete()
+    ids = sorted(g.id for g in ds.groups)
+    if len(ids) < 2:
+        raise InputError(ds.path, f"holds {len(ids)} group(s); a split by group needs two or "
+                         "more", hint="convert more group folders, or train on this file "
+                         "without a val split")
+    n_val = min(max(1, round(val * len(ids))), len(ids) - 1)
+    rng = np.random.default_rng([seed, zlib.crc32(ds.name.encode("utf-8"))])
+    order = rng.permutation(len(ids))
+    val_ids = {ids[int(i)] for i in order[:n_val]}
+    out: dict[str, GresDataset] = {}
+    counts = DeriveCounts()
+    used: dict[str, set[int]] = {}
+    for side in ("train", "val"):
+        keep = {g for g in ids if (g in val_ids) == (side == "val")}
+        groups = [g for g in ds.groups if g.id in keep]
+        exprs = [e for e in ds.expressions if e.group_id in keep]
+        expr_ids = {e.id for e in exprs}
+        image_ids = {i for g in groups for i in g.image_ids}
+        used[side] = image_ids
+        info = {**ds.info, "split": side,
+                "recipe": {**(ds.info.get("recipe") or {}),
+                           "derive_split": {"val": val, "seed": seed, "source_split": ds.split,
+                                            "by": "group"}}}
+        part = GresDataset(info, [im for im in ds.images if im.id in image_ids], exprs, groups,
+                           [t for t in ds.targets if t.expression_id in expr_ids])
+        part.require_complete()
+        out[side] = part
+        counts.kept.update({f"{side}_groups": len(groups), f"{side}_expressions": len(exprs),
+                            f"{side}_images": len(part.images),
+                            f"{side}_targets": len(part.targets)})
+    counts.kept["shared_images"] = len(used["train"] & used["val"])
     return out, counts

@@ -72,7 +72,7 @@ def record_problems(section: str, i: int, rec: Any) -> Iterator[Finding]:
     for key, typ in RECORD_FIELDS[section]:
         if key not in rec:
             yield Finding("schema", "error", record_name(section, i, rec),
-                          f"missing key {key!r} (see the canonical format in the README)")
+                          f"missing key {key!r} (see the canonical format in docs/format.md)")
             continue
         v = rec[key]
         if not (isinstance(v, typ) and not (typ is int and isinstance(v, bool))):

@@ -230,36 +230,87 @@ def ref_problems(refs: list[Ref], images: dict, annotations: dict
                                  f"ref's image {r.image_id}")
 
 
-def refs_file(refer_root: str | Path, split_by: str, grefs: bool = False) -> Path:
-    """Locate ``refs(<split_by>).p`` (or gRefCOCO's ``grefs(<split_by>).json``) in a refer folder.
+_DOWNLOAD_HINT = (
+    "RefCOCO / RefCOCO+ / RefCOCOg: the refer toolkit's data (github.com/lichengunc/refer, "
+    "folder data/<dataset>/ with refs(<splitBy>).p and instances.json); gRefCOCO: ReLA's "
+    "(github.com/henghuiding/ReLA, datasets/grefcoco/ with grefs(unc).json and instances.json)")
+
+
+def _refs_names(split_by: str, grefs: bool) -> tuple[str, ...]:
+    return ((f"grefs({split_by}).p", f"grefs({split_by}).json") if grefs
+            else (f"refs({split_by}).p", f"grefs({split_by}).json"))
+
+
+def resolve_refer_root(refer_root: str | Path, split_by: str, grefs: bool = False,
+                       folder: str | None = None) -> Path:
+    """The refer-format folder that holds the refs file, from what a user points at.
+
+    Accepted, in this order: the folder itself (``refer/data/refcocog``); a parent holding it
+    as ``<folder>/`` or ``data/<folder>/`` (the refer toolkit's ``refer/data`` or ``refer``,
+    ReLA's ``datasets``), ``folder`` being the dataset's folder name (``refcocog``,
+    ``grefcoco``); a parent with exactly one subfolder that holds the refs file. Relative paths
+    are relative to the current folder, never to grdkit's checkout.
+
+    Raises:
+        InputError: the path is not a folder (the message gives the absolute path and what the
+            folder must contain), no candidate holds the refs file (the files present are
+            listed), or several subfolders hold one (they are named; point at one).
+    """
+    root = Path(refer_root)
+    names = _refs_names(split_by, grefs)
+    if not root.is_dir():
+        raise InputError(root, f"refer root folder not found (absolute: {root.absolute()})",
+                         hint=f"{_REFER_HINT}; download: {_DOWNLOAD_HINT}")
+
+    def holds(d: Path) -> bool:
+        return any((d / n).is_file() for n in names)
+
+    if holds(root):
+        return root
+    if folder:
+        for cand in (root / folder, root / "data" / folder):
+            if holds(cand):
+                return cand
+    subs = sorted(d for d in root.iterdir() if d.is_dir() and holds(d))
+    if len(subs) == 1:
+        return subs[0]
+    if len(subs) > 1:
+        raise InputError(root, f"several subfolders hold {names[0]}: "
+                         f"{', '.join(d.name for d in subs)}",
+                         hint="point --refer-root at the dataset's own folder")
+    present = sorted(p.name for p in root.glob("*refs(*)*"))
+    raise InputError(root / names[-1 if grefs else 0], "refs file not found",
+                     hint=f"choose the splitBy of a file present: {present}" if present else
+                     f"{_REFER_HINT}; download: {_DOWNLOAD_HINT}")
+
+
+def refs_file(refer_root: str | Path, split_by: str, grefs: bool = False,
+              folder: str | None = None) -> Path:
+    """Locate ``refs(<split_by>).p`` (or gRefCOCO's ``grefs(<split_by>).json``) in a refer folder
+    (or under a parent of it, see :func:`resolve_refer_root`).
 
     With ``grefs`` only gRefCOCO's files are taken: ``grefs(<split_by>).p`` then ``.json``, the
     order of ReLA's ``grefer.py``.
     """
-    root = Path(refer_root)
-    if not root.is_dir():
-        raise InputError(root, "refer root folder not found", hint=_REFER_HINT)
-    names = ((f"grefs({split_by}).p", f"grefs({split_by}).json") if grefs
-             else (f"refs({split_by}).p", f"grefs({split_by}).json"))
-    for name in names:
-        if (root / name).exists():
+    root = resolve_refer_root(refer_root, split_by, grefs, folder)
+    for name in _refs_names(split_by, grefs):
+        if (root / name).is_file():
             return root / name
-    present = sorted(p.name for p in root.glob("*refs(*)*"))
-    raise InputError(root / names[-1 if grefs else 0], "refs file not found",
-                     hint=f"choose the splitBy of a file present: {present or 'none'}")
+    raise InputError(root, "refs file not found")  # unreachable: resolve_refer_root checked
 
 
-def read_refer(refer_root: str | Path, split_by: str, grefs: bool = False) -> ReferData:
+def read_refer(refer_root: str | Path, split_by: str, grefs: bool = False,
+               folder: str | None = None) -> ReferData:
     """Read a refer-format folder: refs for ``split_by`` plus ``instances.json``, with checksums.
 
     ``grefs``: read gRefCOCO's ``grefs(<split_by>)`` file only (see :func:`refs_file`).
+    ``folder``: the dataset's folder name, to find it under a parent (:func:`resolve_refer_root`).
 
     Raises:
         InputError: a missing, truncated or malformed file, naming file and record.
     """
-    root = Path(refer_root)
-    rpath = refs_file(root, split_by, grefs)
-    ipath = root / "instances.json"
+    rpath = refs_file(refer_root, split_by, grefs, folder)
+    ipath = rpath.parent / "instances.json"
     rdata = read_bytes(rpath, "refs file", _REFER_HINT)
     idata = read_bytes(ipath, "instances.json", _REFER_HINT)
     sources = {rpath.name: hashlib.sha256(rdata).hexdigest(),

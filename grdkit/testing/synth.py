@@ -18,6 +18,7 @@ What it imitates (RefCOCOg umd: 25,799 images, 49,822 refs, 95,010 sentences, ~2
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
@@ -234,6 +235,53 @@ def write_demo(folder: str | Path | None = None) -> Path:
     refs, inst = generate_refer(**DEMO_ARGS)
     write_refer(folder, refs, inst)
     return folder
+
+
+def write_demo_files(folder: str | Path) -> dict[str, Path]:
+    """The bundled demo sample as a user would have it on disk, with synthetic photos.
+
+    Writes, under ``folder``:
+
+    * ``refer/``: the bundled refer-format files (``refs(umd|unc|google).p``, ``instances.json``),
+      copied byte for byte from :func:`demo_root`;
+    * ``images/``: one JPEG per image of ``instances.json`` (its ``file_name``, height and width):
+      a dim flat background with every annotation filled in a colour of its COCO category
+      (``CATEGORIES``), so a baseline has something to learn;
+    * ``photos/image/<group>/`` and ``photos/binary/<group>/``: Co-SOD group folders ("your own
+      images"), five groups of five photos with 0 / 255 PNG masks (:func:`write_cosod_folders`).
+
+    Same call, same bytes. Returns ``{"refer": ..., "images": ..., "photos": ...}``.
+    """
+    from PIL import Image as PILImage
+    from pycocotools import mask as mask_utils
+
+    folder = Path(folder)
+    refer = folder / "refer"
+    for f in sorted(demo_root().iterdir()):
+        if f.suffix in (".p", ".json"):
+            atomic_write_bytes(refer / f.name, f.read_bytes())
+    inst = json.loads((demo_root() / "instances.json").read_text(encoding="utf-8"))
+    palette = np.random.default_rng(7).integers(60, 256, (len(CATEGORIES) + 1, 3), dtype=np.uint8)
+    anns_of: dict[int, list[dict]] = {}
+    for a in inst["annotations"]:
+        anns_of.setdefault(a["image_id"], []).append(a)
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for im in inst["images"]:
+        h, w = im["height"], im["width"]
+        arr = np.full((h, w, 3), 30 + (im["id"] * 7) % 40, np.uint8)
+        for a in anns_of.get(im["id"], []):
+            seg = a["segmentation"]
+            rles = mask_utils.frPyObjects(seg, h, w)
+            m = mask_utils.decode(mask_utils.merge(rles) if isinstance(rles, list) else rles)
+            arr[m.astype(bool)] = palette[a["category_id"] % len(palette)]
+        buf = io.BytesIO()
+        PILImage.fromarray(arr).save(buf, format="JPEG", quality=90)
+        atomic_write_bytes(images / im["file_name"], buf.getvalue())
+    photos = write_cosod_folders(folder / "photos",
+                                 {g: 5 for g in ("red_car", "dog", "cup", "bird", "sheep")},
+                                 size=(96, 128), seed=5)
+    return {"refer": refer, "images": images, "photos": photos}
 
 
 # -- D³ (GRD) format --------------------------------------------------------------------------
