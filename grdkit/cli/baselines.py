@@ -9,7 +9,7 @@ import click
 
 from ..baselines import MODELS
 from ..io import check_outputs, ensure_writable
-from .ui import out, progress_bar, table
+from .ui import no_progress_option, out, progress_bar, table
 
 
 def _model_args(values: tuple[str, ...]) -> dict:
@@ -133,7 +133,7 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--model-arg", "model_arg", multiple=True, metavar="KEY=VALUE",
               help="Any other option of the model's constructor (VALUE read as JSON, else as a "
                    "string), e.g. --model-arg heads=8 for MABP; repeatable.")
-@click.option("--no-progress", is_flag=True)
+@no_progress_option
 @click.pass_context
 def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr,
               group_size, size, device, seed, repeats, resume, max_steps, vision,
@@ -228,7 +228,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
 @click.option("--group-size", type=click.IntRange(min=1),
               help="Images per inference chunk N (default: the run's; Table 6). GRSer keeps "
                    "the best-ranked heatmaps when N exceeds its trained N.")
-@click.option("--no-progress", is_flag=True)
+@no_progress_option
 def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold, workers, rank,
                 group_size, no_progress):
     """Predict masks for every (expression, image) pair and write preds.json."""
@@ -266,7 +266,7 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
               help="S: images resized to S x S (as grdkit train --size).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Parent folder (default $GRDKIT_CACHE or ~/.cache/grdkit).")
-@click.option("--no-progress", is_flag=True)
+@no_progress_option
 def cache_cmd(data, img_root, size, cache_dir, no_progress):
     """Pre-resize every image and mask once into a memory-mapped uint8 store.
 
