@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -139,6 +139,46 @@ PRESETS: dict[str, dict] = {
                                  "loss_reduction": "sum", "max_words": 15},
                   "required": ("vision_weights", "text")},
 }
+
+
+# Each model's own optimiser and schedule, used by ``grdkit train`` without --preset (issue 25):
+# field -> (value, source). The presets above add the rest of a paper's setting (backbone,
+# epochs, batch); these are only the optimisation recipe, so a run on toy settings still
+# optimises the way its paper does.
+RECIPES: dict[str, dict[str, tuple]] = {
+    "lts": {"optimizer": ("adam", "LTS §4.1"), "lr": (1e-3, "LTS §4.1"),
+            "schedule": ("step", "LTS §4.1"), "milestones": ([30], "LTS §4.1 (epoch 30)"),
+            "gamma": (0.1, "LTS §4.1"),
+            "weight_decay": (0.0, "ours: LTS states none")},
+    "grser": {"optimizer": ("adamw", "GRES §5.2"), "lr": (5e-5, "GRES §5.2"),
+              "schedule": ("poly", "GRES §5.2 (polynomial)"),
+              "poly_power": (0.9, "ours: DeepLab's usual power, GRES states none"),
+              "weight_decay": (0.01, "GRES §5.2")},
+    "mabp": {"optimizer": ("adamw", "MABP §IV-A"), "lr": (2e-5, "MABP §IV-A"),
+             "weight_decay": (0.05, "MABP official config"),
+             "schedule": ("poly", "ours: the official constant-then-cosine schedule is not "
+                                  "available in this engine"),
+             "poly_power": (0.9, "ours")},
+}
+
+
+def apply_recipe(cfg: TrainConfig, explicit: set[str] = frozenset()
+                 ) -> tuple[TrainConfig, list[tuple[str, object, str]]]:
+    """``cfg`` with its model's optimisation recipe (:data:`RECIPES`) filled in, except the
+    fields named in ``explicit``; and ``[(field, value, source)]`` for the log, ``source``
+    being ``"given"`` for an explicit value.
+
+    Raises:
+        InputError: a model without a recipe.
+    """
+    recipe = RECIPES.get(cfg.model)
+    if recipe is None:
+        raise InputError(None, f"no training recipe for model {cfg.model!r}; choose from "
+                         f"{sorted(RECIPES)}")
+    values = {k: v for k, (v, _) in recipe.items() if k not in explicit}
+    notes = [(k, getattr(cfg, k) if k in explicit else v, "given" if k in explicit else src)
+             for k, (v, src) in recipe.items()]
+    return replace(cfg, **values), notes
 
 
 def apply_preset(cfg: TrainConfig, explicit: set[str] = frozenset()) -> TrainConfig:
