@@ -156,8 +156,8 @@ RECIPES: dict[str, dict[str, tuple]] = {
               "weight_decay": (0.01, "GRES §5.2")},
     "mabp": {"optimizer": ("adamw", "MABP §IV-A"), "lr": (2e-5, "MABP §IV-A"),
              "weight_decay": (0.05, "MABP official config"),
-             "schedule": ("poly", "ours: the official constant-then-cosine schedule is not "
-                                  "available in this engine"),
+             "schedule": ("poly", ("ours: the official constant-then-cosine schedule is not "
+                                  "available in this engine")),
              "poly_power": (0.9, "ours")},
 }
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..evaluators import evaluate, load_ground_truth, merge_states, write_curves
+from ..evaluators import (
+    add_localisation,
+    evaluate,
+    load_ground_truth,
+    merge_states,
+    write_curves,
+)
 from ..evaluators.cosod import COSOD_PROTOCOLS
 from ..evaluators.functional import PROTOCOLS
 from ..evaluators.names import NAMINGS, labels
@@ -282,5 +288,6 @@ def eval_merge(states, gt_path, strict, bootstrap, seed, json_out, markdown_out,
         raise click.BadParameter("the shards have no Co-SOD statistics", param_hint="--curves")
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
                          config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
+    add_localisation(report, ev.localisation)  # loc_acc as the single pass reports it
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
                    curves, names, output_format=output_format)
