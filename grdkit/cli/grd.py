@@ -30,6 +30,7 @@ from .ui import (
     no_progress_option,
     out,
     progress_bar,
+    split_file,
     table,
 )
 
@@ -195,19 +196,24 @@ def validate_cmd(path, img_root, json_out, show, output_format):
 
 
 @click.command("show")
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option("--split", help="With a built folder: the split to show (needed when it has "
+                              "several).")
 @click.option("--expression", "expression_id", type=int,
               help="Expression id (default: the first expression of --group, or of the file).")
-@click.option("--group", "group_id", type=int, help="Group id.")
+@click.option("--group", "group_id", type=int,
+              help="Group id (default: the group of --expression, or the first).")
 @click.option("--img-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Image folder; without it masks are drawn on grey canvases.")
 @click.option("--preds", type=click.Path(exists=True, path_type=Path),
               help="preds.json or PNG folder: outline this expression's predictions in red.")
-@click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Images per row of the contact sheet.")
 @click.option("--out", "out_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Output PNG.")
-def show_cmd(dataset, expression_id, group_id, img_root, preds, columns, out_path):
-    """Render a group with its masks (and predictions) as a PNG contact sheet."""
+def show_cmd(dataset, split, expression_id, group_id, img_root, preds, columns, out_path):
+    """Render a group of DATASET (a split file, or a built folder with --split) with its masks
+    (and predictions) as a PNG contact sheet."""
     import io
 
     from ..evaluators.predictions import GroundTruth, load_predictions
@@ -216,6 +222,7 @@ def show_cmd(dataset, expression_id, group_id, img_root, preds, columns, out_pat
     from ..io import atomic_write_bytes
 
     check_outputs([dataset, img_root, preds], {"--out": out_path})
+    dataset = split_file(dataset, split)
     ds = load_dataset(dataset)
     if expression_id is None:
         if group_id is not None:

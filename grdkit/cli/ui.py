@@ -416,3 +416,36 @@ class DefaultGroup(click.Group):
         if others:
             with formatter.section("Other commands"):
                 formatter.write_dl([(f"{ctx.info_name} {n}", h) for n, h in others])
+
+
+def split_file(path, split: str | None, option: str = "--split"):
+    """The split file a command reads: ``path`` itself, or ``<path>/<split>.json`` when
+    ``path`` is a built folder (every reader takes either). A folder with one split needs no
+    ``split``; with several, ``split`` is required (nothing is guessed).
+
+    Raises:
+        InputError: ``split`` given with a file, a missing split, or no ``split`` for a folder
+            with several.
+    """
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    path = Path(path)
+    if not path.is_dir():
+        if split is not None and split != path.stem:
+            raise InputError(path, f"is one split file ({path.stem}); {option} {split} applies "
+                             "to a built folder", hint=f"drop {option} or pass the folder")
+        return path
+    names = sorted(p.stem for p in path.glob("*.json") if not p.name.startswith("."))
+    if not names:
+        raise InputError(path, "holds no <split>.json file", hint="run `grdkit build` first")
+    if split is None:
+        if len(names) == 1:
+            return path / f"{names[0]}.json"
+        raise InputError(path, f"is a built folder with splits {', '.join(names)}",
+                         hint=f"choose one with {option}")
+    if split not in names:
+        raise InputError(path, f"has no split {split!r} (it has {', '.join(names)})",
+                         hint=f"choose {option} from those")
+    return path / f"{split}.json"
