@@ -9,7 +9,7 @@ import click
 
 from ..baselines import MODELS
 from ..io import check_outputs, ensure_writable
-from .ui import Output, format_option, log, no_progress_option, out, progress_bar
+from .ui import Output, format_option, log, no_progress_option, out, progress_bar, split_file
 
 
 def _model_args(values: tuple[str, ...]) -> dict:
@@ -31,10 +31,12 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.command("train")
 @click.argument("model", type=click.Choice(sorted(MODELS)))
 @click.option("--data", required=True, multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Canonical split file to train on; repeat it to train on the union of "
-                   "several (GRES §5.3: G-RefC + G-RefC+ + G-RefCg), ids kept distinct; "
-                   "config.json records the sources.")
+              type=click.Path(exists=True, path_type=Path),
+              help="Canonical split file (or built folder, with --split) to train on; repeat "
+                   "it to train on the union of several (GRES §5.3: G-RefC + G-RefC+ + "
+                   "G-RefCg), ids kept distinct; config.json records the sources.")
+@click.option("--split", help="The split of each --data that is a built folder (e.g. train; "
+                              "needed when a folder has several).")
 @click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
                                                             path_type=Path),
               help="Image folder the split's file_name entries are relative to.")
@@ -127,7 +129,9 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "gres-paper and mabp-paper need --vision-weights (Swin-B state dict) and "
                    "--text (bert-base-uncased folder); lts-paper needs --vision-weights "
                    "(timm darknet53 state dict) and --text (glove.*.txt).")
-@click.option("--val-data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--val-split", help="The split of --val-data when it is a built folder (e.g. "
+                                  "val).")
+@click.option("--val-data", type=click.Path(exists=True, path_type=Path),
               help="A split evaluated after every epoch with the code of grdkit predict; its "
                    "metrics are logged under 'val' in metrics.jsonl.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
@@ -151,12 +155,12 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @no_progress_option
 @format_option
 @click.pass_context
-def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr,
+def train_cmd(ctx, model, data, split, img_root, out_dir, epochs, batch_size, accum_steps, lr,
               group_size, size, device, seed, repeats, resume, max_steps, vision,
               vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm,
               no_hierarchizer, no_mirror, no_triplet, rank, pool, anchor, fusion, margin,
               mirror_weight, threshold, clip, optimizer, schedule, milestones, gamma, max_words,
-              preset, val_data, workers, cache_dir, channels_last, compile_, model_arg,
+              preset, val_split, val_data, workers, cache_dir, channels_last, compile_, model_arg,
               log_every, log_dir, no_tensorboard, no_progress, output_format):
     """Train a baseline on a canonical dataset; CPU or CUDA (bf16).
 
@@ -174,6 +178,9 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
 
     require_torch()
     check_outputs([*data, img_root, val_data], folders={"--out": out_dir})  # issue 21: before
+    data = tuple(split_file(d, split) for d in data)
+    if val_data is not None:
+        val_data = split_file(val_data, val_split, "--val-split")
     ensure_writable(out_dir, "--out")  # the work, not after it
     from ..baselines.engine import train
     from ..baselines.run import TrainConfig, apply_preset, apply_recipe
@@ -248,17 +255,22 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
 @click.option("--checkpoint", "run_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Run folder written by grdkit train.")
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Canonical split file (or built folder, with --split) to predict on.")
+@click.option("--split", help="With a built folder --data: the split (needed when it has "
+                              "several).")
 @click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
-                                                            path_type=Path))
+                                                            path_type=Path),
+              help="Image folder the split's file_name entries are relative to.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="preds.json for grdkit eval.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
+              show_default=True, help="auto: CUDA when available, else CPU.")
 @click.option("--min-pixels", type=click.IntRange(min=1),
               help="Masks with fewer pixels are 'no target' (null); default: the model's "
                    "(1; MABP without its no-target branch, nt_depth=0: 50).")
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Mask threshold on the probability (0-1); default: the run's.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="DataLoader worker processes decoding images.")
 @click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random", "margin"]),
@@ -268,13 +280,14 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
               help="Images per inference chunk N (default: the run's; Table 6). GRSer keeps "
                    "the best-ranked heatmaps when N exceeds its trained N.")
 @no_progress_option
-def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold, workers, rank,
-                group_size, no_progress):
+def predict_cmd(run_dir, data, split, img_root, out_path, device, min_pixels, threshold, workers,
+                rank, group_size, no_progress):
     """Predict masks for every (expression, image) pair and write preds.json."""
     from ..baselines import require_torch
 
     require_torch()
     check_outputs([run_dir, data, img_root], {"--out": out_path})  # issue 21
+    data = split_file(data, split)
     ensure_writable(out_path.parent, "--out's folder")
     from ..baselines.predict import predict, write_predictions
 
@@ -297,16 +310,20 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
 
 
 @click.command("cache")
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Canonical split file whose images and positive masks are stored.")
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Canonical split file (or built folder, with --split) whose images and "
+                   "positive masks are stored.")
+@click.option("--split", help="With a built folder --data: the split (needed when it has "
+                              "several).")
 @click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
-                                                            path_type=Path))
+                                                            path_type=Path),
+              help="Image folder the split's file_name entries are relative to.")
 @click.option("--size", type=click.IntRange(min=32), default=416, show_default=True,
               help="S: images resized to S x S (as grdkit train --size).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Parent folder (default $GRDKIT_CACHE or ~/.cache/grdkit).")
 @no_progress_option
-def cache_cmd(data, img_root, size, cache_dir, no_progress):
+def cache_cmd(data, split, img_root, size, cache_dir, no_progress):
     """Pre-resize every image and mask once into a memory-mapped uint8 store.
 
     Training reads it from every DataLoader worker and every rank (and builds it on first use
@@ -319,7 +336,8 @@ def cache_cmd(data, img_root, size, cache_dir, no_progress):
     from ..format import load_dataset
 
     with progress_bar(not no_progress) as track:
-        store = build_store(load_dataset(data), img_root, size, cache_dir, track)
+        store = build_store(load_dataset(split_file(data, split)), img_root, size, cache_dir,
+                            track)
     nbytes = sum(f.stat().st_size for f in store.folder.iterdir())
     out.print(f"Store {store.folder}: {len(store.image_row)} images, {len(store.mask_row)} "
               f"masks at {size} px, {nbytes / 2**20:.1f} MiB")
