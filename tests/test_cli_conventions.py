@@ -129,8 +129,8 @@ def test_quiet_hides_notes_verbose_keeps_them(tmp_path, capsys):
 def test_show_takes_a_built_folder_with_split(tmp_path, capsys):
     out_dir = tmp_path / "demo"
     run_cli(["build", "g-refcocog", "--out", out_dir, "-q"], capsys)
-    code, out, _ = run_cli(["show", out_dir, "--split", "val", "--out", tmp_path / "g.png"],
-                           capsys)
+    code, _, _ = run_cli(["show", out_dir, "--split", "val", "--out", tmp_path / "g.png"],
+                         capsys)
     assert code == 0 and (tmp_path / "g.png").stat().st_size > 0
     code, _, err = run_cli(["show", out_dir, "--out", tmp_path / "h.png"], capsys)
     assert code == 2 and "splits test, train, val" in err and "--split" in err
@@ -143,3 +143,21 @@ def test_none_prints_as_a_dash():
     assert fmt("ciou", None) == "-" and fmt("ciou", 12.345) == "12.35"
     assert "| a | - |" in markdown_table("t", [{"k": "a", "v": None}])
     assert csv_table([{"k": "a", "v": None}]) == "k,v\na,\n"
+
+
+def test_pipe_safe_survives_a_closed_reader():
+    """A reader that closed (`| head`) ends writing quietly: no exception, later writes
+    dropped, the descriptor pointed at /dev/null so the interpreter's last flush is quiet."""
+    import os
+
+    from grdkit.cli.ui import PipeSafe
+
+    r, w = os.pipe()
+    os.close(r)
+    stream = PipeSafe(os.fdopen(w, "w"))
+    stream.write("x" * 200_000)
+    stream.flush()
+    assert stream.broken
+    stream.write("more\n")
+    stream.flush()
+    stream.close()
