@@ -189,9 +189,11 @@ def test_train_logs_while_running_and_tensorboard(tmp_path):
     assert rc == 0, log[-3000:]
     assert seen_running is True, log  # the loss line was in the job log before the end
     # the recipe (LTS's own: Adam + step, sources named) and the epoch arithmetic come first
-    first = log.splitlines()[0]
-    assert "recipe of lts (no --preset): optimizer adam (LTS §4.1), lr 0.001 (LTS §4.1), " \
-           "schedule step (LTS §4.1)" in first
+    assert ("INFO train: recipe: lts's own recipe: optimizer adam (LTS §4.1), lr 0.001 (LTS "
+            "§4.1), schedule step (LTS §4.1), milestones [30] (LTS §4.1 (epoch 30)), gamma 0.1 "
+            "(LTS §4.1), weight_decay 0.0 (ours: LTS states none), clip 1.0 (ours: grdkit's "
+            "default, no paper states clipping)\n") in log
+    assert log.index("train: recipe:") < log.index("loss ")
     assert re.search(r"1 epoch = 3 optimiser steps = 1 expressions x 3 repeats = 3 groups / 1 "
                      r"groups per step", log)
     epochs = re.findall(r"train: epoch (\d)/2 done: mean loss (\d+\.\d{4}) over 3 steps in "

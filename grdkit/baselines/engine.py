@@ -55,6 +55,7 @@ from .run import (
     autocast,
     build_model,
     check_fits,
+    describe_recipe,
     pick_device,
     read_checkpoint,
     resolve_defaults,
@@ -295,6 +296,7 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
     tlog = TrainLog(out, rank, world, cfg.epochs, total, sampler.steps(), cfg.log_every,
                     log_dir, device)
     n_expr = len(train_set) // max(1, cfg.repeats)
+    tlog.info(describe_recipe(cfg))
     tlog.info(f"train: {cfg.model} on {device}, {world} process(es); 1 epoch = "
               f"{sampler.steps()} optimiser steps = {n_expr} expressions x {cfg.repeats} "
               f"repeats = {len(train_set)} groups / {cfg.batch_size} groups per step "

@@ -162,11 +162,9 @@ RECIPES: dict[str, dict[str, tuple]] = {
 }
 
 
-def apply_recipe(cfg: TrainConfig, explicit: set[str] = frozenset()
-                 ) -> tuple[TrainConfig, list[tuple[str, object, str]]]:
+def apply_recipe(cfg: TrainConfig, explicit: set[str] = frozenset()) -> TrainConfig:
     """``cfg`` with its model's optimisation recipe (:data:`RECIPES`) filled in, except the
-    fields named in ``explicit``; and ``[(field, value, source)]`` for the log, ``source``
-    being ``"given"`` for an explicit value.
+    fields named in ``explicit`` (:func:`describe_recipe` names the sources in the log).
 
     Raises:
         InputError: a model without a recipe.
@@ -175,10 +173,31 @@ def apply_recipe(cfg: TrainConfig, explicit: set[str] = frozenset()
     if recipe is None:
         raise InputError(None, f"no training recipe for model {cfg.model!r}; choose from "
                          f"{sorted(RECIPES)}")
-    values = {k: v for k, (v, _) in recipe.items() if k not in explicit}
-    notes = [(k, getattr(cfg, k) if k in explicit else v, "given" if k in explicit else src)
-             for k, (v, src) in recipe.items()]
-    return replace(cfg, **values), notes
+    return replace(cfg, **{k: v for k, (v, _) in recipe.items() if k not in explicit})
+
+
+def describe_recipe(cfg: TrainConfig) -> str:
+    """One log line naming the run's optimisation recipe and where each value comes from: the
+    preset (sources in :data:`PRESETS`), the model's recipe (:data:`RECIPES`, a paper section,
+    the official config, or ours), or "given" where the run sets another value."""
+    recipe = RECIPES.get(cfg.model, {})
+    keys = ["optimizer", "lr", "schedule", *(["milestones", "gamma"] if cfg.schedule == "step"
+                                             else ["poly_power"]), "weight_decay", "clip"]
+    parts = []
+    for k in keys:
+        v = getattr(cfg, k)
+        if cfg.preset is not None and k in PRESETS.get(cfg.preset, {}).get("config", {}) \
+                and PRESETS[cfg.preset]["config"][k] == v:
+            src = f"preset {cfg.preset}"
+        elif k in recipe and recipe[k][0] == v:
+            src = recipe[k][1]
+        elif k == "clip" and v == TrainConfig.clip:
+            src = "ours: grdkit's default, no paper states clipping"
+        else:
+            src = "given"
+        parts.append(f"{k} {v} ({src})")
+    where = f"preset {cfg.preset}" if cfg.preset else f"{cfg.model}'s own recipe"
+    return f"train: recipe: {where}: " + ", ".join(parts)
 
 
 def apply_preset(cfg: TrainConfig, explicit: set[str] = frozenset()) -> TrainConfig:

@@ -9,7 +9,7 @@ import click
 
 from ..baselines import MODELS
 from ..io import check_outputs, ensure_writable
-from .ui import Output, format_option, log, no_progress_option, out, progress_bar, split_file
+from .ui import Output, format_option, no_progress_option, out, progress_bar, split_file
 
 
 def _model_args(values: tuple[str, ...]) -> dict:
@@ -221,18 +221,9 @@ def train_cmd(ctx, model, data, split, img_root, out_dir, epochs, batch_size, ac
     explicit = {k for k in ctx.params
                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     explicit |= {k for k, v in given.items() if v is not None}
-    if preset is None:  # each model's own optimiser and schedule (run.RECIPES), logged
-        cfg, notes = apply_recipe(cfg, explicit)
-        log.info(f"train: recipe of {model} (no --preset): " + ", ".join(
-            f"{k} {v} ({src})" for k, v, src in notes)
-            + f"; clip {cfg.clip} ({'given' if 'clip' in explicit else 'ours'})")
-    else:
-        cfg = apply_preset(cfg, explicit)
-        log.info(f"train: recipe of preset {preset} (grdkit.baselines.run.PRESETS, sources "
-                 f"there): optimizer {cfg.optimizer}, lr {cfg.lr}, schedule {cfg.schedule}"
-                 + (f" x{cfg.gamma} at epochs {cfg.milestones}" if cfg.schedule == "step"
-                    else "") + f", weight decay {cfg.weight_decay}, clip {cfg.clip}, epochs "
-                 f"{cfg.epochs}, batch {cfg.batch_size}")
+    # without a preset each model's own optimiser and schedule (run.RECIPES); the engine's
+    # first log line names them and their sources (run.describe_recipe)
+    cfg = apply_recipe(cfg, explicit) if preset is None else apply_preset(cfg, explicit)
     tb = None if no_tensorboard else (log_dir or out_dir)
     with progress_bar(not no_progress) as track:
         res = train(cfg, list(data), img_root, out_dir, resume=resume, progress=track,
