@@ -190,7 +190,7 @@ def test_train_logs_while_running_and_tensorboard(tmp_path):
     assert seen_running is True, log  # the loss line was in the job log before the end
     # the recipe (LTS's own: Adam + step, sources named) and the epoch arithmetic come first
     assert ("INFO train: recipe: lts's own recipe: optimizer adam (LTS §4.1), lr 0.001 (LTS "
-            "§4.1), schedule step (LTS §4.1), milestones [30] (LTS §4.1 (epoch 30)), gamma 0.1 "
+            "§4.1), schedule step (LTS §4.1), milestones [30] (LTS §4.1), gamma 0.1 "
             "(LTS §4.1), weight_decay 0.0 (ours: LTS states none), clip 1.0 (ours: grdkit's "
             "default, no paper states clipping)\n") in log
     assert log.index("train: recipe:") < log.index("loss ")

@@ -147,7 +147,7 @@ PRESETS: dict[str, dict] = {
 # optimises the way its paper does.
 RECIPES: dict[str, dict[str, tuple]] = {
     "lts": {"optimizer": ("adam", "LTS §4.1"), "lr": (1e-3, "LTS §4.1"),
-            "schedule": ("step", "LTS §4.1"), "milestones": ([30], "LTS §4.1 (epoch 30)"),
+            "schedule": ("step", "LTS §4.1"), "milestones": ([30], "LTS §4.1"),
             "gamma": (0.1, "LTS §4.1"),
             "weight_decay": (0.0, "ours: LTS states none")},
     "grser": {"optimizer": ("adamw", "GRES §5.2"), "lr": (5e-5, "GRES §5.2"),

@@ -20,7 +20,15 @@ from ..evaluators.names import NAMINGS, labels
 from ..evaluators.report import Report, check_gate, comparability_problems, fmt
 from ..io import Commit, check_outputs, read_json
 from ..plots import MISSING
-from .ui import AliasOption, DefaultGroup, Output, format_option, is_stdout, progress_bar
+from .ui import (
+    AliasOption,
+    DefaultGroup,
+    Output,
+    format_option,
+    is_stdout,
+    lines_mode,
+    progress_bar,
+)
 
 
 def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
@@ -244,8 +252,8 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
     shows = []
     with Commit() as commit:  # every output of the run, or none; printed after the commit
         with progress_bar() as bar:
-            def track(it, desc, n):  # a bar only on long work
-                return bar(it, desc, n) if n > 1 or cosod else it
+            def track(it, desc, n):  # a bar only on long work; a line per stage in a log
+                return bar(it, desc, n) if n > 1 or cosod or lines_mode() else it
 
             report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict,
                               cosod=cosod, bootstrap=bootstrap, seed=seed, save_state=save_state,

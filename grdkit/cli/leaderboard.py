@@ -36,8 +36,9 @@ def leaderboard_cmd(reports, names, sort, metrics, markdown_out, csv_out, force,
 
     Reports on other ground truth or under another protocol are refused (exit 2) unless --force.
     Confidence intervals are shown where the reports were bootstrapped; the best value per
-    column is marked. A metric whose denominator is empty in a report shows '-'. --format json
-    prints one object per method: {"method", metric: value or null, ..., "ci": {...}}.
+    column is marked. A metric whose denominator is empty in a report shows '-'. --format
+    markdown / csv print what --markdown / --csv write; json one object per method:
+    {"method", metric: value or null, ..., "ci": {...}}.
     """
     check_outputs(list(reports), {"--markdown": None if is_stdout(markdown_out) else markdown_out,
                                   "--csv": None if is_stdout(csv_out) else csv_out})
@@ -58,6 +59,10 @@ def leaderboard_cmd(reports, names, sort, metrics, markdown_out, csv_out, force,
         if is_stdout(path):
             click.echo(text, nl=not text.endswith("\n"))
             return 0
+    if output_format in ("markdown", "csv"):  # the very text of --markdown / --csv
+        text = board.to_markdown() if output_format == "markdown" else board.to_csv()
+        click.echo(text, nl=not text.endswith("\n"))
+        return 0
     rows = [{"method": m, **{k: board.cell(m, k, bold="*") for k in board.metrics}}
             for m in board.table.index]
     o = Output(output_format)
