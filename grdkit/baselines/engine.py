@@ -361,7 +361,7 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 from ..evaluators import evaluate
 
                 preds = predict_with_model(model, cfg, val_ds, img_root, device,
-                                           workers=cfg.workers)
+                                           progress=progress, workers=cfg.workers)
                 val_metrics = evaluate(preds, val_ds).metrics
                 if tlog.writer is not None:
                     pics = _overlays(val_ds, preds, img_root)

@@ -12,7 +12,8 @@ standard :mod:`logging` logger ``grdkit.train`` (the CLI shows INFO; ``-q`` hide
       lr 1.00e-03  12.3 img/s  data 0.012 s  mem 512M  eta 0:00:12
 
 (one line), the loss being the MEAN over the steps since the previous line (mmengine's
-window mean; detectron2 prints a window median) and each loss term likewise. A line is written
+window mean; detectron2 prints a window median), averaged over the processes, and each loss
+term likewise on rank 0. A line is written
 every ``log_every`` steps, at step 1, and, in a single process, at least every
 ``max_interval`` seconds (60; several processes log on step counts only, so that every rank
 joins the same all-reduce). At the end of an epoch::
@@ -117,9 +118,8 @@ class TrainLog:
         if self.first_step is None:
             self.first_step, self.t_first = step - 1, time.perf_counter()
         self.losses.append(loss.detach().float())
-        for k, v in parts.items():
-            self.parts.setdefault(k, []).append(v.detach().float() if torch.is_tensor(v)
-                                                else torch.tensor(float(v)))
+        for k, v in parts.items():  # kept as given (tensors stay on the device: no sync)
+            self.parts.setdefault(k, []).append(v.detach() if torch.is_tensor(v) else v)
         self.images += images
         self.data_time += data_time
         now = time.perf_counter()
@@ -127,14 +127,16 @@ class TrainLog:
             self.world == 1 and now - self.t_line >= self.max_interval)
         if not due:
             return None
-        keys = sorted(self.parts)
-        vec = torch.stack([torch.stack(self.losses).mean(),
-                           *(torch.stack(self.parts[k]).mean() for k in keys)]).to(
-            loss.device)
+        # the loss is averaged over the ranks (one all-reduce, every rank at the same step); the
+        # terms are this rank's (a model's terms may differ between ranks, e.g. a group
+        # without positives)
+        mean = torch.stack(self.losses).mean()
         if self.world > 1:
-            dist.all_reduce(vec)
-            vec /= self.world
-        vals = vec.cpu().tolist()
+            dist.all_reduce(mean)
+            mean /= self.world
+        keys = sorted(self.parts)
+        vals = [float(mean), *(float(np.mean([float(x) for x in self.parts[k]]))
+                               for k in keys)]
         n = len(self.losses)
         span = now - self.t_line
         ips = self.images * self.world / max(span, 1e-9)
