@@ -161,3 +161,21 @@ def test_pipe_safe_survives_a_closed_reader():
     stream.write("more\n")
     stream.flush()
     stream.close()
+
+
+def test_docs_ci_page_names_only_real_options():
+    """Every option docs/ci.md names is an option of some grdkit command (the page and --help
+    agree), and the conventions it documents are all there."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ci.md").read_text(encoding="utf-8")
+    known = {o for _, cmd in _commands() for p in cmd.params for o in getattr(p, "opts", [])}
+    known |= {"--help"}
+    text = text.replace("tensorboard --logdir", "tensorboard")  # TensorBoard's own option
+    named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[qv])(?![\w-])", text))
+    assert named - known == set()
+    assert {"--format", "--log-format", "--log-every", "--log-dir", "--labels", "--split",
+            "-q", "-v", "--img-root", "--json"} <= named
+    for env in ("NO_COLOR", "GRDKIT_NO_PROGRESS", "GRDKIT_LOG_INTERVAL"):
+        assert env in text
