@@ -179,3 +179,25 @@ def test_docs_ci_page_names_only_real_options():
             "-q", "-v", "--img-root", "--json"} <= named
     for env in ("NO_COLOR", "GRDKIT_NO_PROGRESS", "GRDKIT_LOG_INTERVAL"):
         assert env in text
+
+
+def test_line_progress_lines(caplog):
+    """Without a terminal: a line per interval while a stage runs (count, percent, rate, ETA)
+    and one when it ends; the items pass through unchanged."""
+    import logging
+    import re
+
+    from grdkit.cli.ui import LineProgress
+
+    with caplog.at_level(logging.INFO, logger="grdkit.progress"):
+        logging.getLogger("grdkit").propagate = True
+        try:
+            items = list(LineProgress(interval=0.0)(iter(range(4)), "eval pairs", 4))
+        finally:
+            logging.getLogger("grdkit").propagate = False
+    assert items == [0, 1, 2, 3]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 4
+    for n, m in zip((1, 2, 3), msgs):
+        assert re.fullmatch(rf"eval pairs: {n}/4 \({25 * n}%\), [\d.]+k?/s, eta \d+ s", m), m
+    assert re.fullmatch(r"eval pairs: 4/4 done in \d+ s \([\d.]+k?/s\)", msgs[-1])
