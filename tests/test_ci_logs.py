@@ -87,6 +87,15 @@ def test_validate_prints_every_message_in_full(demo, tmp_path):
     rc, out, _ = _run(["validate", tmp / "demo" / "val.json", "--img-root", empty, "--format",
                        "json"], tmp_path, "validate-json")
     assert rc == 1 and json.loads(out) == json.loads((tmp_path / "v.json").read_text())
+    # `| head -1`: the --json file is written and the exit code stays 1 (errors found)
+    target = tmp_path / "piped.json"
+    cmd = (" ".join(map(str, GRDKIT)) + f" validate {tmp / 'demo' / 'val.json'} --img-root "
+           f"{empty} --json {target} | head -1; exit ${{PIPESTATUS[0]}}")
+    res = subprocess.run(["bash", "-c", cmd], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert res.returncode == 1 and res.stdout.startswith(str(tmp / "demo" / "val.json"))
+    assert "Traceback" not in res.stderr
+    assert json.loads(target.read_text()) == json.loads((tmp_path / "v.json").read_text())
 
 
 def _preds(ds, keep=1.0):
