@@ -99,11 +99,11 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
         r["dropped_groups"] = rp["dropped_groups"] if rp else sum(
             v["dropped_groups"] for v in report.splits.values())
     o.table(f"{dataset} (splitBy {split_by}, min_images {min_images}, "
-                    f"neg_ratio {neg_ratio}, negatives {negatives}, seed {seed})", rows)
+            f"neg_ratio {neg_ratio}, negatives {negatives}, seed {seed})", rows)
     if spec.paper:
         ours = sum(len(d.groups) for d in datasets.values())
         o.text(f"groups: {ours} here, {spec.paper['groups']} in the paper ({spec.citation}; "
-                  "its grouping rule is unpublished, so counts need not match)")
+               "its grouping rule is unpublished, so counts need not match)")
     short = {s: v for s, v in report.splits.items() if v["negative_shortfall_groups"]}
     for s, v in short.items():
         err.print(f"[yellow]warning:[/] {s}: {v['negative_shortfall_groups']} groups got "
@@ -132,9 +132,9 @@ def _build_res(dataset, refer_root, out_dir, split_by, no_progress, output_forma
              "expressions": sum(rp["expressions"] for rp in report.splits.values())}
     if spec.paper:
         o.text(f"whole dataset: {total['images']} images, {total['expressions']} samples "
-                  "here; published (" + spec.citation + "): " + ", ".join(
-                      f"{v} {k}" for k, v in spec.paper.items())
-                  + (" (counts every split, released or not)" if dataset == "refcocog" else ""))
+               "here; published (" + spec.citation + "): " + ", ".join(
+                   f"{v} {k}" for k, v in spec.paper.items())
+               + (" (counts every split, released or not)" if dataset == "refcocog" else ""))
     skipped = sum(rp["empty_sentences"] for rp in report.splits.values())
     if skipped:
         err.print(f"[yellow]note:[/] {skipped} empty sentences skipped (counted in the card)")
@@ -159,11 +159,11 @@ def _build_grefcoco(dataset, refer_root, out_dir, split_by, no_progress, output_
     o.table(f"{dataset} (splitBy {spec.check_split_by(split_by)})", rows)
     if report.splits:
         o.text(f"skipped (counted in the card): {total['refs_without_sentences']} refs "
-                  f"without sentences, {total['crowd_only_refs']} refs whose referents are all "
-                  f"crowd, {total['empty_sentences']} empty sentences")
+               f"without sentences, {total['crowd_only_refs']} refs whose referents are all "
+               f"crowd, {total['empty_sentences']} empty sentences")
     if spec.paper:
         o.text(f"paper ({spec.citation}): " + ", ".join(f"{v} {k}"
-                                                           for k, v in spec.paper.items()))
+                                                        for k, v in spec.paper.items()))
     o.text(f"Wrote {', '.join(str(p) for p in paths)}")
     o.emit()
 
@@ -186,7 +186,6 @@ def stats_cmd(dataset: Path, output_format: str):
         hist = s["group_size_histogram"]
         o.table(f"{split}: groups by number of images", [hist], list(hist))
         o.text(f"{split}: expression length (words) min {el['min']}, mean {el['mean']}, "
-                  f"median {el['median']}, max {el['max']}; positive ratio "
-                  f"{s['positive_ratio']:.2%}")
+               f"median {el['median']}, max {el['max']}; positive ratio "
+               f"{s['positive_ratio']:.2%}")
     o.emit({"summary": summary_rows(splits), "splits": stats})
-
