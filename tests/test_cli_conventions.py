@@ -213,3 +213,12 @@ def test_line_progress_lines():
     for n, m in zip((1, 2, 3), msgs):
         assert re.fullmatch(rf"eval pairs: {n}/4 \({25 * n}%\), [\d.]+k?/s, eta \d+ s", m), m
     assert re.fullmatch(r"eval pairs: 4/4 done in \d+ s \([\d.]+k?/s\)", msgs[-1])
+
+
+def test_bare_groups_print_their_help_and_usage_errors_point_at_eval(capsys):
+    for group in ("convert", "export", "derive", "reproduce"):
+        code, out, _ = run_cli([group], capsys)
+        assert code == 0 and out.startswith(f"Usage: grdkit {group}"), group
+    code, _, err = run_cli(["eval"], capsys)
+    assert code == 2 and err == "grdkit: error: Missing argument 'PREDS'. (see grdkit eval " \
+                                "--help)\n"

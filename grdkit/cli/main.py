@@ -30,7 +30,7 @@ from .export import export_group
 from .grd import convert_group, show_cmd, validate_cmd
 from .leaderboard import leaderboard_cmd
 from .reproduce import reproduce_group
-from .ui import LOG_FORMATS, STATE, PipeSafe, configure
+from .ui import LOG_FORMATS, STATE, DefaultGroup, PipeSafe, configure
 
 
 def _set_verbosity(value: int):
@@ -205,8 +205,11 @@ def run_cli(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("grdkit: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:  # a bare group (grdkit convert): its help
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
     except click.UsageError as e:
-        where = e.ctx.command_path if e.ctx is not None else "grdkit"
+        where = _help_path(e.ctx)
         click.echo(f"grdkit: error: {_one_line(e.format_message())} (see {where} --help)",
                    err=True)
         sys.exit(2)
@@ -225,6 +228,17 @@ def run_cli(argv: list[str] | None = None) -> None:
         click.echo(f"grdkit: error: {_one_line(_describe(e))}", err=True)
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _help_path(ctx: click.Context | None) -> str:
+    """The command whose --help to point at: ``grdkit eval`` for eval's default command."""
+    if ctx is None:
+        return "grdkit"
+    parent = ctx.parent
+    if parent is not None and isinstance(parent.command, DefaultGroup) \
+            and ctx.info_name == parent.command.default:
+        return parent.command_path
+    return ctx.command_path
 
 
 def _describe(e: BaseException) -> str:
