@@ -26,7 +26,6 @@ from .ui import (
     Output,
     format_option,
     is_stdout,
-    lines_mode,
     progress_bar,
 )
 
@@ -252,8 +251,8 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
     shows = []
     with Commit() as commit:  # every output of the run, or none; printed after the commit
         with progress_bar() as bar:
-            def track(it, desc, n):  # a bar only on long work; a line per stage in a log
-                return bar(it, desc, n) if n > 1 or cosod or lines_mode() else it
+            def track(it, desc, n):  # a bar (or progress lines) only on long work
+                return bar(it, desc, n) if n > 1 or cosod else it
 
             report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict,
                               cosod=cosod, bootstrap=bootstrap, seed=seed, save_state=save_state,
