@@ -177,11 +177,12 @@ def train_cmd(ctx, model, data, split, img_root, out_dir, epochs, batch_size, ac
     from ..baselines import model_options, require_torch
 
     require_torch()
-    check_outputs([*data, img_root, val_data], folders={"--out": out_dir})  # issue 21: before
+    # issue 21: outputs checked before the work, not after it
+    check_outputs([*data, img_root, val_data], folders={"--out": out_dir, "--log-dir": log_dir})
     data = tuple(split_file(d, split) for d in data)
     if val_data is not None:
         val_data = split_file(val_data, val_split, "--val-split")
-    ensure_writable(out_dir, "--out")  # the work, not after it
+    ensure_writable(out_dir, "--out")
     from ..baselines.engine import train
     from ..baselines.run import TrainConfig, apply_preset, apply_recipe
 
