@@ -51,7 +51,7 @@ def dense_metrics(pairs, min_pixels=1, pred_pos=None):
         "gres_miou": 100 * np.mean(scores),
         "giou": 100 * np.mean(scores),
         "res_miou": 100 * np.mean(res_ious) if res_ious else None,
-        "ciou": 100 * inters / unions if unions else 100.0,
+        "ciou": 100 * inters / unions if unions else None,
         "n_acc": 100 * tn / n_neg if n_neg else None,
         "r_neg": 100 * tn / n_neg if n_neg else None,
         "t_acc": 100 * tp / n_pos if n_pos else None,

@@ -112,7 +112,9 @@ def test_property_empty_predictions_on_all_negative_set_score_100(n_groups, n_im
     preds = [{"expression_id": t.expression_id, "image_id": t.image_id,
               "segmentation": None if as_null else t.segmentation} for t in ds.targets]
     m = grdkit.evaluate(preds, ds).metrics
-    assert m["gres_miou"] == m["giou"] == m["ciou"] == m["n_acc"] == m["r_neg"] == 100.0
+    assert m["gres_miou"] == m["giou"] == m["n_acc"] == m["r_neg"] == 100.0
+    # sum(U) = 0: cIoU's denominator is empty, so None like every other (issue 25)
+    assert m["ciou"] is None
     assert m["t_acc"] is None and m["res_miou"] is None and m["pr@0.5"] is None
     # and with no predictions at all (every pair missing -> no target)
     assert grdkit.evaluate([], ds).metrics["gres_miou"] == 100.0

@@ -55,12 +55,14 @@ from .run import (
     autocast,
     build_model,
     check_fits,
+    describe_recipe,
     pick_device,
     read_checkpoint,
     resolve_defaults,
     to_device,
     trainable_state,
 )
+from .trainlog import OVERLAYS, TrainLog, overlay
 
 
 def _dist() -> tuple[int, int]:
@@ -201,9 +203,10 @@ def make_loader(dataset, sampler, workers: int, device: torch.device):
 def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str | Path,
           out: str | Path, resume: bool = False, progress: Progress | None = None,
           val_data: str | Path | GresDataset | None = None,
-          cache_dir: str | Path | None = None) -> dict:
-    """Train a baseline; see the module header. Returns a summary (steps, last loss, seconds,
-    the last validation metrics).
+          cache_dir: str | Path | None = None, log_dir: str | Path | None = None) -> dict:
+    """Train a baseline; see the module header. Returns a summary (steps, last loss, the last
+    epoch's mean loss ``epoch_loss``, seconds, the last validation metrics). Logs through the
+    ``grdkit.train`` logger and ``metrics.jsonl`` (:mod:`.trainlog`).
 
     Args:
         data: the training split, or a list of splits trained on as their union
@@ -211,6 +214,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str
         val_data: a canonical split evaluated (with ``img_root``) at the end of every epoch by
             :func:`.predict.predict_with_model`, the code ``grdkit predict`` runs.
         cache_dir: where the resized store lives (:func:`.data.default_cache_dir` when None).
+        log_dir: folder for TensorBoard event files (None: none written; ``grdkit train``
+            passes the run folder unless told otherwise).
 
     Raises:
         InputError: bad data / image root, a run folder holding another run without
@@ -225,14 +230,14 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str
     out = Path(out)
     try:
         return _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device,
-                      rank, world)
+                      rank, world, log_dir)
     finally:
         if own_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device, rank,
-           world) -> dict:
+           world, log_dir=None) -> dict:
     ds, sources = load_training_sets(data)  # one split or the union of several (issue 17)
     cfg = replace(cfg, data_sources=sources)
     val_ds = None if val_data is None else (
@@ -288,24 +293,37 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
     if cfg.compile:
         net = torch.compile(net)
     loader = make_loader(train_set, sampler, cfg.workers, device)
-    # closed in the finally below; opened in append mode so a resumed run extends its log
-    log = open(out / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None  # noqa: SIM115
+    tlog = TrainLog(out, rank, world, cfg.epochs, total, sampler.steps(), cfg.log_every,
+                    log_dir, device)
+    n_expr = len(train_set) // max(1, cfg.repeats)
+    tlog.info(describe_recipe(cfg))
+    tlog.info(f"train: {cfg.model} on {device}, {world} process(es); 1 epoch = "
+              f"{sampler.steps()} optimiser steps = {n_expr} expressions x {cfg.repeats} "
+              f"repeats = {len(train_set)} groups / {cfg.batch_size} groups per step "
+              f"({world} process(es) x {cfg.accum_steps} micro-steps), rounded up; "
+              f"{cfg.epochs - start_epoch} epoch(s) to run, {total - step} steps"
+              + (f" (stopping at max_steps {cfg.max_steps})" if cfg.max_steps is not None
+                 and cfg.max_steps < cfg.epochs * sampler.steps() else ""))
     t0 = time.perf_counter()
-    last, val_metrics = float("nan"), None
+    last, val_metrics, epoch_loss = float("nan"), None, None
     try:
         for epoch in range(start_epoch, cfg.epochs):
             if step >= total:
                 break
+            t_epoch = time.perf_counter()
             sampler.set_epoch(epoch)
             model.train()
             losses = []
             micro, step_loss = 0, None
             opt.zero_grad(set_to_none=True)
             diag = []  # optional per-epoch training diagnostics (model.diagnose, issue 17)
+            images, data_time, t_ready = 0, 0.0, time.perf_counter()
             for batch in tracked(progress if rank == 0 else None, loader,
                                  f"epoch {epoch + 1}/{cfg.epochs}", len(sampler)):
                 if step >= total:
                     break
+                data_time += time.perf_counter() - t_ready  # waiting for the loader
+                images += sum(len(ids) for ids in batch["image_ids"])
                 batch = to_device(batch, device)
                 weight = len(batch["counts"]) * world / cfg.batch_size
                 loss, parts = micro_step(net, model, batch, weight, device, epoch, cfg.epochs,
@@ -314,6 +332,7 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 step_loss = loss * weight if step_loss is None else step_loss + loss * weight
                 micro += 1
                 if micro < cfg.accum_steps:
+                    t_ready = time.perf_counter()
                     continue
                 if cfg.clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -324,37 +343,35 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 # this rank's share of the step's mean loss; the mean over ranks is the mean
                 loss, micro, step_loss = step_loss, 0, None
                 losses.append(loss)
-                if step % cfg.log_every == 0 or step == 1:  # the only host syncs of a step
-                    last = _mean_over_ranks(loss.detach(), world)
+                window = tlog.step(epoch, step, loss, parts, sched.get_last_lr()[0], images,
+                                   data_time)  # the only host syncs of a step, when a line is due
+                images, data_time = 0, 0.0
+                if window is not None:
+                    last = window
                     if not np.isfinite(last):
                         raise FloatingPointError(f"loss is {last} at step {step}")
-                    if log:
-                        log.write(json.dumps({
-                            "epoch": epoch, "step": step, "loss": last,
-                            "lr": sched.get_last_lr()[0],
-                            **{k: float(v) for k, v in parts.items()},
-                            "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
-                        log.flush()
+                t_ready = time.perf_counter()
             mean_loss = None
             if losses:
                 mean_loss = _mean_over_ranks(torch.stack(losses).mean(), world)
                 last = _mean_over_ranks(losses[-1], world)
+                epoch_loss = mean_loss
+            pics = None
             if val_ds is not None and rank == 0:
                 from ..evaluators import evaluate
 
                 preds = predict_with_model(model, cfg, val_ds, img_root, device,
-                                           workers=cfg.workers)
+                                           progress=progress, workers=cfg.workers)
                 val_metrics = evaluate(preds, val_ds).metrics
+                if tlog.writer is not None:
+                    pics = _overlays(val_ds, preds, img_root)
             if rank == 0:
                 save_checkpoint(out / "checkpoint.pt", model, opt, sched, epoch, step)
-                if log:
-                    log.write(json.dumps({"event": "epoch", "epoch": epoch, "step": step,
-                                          "mean_loss": mean_loss,
-                                          **({"diagnostics": model.summarize_diagnostics(diag)}
-                                             if diag else {}),
-                                          **({"val": val_metrics} if val_ds is not None
-                                             else {})}) + "\n")
-                    log.flush()
+            tlog.epoch(epoch, step, mean_loss, len(losses), time.perf_counter() - t_epoch,
+                       {"event": "epoch", "epoch": epoch, "step": step, "mean_loss": mean_loss,
+                        **({"diagnostics": model.summarize_diagnostics(diag)} if diag else {}),
+                        **({"val": val_metrics} if val_ds is not None else {})},
+                       val_metrics if val_ds is not None else None, pics)
         if rank == 0 and not ckpt_path.exists():  # max_steps == 0: save the initial model
             save_checkpoint(ckpt_path, model, opt, sched, -1, step)
         # DDP keeps parameters identical; BatchNorm running statistics are per process (DDP
@@ -367,19 +384,44 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
             dist.all_gather_object(sums, (checksum, param_checksum(model, buffers=True)))
             in_sync = len({s[0] for s in sums}) == 1
             buffers_in_sync = len({s[1] for s in sums}) == 1
-        if log:
-            log.write(json.dumps({"event": "done", "step": step, "world_size": world,
-                                  "items_per_step": cfg.batch_size,
-                                  "micro_batches": sampler.sizes,
-                                  "ranks_in_sync": in_sync, "buffers_in_sync": buffers_in_sync,
-                                  "param_checksum": checksum,
-                                  "seconds": round(time.perf_counter() - t0, 2)}) + "\n")
+        tlog.write({"event": "done", "step": step, "world_size": world,
+                    "items_per_step": cfg.batch_size, "micro_batches": sampler.sizes,
+                    "ranks_in_sync": in_sync, "buffers_in_sync": buffers_in_sync,
+                    "param_checksum": checksum, "seconds": round(time.perf_counter() - t0, 2)})
     finally:
-        if log:
-            log.close()
-    return {"steps": step, "last_loss": last, "seconds": time.perf_counter() - t0,
-            "ranks_in_sync": in_sync, "world_size": world, "device": str(device),
-            "rank": rank, "val": val_metrics}
+        tlog.close()
+    return {"steps": step, "last_loss": last, "epoch_loss": epoch_loss,
+            "seconds": time.perf_counter() - t0, "ranks_in_sync": in_sync, "world_size": world,
+            "device": str(device), "rank": rank, "val": val_metrics}
+
+
+def _overlays(ds: GresDataset, preds: list[dict], img_root, k: int = OVERLAYS) -> list:
+    """The first ``k`` positive pairs of ``ds`` (by expression, image) drawn with their
+    predicted masks (:func:`.trainlog.overlay`), for TensorBoard; images that cannot be read
+    are skipped (a logging aid, never a reason to stop training)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..format.masks import decode
+
+    by_pair = {(p["expression_id"], p["image_id"]): p for p in preds}
+    pics = []
+    for t in sorted(ds.targets, key=lambda t: (t.expression_id, t.image_id)):
+        if len(pics) >= k:
+            break
+        if not t.positive:
+            continue
+        p = by_pair.get((t.expression_id, t.image_id))
+        try:
+            with Image.open(Path(img_root) / ds.image(t.image_id).file_name) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError):
+            continue
+        seg = p.get("segmentation") if p else None
+        mask = decode(seg).astype(bool) if seg else None
+        if mask is not None and mask.shape != arr.shape[:2]:
+            mask = None
+        pics.append(overlay(arr, mask))
+    return pics
 
 
 def _mean_over_ranks(x: torch.Tensor, world: int) -> float:

@@ -9,7 +9,7 @@ import click
 
 from ..baselines import MODELS
 from ..io import check_outputs, ensure_writable
-from .ui import out, progress_bar, table
+from .ui import Output, format_option, no_progress_option, out, progress_bar, split_file
 
 
 def _model_args(values: tuple[str, ...]) -> dict:
@@ -31,35 +31,43 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.command("train")
 @click.argument("model", type=click.Choice(sorted(MODELS)))
 @click.option("--data", required=True, multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Canonical split file to train on; repeat it to train on the union of "
-                   "several (GRES §5.3: G-RefC + G-RefC+ + G-RefCg), ids kept distinct; "
-                   "config.json records the sources.")
+              type=click.Path(exists=True, path_type=Path),
+              help="Canonical split file (or built folder, with --split) to train on; repeat "
+                   "it to train on the union of several (GRES §5.3: G-RefC + G-RefC+ + "
+                   "G-RefCg), ids kept distinct; config.json records the sources.")
+@click.option("--split", help="The split of each --data that is a built folder (e.g. train; "
+                              "needed when a folder has several).")
 @click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
-                                                            path_type=Path))
+                                                            path_type=Path),
+              help="Image folder the split's file_name entries are relative to.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: config.json, checkpoint.pt, metrics.jsonl.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+              help="Run folder: config.json, checkpoint.pt, metrics.jsonl, TensorBoard events.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Epochs. One epoch = ceil(expressions x --repeats / --batch-size) optimiser "
+                   "steps: each expression gives --repeats groups per epoch; the first log "
+                   "line prints the count.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Groups per optimiser step IN TOTAL, over all processes and accumulation "
                    "micro-steps (split as evenly as possible, losses weighted per group); "
                    "default: one per process and micro-step.")
 @click.option("--accum-steps", type=click.IntRange(min=1), default=1, show_default=True,
               help="Gradient-accumulation micro-steps per optimiser step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-5,
-              show_default=True, help="Learning rate (see --optimizer, --schedule).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate (see --optimizer, --schedule); default: the model's recipe without --preset (LTS: Adam 1e-3, step x0.1 at epoch 30; GRSer: AdamW 5e-5, poly; MABP: AdamW 2e-5, poly), the preset's with one.")
 @click.option("--group-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per group N (positives : negatives 1:1 where available).")
 @click.option("--size", type=click.IntRange(min=32), default=416, show_default=True,
               help="Input size S (S x S pixels).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+              show_default=True, help="auto: CUDA when available, else CPU.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the weights' initialisation and of the group sampling.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Groups sampled per expression per epoch.")
+              help="Groups sampled per expression per epoch (an epoch's steps scale with it).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--max-steps", type=click.IntRange(min=0),
-              help="Stop after this many steps (0: save the untrained model).")
+              help="Stop after this many optimiser steps, whatever --epochs (0: save the "
+                   "untrained model); default: no limit.")
 @click.option("--vision", default="efficientnet_lite0", show_default=True,
               help="timm model name of the visual encoder.")
 @click.option("--vision-weights", default="bundled", show_default=True,
@@ -103,15 +111,16 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "LTS and GRSer, which publishes none).")
 @click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Gradient-norm clipping (not in either paper; 0 disables; gres-paper: 0).")
-@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw",
-              show_default=True, help="AdamW (GRES) or Adam (LTS §4.1).")
-@click.option("--schedule", type=click.Choice(["poly", "step"]), default="poly",
-              show_default=True, help="poly: polynomial decay (power 0.9); step: x --gamma at "
-                                      "each --milestone epoch.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam"]),
+              help="AdamW (GRES) or Adam (LTS §4.1); default: the model's recipe without --preset (LTS: Adam 1e-3, step x0.1 at epoch 30; GRSer: AdamW 5e-5, poly; MABP: AdamW 2e-5, poly), the preset's with one.")
+@click.option("--schedule", type=click.Choice(["poly", "step"]),
+              help="poly: polynomial decay (power 0.9); step: x --gamma at each --milestone "
+                   "epoch; default: the model's recipe without --preset (LTS: Adam 1e-3, step x0.1 at epoch 30; GRSer: AdamW 5e-5, poly; MABP: AdamW 2e-5, poly), the preset's with one.")
 @click.option("--milestone", "milestones", type=click.IntRange(min=1), multiple=True,
-              help="Epoch at which the step schedule multiplies the lr by --gamma; repeatable.")
-@click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=0.1,
-              show_default=True, help="Step-schedule factor.")
+              help="Epoch at which the step schedule multiplies the lr by --gamma; repeatable; "
+                   "default: the model's recipe (LTS: 30).")
+@click.option("--gamma", type=click.FloatRange(min=0, min_open=True),
+              help="Step-schedule factor; default: the model's recipe (0.1).")
 @click.option("--max-words", type=click.IntRange(min=1),
               help="Words (GloVe) or tokens (transformer) per expression at most (LTS §4.1: "
                    "15, 20 for RefCOCOg); default 20 / 32.")
@@ -120,7 +129,9 @@ def _model_args(values: tuple[str, ...]) -> dict:
                    "gres-paper and mabp-paper need --vision-weights (Swin-B state dict) and "
                    "--text (bert-base-uncased folder); lts-paper needs --vision-weights "
                    "(timm darknet53 state dict) and --text (glove.*.txt).")
-@click.option("--val-data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--val-split", help="The split of --val-data when it is a built folder (e.g. "
+                                  "val).")
+@click.option("--val-data", type=click.Path(exists=True, path_type=Path),
               help="A split evaluated after every epoch with the code of grdkit predict; its "
                    "metrics are logged under 'val' in metrics.jsonl.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
@@ -133,16 +144,31 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--model-arg", "model_arg", multiple=True, metavar="KEY=VALUE",
               help="Any other option of the model's constructor (VALUE read as JSON, else as a "
                    "string), e.g. --model-arg heads=8 for MABP; repeatable.")
-@click.option("--no-progress", is_flag=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Optimiser steps between training log lines (mean loss and terms since the "
+                   "previous line, lr, images/s, data time, peak memory, ETA); in one process "
+                   "also at least one line every 60 s.")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the TensorBoard event files (losses, lr, validation metrics and "
+                   "overlays); default: the run folder --out.")
+@click.option("--no-tensorboard", is_flag=True, help="Write no TensorBoard event files.")
+@no_progress_option
+@format_option
 @click.pass_context
-def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr,
+def train_cmd(ctx, model, data, split, img_root, out_dir, epochs, batch_size, accum_steps, lr,
               group_size, size, device, seed, repeats, resume, max_steps, vision,
               vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm,
               no_hierarchizer, no_mirror, no_triplet, rank, pool, anchor, fusion, margin,
               mirror_weight, threshold, clip, optimizer, schedule, milestones, gamma, max_words,
-              preset, val_data, workers, cache_dir, channels_last, compile_, model_arg,
-              no_progress):
+              preset, val_split, val_data, workers, cache_dir, channels_last, compile_, model_arg,
+              log_every, log_dir, no_tensorboard, no_progress, output_format):
     """Train a baseline on a canonical dataset; CPU or CUDA (bf16).
+
+    Without --preset each model trains with its own paper's optimiser and schedule (LTS: Adam
+    + step; GRSer: AdamW + poly; MABP: AdamW); the first log lines name the recipe, the
+    source of each value, and how many steps an epoch has. Every --log-every steps a line
+    gives the mean loss and its terms, lr, images/s, data time, peak memory and ETA; the same
+    records go to metrics.jsonl and TensorBoard (--log-dir).
 
     Several GPUs or nodes: launch with torchrun, e.g.
     torchrun --nproc_per_node 4 -m grdkit.cli.main train lts ...
@@ -151,10 +177,14 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
     from ..baselines import model_options, require_torch
 
     require_torch()
-    check_outputs([*data, img_root, val_data], folders={"--out": out_dir})  # issue 21: before
-    ensure_writable(out_dir, "--out")  # the work, not after it
+    # issue 21: outputs checked before the work, not after it
+    check_outputs([*data, img_root, val_data], folders={"--out": out_dir, "--log-dir": log_dir})
+    data = tuple(split_file(d, split) for d in data)
+    if val_data is not None:
+        val_data = split_file(val_data, val_split, "--val-split")
+    ensure_writable(out_dir, "--out")
     from ..baselines.engine import train
-    from ..baselines.run import TrainConfig, apply_preset
+    from ..baselines.run import TrainConfig, apply_preset, apply_recipe
 
     if no_hierarchizer:  # Table 4 row 1: random order at training and test
         if ctx.get_parameter_source("rank") != click.core.ParameterSource.DEFAULT \
@@ -181,45 +211,58 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
         raise click.BadParameter(f"{model} takes no option {', '.join(unknown)}",
                                  param_hint="--model-arg")
     args.update(extra)
-    cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+    given = {"lr": lr, "optimizer": optimizer, "schedule": schedule,
+             "milestones": list(milestones) or None, "gamma": gamma}
+    cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size,
                       group_size=group_size, size=size, seed=seed, device=device,
                       repeats=repeats, max_steps=max_steps, threshold=threshold, clip=clip,
                       workers=workers, channels_last=channels_last, compile=compile_,
                       preset=preset, model_args=args, accum_steps=accum_steps,
-                      optimizer=optimizer, schedule=schedule, milestones=list(milestones),
-                      gamma=gamma)
+                      log_every=log_every, **{k: v for k, v in given.items() if v is not None})
     explicit = {k for k in ctx.params
                 if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
-    cfg = apply_preset(cfg, explicit)
+    explicit |= {k for k, v in given.items() if v is not None}
+    # without a preset each model's own optimiser and schedule (run.RECIPES); the engine's
+    # first log line names them and their sources (run.describe_recipe)
+    cfg = apply_recipe(cfg, explicit) if preset is None else apply_preset(cfg, explicit)
+    tb = None if no_tensorboard else (log_dir or out_dir)
     with progress_bar(not no_progress) as track:
         res = train(cfg, list(data), img_root, out_dir, resume=resume, progress=track,
-                    val_data=val_data, cache_dir=cache_dir)
+                    val_data=val_data, cache_dir=cache_dir, log_dir=tb)
     if res["rank"] != 0:
         return
-    row = {"steps": res["steps"], "last loss": round(res["last_loss"], 4),
+    row = {"steps": res["steps"],
+           "epoch loss": None if res["epoch_loss"] is None else round(res["epoch_loss"], 4),
            "seconds": round(res["seconds"], 1), "device": res["device"],
            "processes": res["world_size"], "in sync": res["ranks_in_sync"]}
     if res["val"]:
         row.update({f"val {k}": round(res["val"][k], 2) for k in ("gres_miou", "t_acc", "n_acc")
                     if res["val"].get(k) is not None})
-    out.print(table(f"trained {model} -> {out_dir}", [row]))
+    o = Output(output_format)
+    o.table(f"trained {model} -> {out_dir} (epoch loss: the last epoch's mean)", [row])
+    o.emit(row)
 
 
 @click.command("predict")
 @click.option("--checkpoint", "run_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Run folder written by grdkit train.")
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Canonical split file (or built folder, with --split) to predict on.")
+@click.option("--split", help="With a built folder --data: the split (needed when it has "
+                              "several).")
 @click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
-                                                            path_type=Path))
+                                                            path_type=Path),
+              help="Image folder the split's file_name entries are relative to.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="preds.json for grdkit eval.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
+              show_default=True, help="auto: CUDA when available, else CPU.")
 @click.option("--min-pixels", type=click.IntRange(min=1),
               help="Masks with fewer pixels are 'no target' (null); default: the model's "
                    "(1; MABP without its no-target branch, nt_depth=0: 50).")
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Override the run's threshold.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Mask threshold on the probability (0-1); default: the run's.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="DataLoader worker processes decoding images.")
 @click.option("--rank", type=click.Choice(["pos+neg", "pos", "neg", "random", "margin"]),
@@ -228,14 +271,15 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
 @click.option("--group-size", type=click.IntRange(min=1),
               help="Images per inference chunk N (default: the run's; Table 6). GRSer keeps "
                    "the best-ranked heatmaps when N exceeds its trained N.")
-@click.option("--no-progress", is_flag=True)
-def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold, workers, rank,
-                group_size, no_progress):
+@no_progress_option
+def predict_cmd(run_dir, data, split, img_root, out_path, device, min_pixels, threshold, workers,
+                rank, group_size, no_progress):
     """Predict masks for every (expression, image) pair and write preds.json."""
     from ..baselines import require_torch
 
     require_torch()
     check_outputs([run_dir, data, img_root], {"--out": out_path})  # issue 21
+    data = split_file(data, split)
     ensure_writable(out_path.parent, "--out's folder")
     from ..baselines.predict import predict, write_predictions
 
@@ -258,16 +302,20 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
 
 
 @click.command("cache")
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Canonical split file whose images and positive masks are stored.")
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Canonical split file (or built folder, with --split) whose images and "
+                   "positive masks are stored.")
+@click.option("--split", help="With a built folder --data: the split (needed when it has "
+                              "several).")
 @click.option("--img-root", required=True, type=click.Path(exists=True, file_okay=False,
-                                                            path_type=Path))
+                                                            path_type=Path),
+              help="Image folder the split's file_name entries are relative to.")
 @click.option("--size", type=click.IntRange(min=32), default=416, show_default=True,
               help="S: images resized to S x S (as grdkit train --size).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Parent folder (default $GRDKIT_CACHE or ~/.cache/grdkit).")
-@click.option("--no-progress", is_flag=True)
-def cache_cmd(data, img_root, size, cache_dir, no_progress):
+@no_progress_option
+def cache_cmd(data, split, img_root, size, cache_dir, no_progress):
     """Pre-resize every image and mask once into a memory-mapped uint8 store.
 
     Training reads it from every DataLoader worker and every rank (and builds it on first use
@@ -280,7 +328,8 @@ def cache_cmd(data, img_root, size, cache_dir, no_progress):
     from ..format import load_dataset
 
     with progress_bar(not no_progress) as track:
-        store = build_store(load_dataset(data), img_root, size, cache_dir, track)
+        store = build_store(load_dataset(split_file(data, split)), img_root, size, cache_dir,
+                            track)
     nbytes = sum(f.stat().st_size for f in store.folder.iterdir())
     out.print(f"Store {store.folder}: {len(store.image_row)} images, {len(store.mask_row)} "
               f"masks at {size} px, {nbytes / 2**20:.1f} MiB")

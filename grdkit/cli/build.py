@@ -15,7 +15,7 @@ from ..format.stats import SUMMARY_COLUMNS, dataset_stats, summary_rows
 from ..io import check_outputs
 from ..registry import SPLIT_BYS
 from ..testing import demo_root
-from .ui import err, out, progress_bar, table
+from .ui import Output, err, format_option, no_progress_option, progress_bar
 
 
 @click.command("build")
@@ -38,10 +38,11 @@ from .ui import err, out, progress_bar, table
                    "non-crowd instance of a referent's COCO category (certified negatives).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of negative sampling; same inputs + seed = byte-identical output.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@no_progress_option
+@format_option
 @click.pass_context
 def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio, negatives, seed,
-              no_progress):
+              no_progress, output_format):
     """Regroup a refer dataset into one expression vs. a group of images (GRES §5.1).
 
     Sentences repeated across images of a split form a group; each group gets negative images
@@ -75,11 +76,12 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
             raise click.UsageError(f"{', '.join(given)} {verb} not apply to {dataset} (one "
                                    "group per image, no sampled negatives)")
         if spec.builder == "res":
-            return _build_res(dataset, refer_root, out_dir, split_by, no_progress)
+            return _build_res(dataset, refer_root, out_dir, split_by, no_progress, output_format)
         if refer_root is None:
             raise click.UsageError(f"{dataset} needs --refer-root (a folder with "
                                    "grefs(unc).json and instances.json)")
-        return _build_grefcoco(dataset, refer_root, out_dir, split_by, no_progress)
+        return _build_grefcoco(dataset, refer_root, out_dir, split_by, no_progress,
+                               output_format)
     if refer_root is None:
         refer_root = demo_root()
         err.print(f"[bold]No --refer-root given: using grdkit's bundled demo sample[/] "
@@ -90,26 +92,28 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
         datasets, report = build_dataset(dataset, refer_root, split_by, min_images, neg_ratio,
                                          negatives, seed, progress=track)
     paths = write_dataset(datasets, out_dir, report.notes())
+    o = Output(output_format)
     rows = summary_rows(datasets)
     for r in rows:
         rp = report.splits.get(r["split"])
         r["dropped_groups"] = rp["dropped_groups"] if rp else sum(
             v["dropped_groups"] for v in report.splits.values())
-    out.print(table(f"{dataset} (splitBy {split_by}, min_images {min_images}, "
-                    f"neg_ratio {neg_ratio}, negatives {negatives}, seed {seed})", rows))
+    o.table(f"{dataset} (splitBy {split_by}, min_images {min_images}, "
+            f"neg_ratio {neg_ratio}, negatives {negatives}, seed {seed})", rows)
     if spec.paper:
         ours = sum(len(d.groups) for d in datasets.values())
-        out.print(f"groups: {ours} here, {spec.paper['groups']} in the paper ({spec.citation}; "
-                  "its grouping rule is unpublished, so counts need not match)")
+        o.text(f"groups: {ours} here, {spec.paper['groups']} in the paper ({spec.citation}; "
+               "its grouping rule is unpublished, so counts need not match)")
     short = {s: v for s, v in report.splits.items() if v["negative_shortfall_groups"]}
     for s, v in short.items():
         err.print(f"[yellow]warning:[/] {s}: {v['negative_shortfall_groups']} groups got "
                   f"{v['negative_shortfall_images']} fewer negatives than requested "
                   "(pool too small).")
-    out.print(f"Wrote {', '.join(str(p) for p in paths)}")
+    o.text(f"Wrote {', '.join(str(p) for p in paths)}")
+    o.emit()
 
 
-def _build_res(dataset, refer_root, out_dir, split_by, no_progress):
+def _build_res(dataset, refer_root, out_dir, split_by, no_progress, output_format):
     spec = dataset_spec(dataset)
     if refer_root is None:
         refer_root = demo_root()
@@ -119,27 +123,30 @@ def _build_res(dataset, refer_root, out_dir, split_by, no_progress):
     with progress_bar(not no_progress) as track:
         datasets, report = build_res(dataset, refer_root, split_by, progress=track)
     paths = write_dataset(datasets, out_dir, report.notes())
+    o = Output(output_format)
     published = spec.paper_splits.get(split_by, {})
     rows = [{"split": s, "images": rp["images"], "samples": rp["expressions"],
              "published": published.get(s, "-")} for s, rp in report.splits.items()]
-    out.print(table(f"{dataset} (splitBy {split_by}): samples = (ref, sentence) pairs", rows))
+    o.table(f"{dataset} (splitBy {split_by}): samples = (ref, sentence) pairs", rows)
     total = {"images": len({i.id for d in datasets.values() for i in d.images}),
              "expressions": sum(rp["expressions"] for rp in report.splits.values())}
     if spec.paper:
-        out.print(f"whole dataset: {total['images']} images, {total['expressions']} samples "
-                  "here; published (" + spec.citation + "): " + ", ".join(
-                      f"{v} {k}" for k, v in spec.paper.items())
-                  + (" (counts every split, released or not)" if dataset == "refcocog" else ""))
+        o.text(f"whole dataset: {total['images']} images, {total['expressions']} samples "
+               "here; published (" + spec.citation + "): " + ", ".join(
+                   f"{v} {k}" for k, v in spec.paper.items())
+               + (" (counts every split, released or not)" if dataset == "refcocog" else ""))
     skipped = sum(rp["empty_sentences"] for rp in report.splits.values())
     if skipped:
         err.print(f"[yellow]note:[/] {skipped} empty sentences skipped (counted in the card)")
-    out.print(f"Wrote {', '.join(str(p) for p in paths)}")
+    o.text(f"Wrote {', '.join(str(p) for p in paths)}")
+    o.emit()
 
 
-def _build_grefcoco(dataset, refer_root, out_dir, split_by, no_progress):
+def _build_grefcoco(dataset, refer_root, out_dir, split_by, no_progress, output_format):
     with progress_bar(not no_progress) as track:
         datasets, report = build_grefcoco(refer_root, split_by, progress=track)
     paths = write_dataset(datasets, out_dir, report.notes())
+    o = Output(output_format)
     keys = ("expressions", "no_target_expressions", "multi_target_expressions")
     total = {k: sum(v[k] for v in report.splits.values())
              for k in (*keys, "refs_without_sentences", "crowd_only_refs", "empty_sentences")}
@@ -149,28 +156,36 @@ def _build_grefcoco(dataset, refer_root, out_dir, split_by, no_progress):
         rows.append({"split": r["split"], "images": r["images"],
                      **{h: rp[k] for h, k in zip(("expr.", "no-target", "multi-target"), keys)}})
     spec = dataset_spec(dataset)
-    out.print(table(f"{dataset} (splitBy {spec.check_split_by(split_by)})", rows))
+    o.table(f"{dataset} (splitBy {spec.check_split_by(split_by)})", rows)
     if report.splits:
-        out.print(f"skipped (counted in the card): {total['refs_without_sentences']} refs "
-                  f"without sentences, {total['crowd_only_refs']} refs whose referents are all "
-                  f"crowd, {total['empty_sentences']} empty sentences")
+        o.text(f"skipped (counted in the card): {total['refs_without_sentences']} refs "
+               f"without sentences, {total['crowd_only_refs']} refs whose referents are all "
+               f"crowd, {total['empty_sentences']} empty sentences")
     if spec.paper:
-        out.print(f"paper ({spec.citation}): " + ", ".join(f"{v} {k}"
-                                                           for k, v in spec.paper.items()))
-    out.print(f"Wrote {', '.join(str(p) for p in paths)}")
+        o.text(f"paper ({spec.citation}): " + ", ".join(f"{v} {k}"
+                                                        for k, v in spec.paper.items()))
+    o.text(f"Wrote {', '.join(str(p) for p in paths)}")
+    o.emit()
 
 
 @click.command("stats")
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
-def stats_cmd(dataset: Path):
-    """Print statistics of a canonical dataset (a split file or a built folder)."""
+@format_option
+def stats_cmd(dataset: Path, output_format: str):
+    """Print statistics of a canonical dataset (a split file or a built folder).
+
+    --format json prints {"summary": one row per split, "splits": {split: statistics}}.
+    """
     splits = load_splits(dataset) if dataset.is_dir() else {dataset.stem: load_dataset(dataset)}
-    out.print(table(f"{dataset}", summary_rows(splits), ["split", *SUMMARY_COLUMNS]))
+    o = Output(output_format)
+    stats = {}
+    o.table(f"{dataset}", summary_rows(splits), ["split", *SUMMARY_COLUMNS])
     for split, ds in splits.items():
-        s = dataset_stats(ds)
+        s = stats[split] = dataset_stats(ds)
         el = s["expression_length"]
         hist = s["group_size_histogram"]
-        out.print(table(f"{split}: groups by number of images", [hist], list(hist)))
-        out.print(f"{split}: expression length (words) min {el['min']}, mean {el['mean']}, "
-                  f"median {el['median']}, max {el['max']}; positive ratio "
-                  f"{s['positive_ratio']:.2%}")
+        o.table(f"{split}: groups by number of images", [hist], list(hist))
+        o.text(f"{split}: expression length (words) min {el['min']}, mean {el['mean']}, "
+               f"median {el['median']}, max {el['max']}; positive ratio "
+               f"{s['positive_ratio']:.2%}")
+    o.emit({"summary": summary_rows(splits), "splits": stats})

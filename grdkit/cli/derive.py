@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..io import check_outputs
-from .ui import out, table
+from .ui import out, split_file, table
 
 
 @click.group("derive")
@@ -25,10 +25,12 @@ def _print_counts(title: str, before: dict, counts) -> None:
 
 
 @derive_group.command("res")
-@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option("--split", help="With a built folder: the split to derive (needed when it has "
+                              "several).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The RES-setting split file to write.")
-def derive_res_cmd(dataset: Path, out_path: Path):
+def derive_res_cmd(dataset: Path, split: str | None, out_path: Path):
     """The RES setting of a GRES split (GRES §5.1): negatives removed.
 
     Each expression becomes a group of the images it refers to; negative targets, expressions
@@ -41,6 +43,7 @@ def derive_res_cmd(dataset: Path, out_path: Path):
     from ..format.derive import res_setting
 
     check_outputs([dataset], {"--out": out_path})
+    dataset = split_file(dataset, split)
     ds = load_dataset(dataset)
     res, counts = res_setting(ds)
     save_dataset(res, out_path)

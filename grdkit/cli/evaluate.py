@@ -8,6 +8,7 @@ import click
 
 from ..errors import InputError
 from ..evaluators import (
+    add_localisation,
     evaluate,
     evaluator_from_pairs,
     load_ground_truth,
@@ -23,18 +24,15 @@ from ..evaluators.names import NAMINGS, labels
 from ..evaluators.report import Report, check_gate, comparability_problems, fmt
 from ..io import Commit, check_outputs, read_json
 from ..plots import MISSING
-from .ui import out, progress_bar, table
-
-
-class DefaultGroup(click.Group):
-    """A group whose first argument, when it is not a subcommand, goes to the default command."""
-
-    def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["run", *args]
-        elif not args:
-            args = ["run"]
-        return super().parse_args(ctx, args)
+from .ui import (
+    AliasOption,
+    DefaultGroup,
+    Output,
+    err,
+    format_option,
+    is_stdout,
+    progress_bar,
+)
 
 
 def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
@@ -53,14 +51,29 @@ def _parse_fail_under(values: tuple[str, ...]) -> dict[str, float]:
 
 def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_under,
             per_group: bool, curves=None, names=None, commit: Commit | None = None,
-            extra=None) -> int:
-    """Gate and print; the output files join ``commit`` (all of a run's outputs, or none).
+            output_format: str = "table", shows: list | None = None, extra=None) -> int:
+    """Gate and print; the output files join ``commit`` (all of a run's outputs, or none) and
+    are committed before anything is printed (a closed stdout cannot cost them): with a
+    ``commit`` given, the printing is appended to ``shows``, for the caller to run after it.
     ``extra(commit, gate)``, when given, writes more outputs once the gate is known (``gate``:
     ``{"gated": bool, "failures": [...]}``)."""
     if commit is None:
+        shows = []
         with Commit() as c:
-            return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under,
-                           per_group, curves, names, c, extra)
+            code = _finish(report, json_out, markdown_out, baseline, max_drop, fail_under,
+                           per_group, curves, names, c, output_format, shows, extra)
+        for show in shows:
+            show()
+        return code
+    code, show = _gate(report, json_out, markdown_out, baseline, max_drop, fail_under,
+                       per_group, curves, names, commit, output_format, extra)
+    shows.append(show)
+    return code
+
+
+def _gate(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group, curves,
+          names, commit, output_format, extra=None):
+    """Gate, write the files into ``commit``; return (exit code, the printing to do after)."""
     gates = _parse_fail_under(fail_under)
     report.names = names
     lab = labels(names, (*report.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
@@ -79,51 +92,64 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
     except KeyError as e:
         raise click.BadParameter(f"unknown metric {e.args[0]!r}; choose from "
                                  f"{sorted(report.metrics)}", param_hint="--fail-under") from None
+    o = Output(output_format)
     if curves is not None:
         written = write_curves(report, curves, commit)
         if not any(p.suffix == ".png" for p in written):
-            out.print(f"Curves: CSV only in {curves}; no PNG: {MISSING}")
+            o.text(f"Curves: CSV only in {curves}; no PNG: {MISSING}")
+    gated = bool(gates) or base is not None
     if extra is not None:
-        extra(commit, {"gated": bool(gates) or base is not None, "failures": failures})
+        extra(commit, {"gated": gated, "failures": failures})
+    stdout_doc = None  # --json - / --markdown -: that document is stdout
     if json_out:
-        commit.write_text(json_out, report.to_json())
+        if is_stdout(json_out):
+            stdout_doc = report.to_json()
+        else:
+            commit.write_text(json_out, report.to_json())
     if markdown_out:
-        gated = bool(gates) or base is not None
-        commit.write_text(markdown_out, report.to_markdown(failures if gated else None))
+        if is_stdout(markdown_out):
+            stdout_doc = report.to_markdown(failures if gated else None)
+        else:
+            commit.write_text(markdown_out, report.to_markdown(failures if gated else None))
     rows = [{"metric": lab[k], "value": fmt(k, v),
              **({"95% CI": f"{fmt(k, report.ci[k][0])} - {fmt(k, report.ci[k][1])}"
                  if k in report.ci else ""} if report.ci else {})}
             for k, v in report.metrics.items()]
-    out.print(table("metrics (%; Co-SOD 0-1)", rows))
+    o.table("metrics (%; Co-SOD 0-1)", rows)
     c = report.counts
-    out.print(f"{c['pairs']} pairs ({c['positive']} target, {c['negative']} no-target) in "
-              f"{c['groups']} groups; TP {c['tp']}  TN {c['tn']}  FP {c['fp']}  FN {c['fn']}; "
-              f"{c['missing']} missing predictions counted as no target")
+    o.text(f"{c['pairs']} pairs ({c['positive']} target, {c['negative']} no-target) in "
+           f"{c['groups']} groups; TP {c['tp']}  TN {c['tn']}  FP {c['fp']}  FN {c['fn']}; "
+           f"{c['missing']} missing predictions counted as no target")
     if len(report.per_split) > 1:
-        out.print(table("per split", [
+        o.table("per split", [
             {"split": s, "pairs": r["counts"]["pairs"],
              **{lab[k]: fmt(k, r["metrics"][k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
-            for s, r in report.per_split.items()]))
+            for s, r in report.per_split.items()])
     for b, buckets in report.breakdowns.items():
-        out.print(table(b, [{"bucket": k, "pairs": e["counts"]["pairs"],
-                             "pos.": e["counts"]["positives"], "neg.": e["counts"]["negatives"],
-                             **{lab[m]: fmt(m, e["metrics"][m])
-                                for m in ("gres_miou", "ciou", "n_acc", "t_acc")}}
-                            for k, e in buckets.items()]))
+        o.table(b, [{"bucket": k, "pairs": e["counts"]["pairs"],
+                     "pos.": e["counts"]["positives"], "neg.": e["counts"]["negatives"],
+                     **{lab[m]: fmt(m, e["metrics"][m])
+                        for m in ("gres_miou", "ciou", "n_acc", "t_acc")}}
+                    for k, e in buckets.items()])
     if per_group:
         worst = report.worst_groups(per_group).to_dict("records")
-        out.print(table(f"{len(worst)} lowest-scoring groups", [
+        o.table(f"{len(worst)} lowest-scoring groups", [
             {"split": g["split"], "group": g["group_id"], "pairs": g["pairs"],
              **{k: fmt(k, g[k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
-            for g in worst]))
+            for g in worst])
     if failures:
-        out.print(table("[red]gate failed[/]", [
+        o.table("[red]gate failed[/]", [
             {"metric": f["metric"], "value": fmt(f["metric"], f["value"]),
-             "limit": fmt(f["metric"], f["limit"]), "reason": f["reason"]} for f in failures]))
-        return 1
-    if gates or base is not None:
-        out.print("[green]gate passed[/]")
-    return 0
+             "limit": fmt(f["metric"], f["limit"]), "reason": f["reason"]} for f in failures])
+    elif gated:
+        o.text("[green]gate passed[/]")
+
+    def show():
+        if stdout_doc is not None:
+            click.echo(stdout_doc, nl=not stdout_doc.endswith("\n"))
+        else:
+            o.emit(report.to_dict())
+    return (1 if failures else 0), show
 
 
 def _cores() -> int:
@@ -139,9 +165,10 @@ def _cores() -> int:
 _report_options = [
     click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
                  help="Write the JSON report {metrics, counts, config, per_split, per_group, ci, "
-                      "breakdowns}."),
+                      "breakdowns}; '-' writes it to stdout (instead of the tables)."),
     click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)."),
+                 help="Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY); '-' writes it to "
+                      "stdout (instead of the tables)."),
     click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="A previous JSON report to compare against."),
     click.option("--max-drop", type=click.FloatRange(min=0), default=0.5, show_default=True,
@@ -150,7 +177,7 @@ _report_options = [
     click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
                  help="Fail when METRIC is below VALUE (above, for mae); repeatable."),
     click.option("--per-group", type=click.IntRange(min=0), default=0, show_default=True,
-                 help="Print the N lowest-scoring groups."),
+                 help="Print the N lowest-scoring groups (0: none)."),
     click.option("--names", type=click.Choice(list(NAMINGS)),
                  help="Label metrics as a paper prints them (gres: mIoU with a bar, R_neg; "
                       "rela / mabp: gIoU, cIoU, N-acc, T-acc, Pr@X; lts: IoU (mIoU), oIoU, "
@@ -182,7 +209,8 @@ def html_options(f):
 
 
 def report_options(f):
-    for opt in reversed(_report_options):
+    """The options every scoring command shares (outputs, gates, labels, --format)."""
+    for opt in reversed([*_report_options, format_option]):
         f = opt(f)
     return f
 
@@ -202,29 +230,29 @@ def eval_group():
     """
 
 
-@eval_group.command("run")
+@eval_group.command("run", hidden=True)
 @click.argument("preds", type=click.Path(exists=True, path_type=Path))
 @click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, path_type=Path),
               help="Ground truth: a split file (val.json) or a built folder (all splits).")
 @click.option("--min-pixels", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Predictions with fewer foreground pixels are 'no target'.")
+              help="Predictions with fewer foreground pixels (count) are 'no target'.")
 @click.option("--strict", is_flag=True, help="A pair without prediction is an error.")
 @click.option("--profile", "--protocol", "protocol", type=click.Choice(PROTOCOLS),
-              default="grdkit", show_default=True,
+              cls=AliasOption, aliases=("--protocol",), default="grdkit", show_default=True,
               help="Evaluation profile: the evaluator a paper's number came from. grdkit: I and "
                    "U at the original resolution. rela: ReLA after commit 884ef17, at 480x480. "
                    "rela-2023-05: ReLA's first release as MABP ships it (T_acc = TP/(TP+FP+1), "
                    "N_acc = TP/(TP+FN+1) in ReLA's naming; GT resized by OpenCV INTER_NEAREST). "
                    "mcn: the classic RES evaluator (MCN/LTS: mean IoU, prec@X as IoU > X) plus "
-                   "overall IoU. --protocol is the former name. See grdkit.evaluators.profiles.")
+                   "overall IoU. See grdkit.evaluators.profiles.")
 @click.option("--cosod", is_flag=True,
               help="Also compute the Co-SOD metrics (MAE, F, E, S, AP, AUC; slower).")
 @click.option("--cosod-protocol", type=click.Choice(COSOD_PROTOCOLS), default="pysodmetrics",
               show_default=True, help="Co-SOD reference: PySODMetrics or zzhanghub/eval-co-sod.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Resample groups N times for 95% confidence intervals.")
+              help="Resample groups N times for 95% confidence intervals (0: none).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Bootstrap seed.")
+              help="Seed of the bootstrap resampling.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="With --cosod: processes scoring the Co-SOD statistics (default: the CPU "
                    "cores this process may use). The report is byte-identical to 1 worker's.")
@@ -242,8 +270,11 @@ def eval_group():
 @report_options
 def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol, bootstrap, seed,
              workers, save_state, per_pair_out, html_out, img_root, gallery, max_thumbs,
-             json_out, markdown_out, baseline, max_drop, fail_under, per_group, names, curves):
-    """Score PREDS (preds.json, or a folder of <expression_id>/<image_id>.png masks).
+             json_out, markdown_out, baseline, max_drop, fail_under, per_group, names, curves,
+             output_format):
+    """Score PREDS (preds.json, or a folder of <expression_id>/<image_id>.png masks) against
+    the ground truth --gt; gate a submission. Exit 0 when everything passes, 1 when a gate
+    fails, 2 on invalid input. Shards: see grdkit eval merge.
 
     Predictions are checked first and any invalid record stops the run (exit 2) with its name:
     unknown or duplicate pairs, a mask size that differs from the image, NaN scores, bad JSON.
@@ -255,12 +286,14 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
     if img_root is not None and html_out is None:
         raise click.BadParameter("needs --html", param_hint="--img-root")
     check_outputs([preds, gt_path, baseline, img_root],
-                  {"--json": json_out, "--markdown": markdown_out, "--save-state": save_state,
-                   "--per-pair": per_pair_out}, {"--curves": curves, "--html": html_out})
+                  {"--json": _file(json_out), "--markdown": _file(markdown_out),
+                   "--save-state": save_state, "--per-pair": per_pair_out},
+                  {"--curves": curves, "--html": html_out})
     want_pairs = per_pair_out is not None or html_out is not None
-    with Commit() as commit:  # every output of the run, or none
+    shows = []
+    with Commit() as commit:  # every output of the run, or none; printed after the commit
         with progress_bar() as bar:
-            def track(it, desc, n):  # a bar only on long work
+            def track(it, desc, n):  # a bar (or progress lines) only on long work
                 return bar(it, desc, n) if n > 1 or cosod else it
 
             report = evaluate(preds, gt_path, min_pixels=min_pixels, strict=strict,
@@ -276,8 +309,11 @@ def eval_run(preds, gt_path, min_pixels, strict, protocol, cosod, cosod_protocol
                 if html_out is not None:
                     _html(report, load_ground_truth(gt_path), html_out, img_root,
                           report.pair_masks, gate, gallery, max_thumbs, c)
-        return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under,
-                       per_group, curves, names, commit, extra)
+        code = _finish(report, json_out, markdown_out, baseline, max_drop, fail_under,
+                       per_group, curves, names, commit, output_format, shows, extra)
+    for show in shows:
+        show()
+    return code
 
 
 def _html(report, gt, html_out, img_root, pred_masks, gate, gallery, max_thumbs, commit):
@@ -287,8 +323,14 @@ def _html(report, gt, html_out, img_root, pred_masks, gate, gallery, max_thumbs,
         info = write_html_report(report, report.pairs, gt, html_out, img_root=img_root,
                                  pred_masks=pred_masks, gate=gate, gallery=gallery,
                                  max_thumbs=max_thumbs, progress=bar, commit=commit)
-    out.print(f"HTML report: {html_out / 'index.html'} ({info['pages']} pages, "
+    # a status line on stderr: stdout holds the --format document, printed after the commit
+    err.print(f"HTML report: {html_out / 'index.html'} ({info['pages']} pages, "
               f"{info['thumbs']} thumbnails, {info['bytes'] / 1e6:.1f} MB)")
+
+
+def _file(path):
+    """An output path to check against the inputs (None for stdout, '-')."""
+    return None if is_stdout(path) else path
 
 
 @eval_group.command("merge")
@@ -297,8 +339,10 @@ def _html(report, gt, html_out, img_root, pred_masks, gate, gallery, max_thumbs,
 @click.option("--gt", "gt_path", required=True, type=click.Path(exists=True, path_type=Path),
               help="The ground truth every shard was evaluated against.")
 @click.option("--strict", is_flag=True, help="A pair predicted by no shard is an error.")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--bootstrap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Resample groups N times for 95% confidence intervals (0: none).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the bootstrap resampling.")
 @click.option("--per-pair", "per_pair_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one JSON line per pair (see grdkit eval --per-pair).")
 @click.option("--html", "html_out", type=click.Path(file_okay=False, path_type=Path),
@@ -308,7 +352,7 @@ def _html(report, gt, html_out, img_root, pred_masks, gate, gallery, max_thumbs,
 @report_options
 def eval_merge(states, gt_path, strict, bootstrap, seed, per_pair_out, html_out, img_root,
                gallery, max_thumbs, json_out, markdown_out, baseline, max_drop, fail_under,
-               per_group, names, curves):
+               per_group, names, curves, output_format):
     """Combine shard states saved with --save-state into exactly the single-pass report.
 
     The protocol and Co-SOD options are those the shards were evaluated with."""
@@ -316,14 +360,15 @@ def eval_merge(states, gt_path, strict, bootstrap, seed, per_pair_out, html_out,
     if img_root is not None and html_out is None:
         raise click.BadParameter("needs --html", param_hint="--img-root")
     check_outputs([*states, gt_path, baseline, img_root],
-                  {"--json": json_out, "--markdown": markdown_out, "--per-pair": per_pair_out},
-                  {"--curves": curves, "--html": html_out})
+                  {"--json": _file(json_out), "--markdown": _file(markdown_out),
+                   "--per-pair": per_pair_out}, {"--curves": curves, "--html": html_out})
     gt = load_ground_truth(gt_path)
     ev = merge_states(states, gt)
     if curves is not None and not ev.cosod:
         raise click.BadParameter("the shards have no Co-SOD statistics", param_hint="--curves")
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed,
                          config={"predictions": [str(p) for p in states], "gt": str(gt_path)})
+    add_localisation(report, ev.localisation)  # loc_acc as the single pass reports it
     extra = None
     if per_pair_out is not None or html_out is not None:
         report.pairs = pair_frame(ev)
@@ -334,7 +379,7 @@ def eval_merge(states, gt_path, strict, bootstrap, seed, per_pair_out, html_out,
             if html_out is not None:
                 _html(report, gt, html_out, img_root, None, gate, gallery, max_thumbs, c)
     return _finish(report, json_out, markdown_out, baseline, max_drop, fail_under, per_group,
-                   curves, names, extra=extra)
+                   curves, names, output_format=output_format, extra=extra)
 
 
 @click.command("report")
@@ -359,8 +404,9 @@ def eval_merge(states, gt_path, strict, bootstrap, seed, per_pair_out, html_out,
 @click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
               help="Gate shown on the summary page: fail when METRIC is below VALUE (above, "
                    "for mae); repeatable. Exit 1 when it fails.")
+@format_option
 def report_cmd(per_pair, gt_path, out_dir, preds, img_root, gallery, max_thumbs, names,
-               bootstrap, seed, fail_under):
+               bootstrap, seed, fail_under, output_format):
     """Build the HTML report of a finished run from its per-pair file.
 
     The rows are loaded back into an evaluator under their profile and re-aggregated: the
@@ -390,9 +436,10 @@ def report_cmd(per_pair, gt_path, out_dir, preds, img_root, gallery, max_thumbs,
         _html(report, gt, out_dir, img_root, pred_masks,
               {"gated": bool(gates), "failures": failures}, gallery, max_thumbs, commit)
     lab = labels(names, report.metrics)
-    out.print(table("metrics (%)", [{"metric": lab[k], "value": fmt(k, v)}
-                                     for k, v in report.metrics.items()]))
+    o = Output(output_format)
+    o.table("metrics (%)", [{"metric": lab[k], "value": fmt(k, v)}
+                            for k, v in report.metrics.items()])
     if failures:
-        out.print("[red]gate failed[/]")
-        return 1
-    return 0
+        o.text("[red]gate failed[/]")
+    o.emit(report.to_dict())
+    return 1 if failures else 0

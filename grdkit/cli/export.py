@@ -9,7 +9,7 @@ import click
 from ..export.hf import CONFIGS, export_hf
 from ..format import load_dataset, load_splits
 from ..io import check_outputs
-from .ui import out, progress_bar, table
+from .ui import no_progress_option, out, progress_bar, table
 
 
 @click.group("export")
@@ -28,7 +28,7 @@ def export_group():
                    "per expression-image pair). Repeat for both.")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Rows per Parquet shard.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@no_progress_option
 def export_hf_cmd(dataset_dir, out_dir, img_root, configs, shard_rows, no_progress):
     """Write DATASET_DIR (a built folder or one split file) as a HuggingFace dataset folder.
 

@@ -21,7 +21,17 @@ from ..export import write_dataset
 from ..io import atomic_write_bytes, atomic_write_text, check_outputs
 from ..sources.d3 import read_d3, read_d3_json
 from ..validate import ValidationReport, check_images, validate_path
-from .ui import err, out, progress_bar, table
+from .ui import (
+    AliasOption,
+    Output,
+    err,
+    format_option,
+    is_stdout,
+    no_progress_option,
+    out,
+    progress_bar,
+    table,
+)
 
 
 @click.group("convert")
@@ -98,7 +108,8 @@ def convert_d3_cmd(anno_root, json_file, img_root, out_dir, setting, expressions
 
 
 @convert_group.command("cosod")
-@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--img-root", "--images", "images", cls=AliasOption, aliases=("--images",),
+              required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Image root: <group>/<name>.jpg (or .png), one folder per group.")
 @click.option("--masks", "masks_root", required=True,
               type=click.Path(file_okay=False, path_type=Path),
@@ -109,7 +120,7 @@ def convert_d3_cmd(anno_root, json_file, img_root, out_dir, setting, expressions
               help="Negative images per group, drawn from other groups (not certified).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the negative draw; same inputs + seed = byte-identical output.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@no_progress_option
 def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress):
     """Convert Co-SOD group folders (CoCA, CoSal2015, CoSOD3k) to the canonical format.
 
@@ -120,9 +131,9 @@ def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress)
 
     \b
     Example on CoCA:
-        grdkit convert cosod --images CoCA/image --masks CoCA/binary --out out/coca
+        grdkit convert cosod --img-root CoCA/image --masks CoCA/binary --out out/coca
     """
-    check_outputs([images, masks_root], folders={"--out": out_dir})
+    check_outputs([images, masks_root], folders={"--out": out_dir})  # --img-root
     with progress_bar(not no_progress) as track:
         ds, report = build_cosod(images, masks_root, negatives, seed, progress=track)
     paths = write_dataset({"test": ds}, out_dir, report.notes())
@@ -145,33 +156,41 @@ def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress)
 @click.option("--img-root", type=click.Path(path_type=Path),
               help="Also check every image file: exists, opens, has the recorded size.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write every problem as JSON.")
+              help="Write every problem as JSON; '-' writes it to stdout (instead of the "
+                   "tables).")
 @click.option("--show", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Problems listed in the terminal (all are in --json).")
-def validate_cmd(path, img_root, json_out, show):
+              help="Problems listed in the tables (count; all are in --json).")
+@format_option
+def validate_cmd(path, img_root, json_out, show, output_format):
     """Check a GRES dataset (split file or folder), a D³ folder or a refer folder.
 
     Exit 1 when any error is found, 0 otherwise (warnings allowed), 2 when the input cannot be
     read at all. See grdkit.validate for the list of checks.
     """
-    check_outputs([path, img_root], {"--json": json_out})
+    check_outputs([path, img_root], {"--json": None if is_stdout(json_out) else json_out})
     report = validate_path(path, img_root)
-    if json_out:
-        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1) + "\n")
+    doc = json.dumps(report.to_dict(), indent=1) + "\n"
+    if json_out and not is_stdout(json_out):
+        atomic_write_text(json_out, doc)  # written before anything is printed
+    n_err, n_warn = len(report.errors), len(report.warnings)
+    if is_stdout(json_out):
+        click.echo(doc, nl=False)
+        return 1 if n_err else 0
+    o = Output(output_format)
     counts = report.counts()
     checked = ", ".join(f"{v} {k}" for k, v in report.checked.items())
-    out.print(f"{path} ({report.input_kind}): checked {checked}")
+    o.text(f"{path} ({report.input_kind}): checked {checked}")
     if counts:
-        out.print(table("problems by kind", [{"severity": s, "kind": k, "count": c}
-                                             for (s, k), c in counts.items()]))
+        o.table("problems by kind", [{"severity": s, "kind": k, "count": c}
+                                     for (s, k), c in counts.items()])
         shown = sorted(report.problems, key=lambda p: p.severity != "error")[:show]
         if shown:
-            out.print(table(f"first {len(shown)} of {len(report.problems)}", [
+            o.table(f"first {len(shown)} of {len(report.problems)}", [
                 {"severity": p.severity, "kind": p.kind, "record": p.record,
-                 "message": p.message} for p in shown]))
-    n_err, n_warn = len(report.errors), len(report.warnings)
+                 "message": p.message} for p in shown])
     style = "red" if n_err else "green"
-    out.print(f"[{style}]{n_err} errors, {n_warn} warnings[/]")
+    o.text(f"[{style}]{n_err} errors, {n_warn} warnings[/]")
+    o.emit(report.to_dict())
     return 1 if n_err else 0
 
 
@@ -180,7 +199,8 @@ def validate_cmd(path, img_root, json_out, show):
 @click.option("--split", help="With a built folder: the split to show (default: the only one).")
 @click.option("--expression", "expression_id", type=int,
               help="Expression id (default: the first expression of --group, or of the file).")
-@click.option("--group", "group_id", type=int, help="Group id.")
+@click.option("--group", "group_id", type=int,
+              help="Group id (default: the group of --expression, or the first).")
 @click.option("--img-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Image folder; without it masks are drawn on grey canvases.")
 @click.option("--preds", type=click.Path(exists=True, path_type=Path),

@@ -31,12 +31,71 @@ from .export import export_group
 from .grd import convert_group, show_cmd, validate_cmd
 from .leaderboard import leaderboard_cmd
 from .reproduce import reproduce_group
+from .ui import LOG_FORMATS, STATE, DefaultGroup, PipeSafe, configure
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _set_verbosity(value: int):
+    def callback(ctx, param, flag):
+        if flag:
+            configure(verbosity=value)
+    return callback
+
+
+def _set_log_format(ctx, param, value):
+    if value is not None:
+        configure(log_format=value)
+
+
+# the options every command takes (on the root group and, by common_options, on each command)
+COMMON = [
+    ("-q", "--quiet", {"is_flag": True, "expose_value": False, "is_eager": True,
+                           "callback": _set_verbosity(-1),
+                           "help": "Only warnings, errors and the results: no progress, no notes."}),
+    ("-v", "--verbose", {"is_flag": True, "expose_value": False, "is_eager": True,
+                             "callback": _set_verbosity(1), "help": "Also debug messages."}),
+    ("--log-format", None, {"type": click.Choice(LOG_FORMATS), "expose_value": False,
+                                "is_eager": True, "callback": _set_log_format,
+                                "help": "Progress and log display: bar (rich, for a terminal), "
+                                     "lines (plain flushed lines, for CI / SLURM / nohup "
+                                     "logs), auto (bar when stderr is a terminal, else lines). "
+                                     "Default: auto."}),
+]
+
+
+def _common_params() -> list[click.Option]:
+    return [click.Option([n for n in (a, b) if n], **kw) for a, b, kw in COMMON]
+
+
+def common_options(command: click.Command) -> None:
+    """Give every command under ``command`` the global -q / -v / --log-format (so that
+    ``grdkit eval P --gt G -q`` works like ``grdkit -q eval P --gt G``); also those other
+    modules add."""
+    for sub in getattr(command, "commands", {}).values():
+        if isinstance(sub, click.Group):
+            common_options(sub)
+        elif not any(p.name == "quiet" for p in sub.params):
+            sub.params.extend(_common_params())
+
+
+class RootGroup(click.Group):
+    """The root group: every invocation starts from the default settings (quiet / verbose /
+    log format), also when one process runs several (tests)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        STATE.update(verbosity=0, log_format="auto")
+        return super().make_context(info_name, args, parent, **extra)
+
+
+@click.group(cls=RootGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="grdkit")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """grdkit: data, metrics and baselines for Group-wise Referring Expression Segmentation.
+
+    Every command takes -q / -v / --log-format (before or after its name); NO_COLOR and
+    GRDKIT_NO_PROGRESS=1 are honoured; outside a terminal, progress and training logs are plain
+    lines on stderr and tables print at full width (see docs/ci.md).
 
     \b
     Write the bundled demo sample as files (refer data, images, photo folders):
@@ -50,7 +109,7 @@ def cli() -> None:
         grdkit stats out/g-refcocog
     Convert GRD (the D³ pickles or JSON), Co-SOD group folders, and validate any GRES dataset:
         grdkit convert d3 --anno-root d3/annotations --out out/grd
-        grdkit convert cosod --images CoCA/image --masks CoCA/binary --out out/coca
+        grdkit convert cosod --img-root CoCA/image --masks CoCA/binary --out out/coca
         grdkit validate out/grd/test.json
     Derive a train / val split by group, the RES setting (negatives removed) or a union:
         grdkit derive split out/coca/test.json --val 0.2 --seed 0 --out out/coca-split
@@ -67,11 +126,18 @@ def cli() -> None:
     Look at the results as a web page (every pair's score, galleries of failures):
         grdkit eval preds.json --gt val.json --img-root images --html report/
     Compare methods:
-        grdkit leaderboard a.json b.json --names A,B --markdown board.md
+        grdkit leaderboard a.json b.json --labels A,B --markdown board.md
     Reproduce a paper's table (paper / ours / delta per cell):
         grdkit reproduce list
         grdkit reproduce gres/table5 --data-root ~/data --out runs/gres-t5
     """
+    configure()
+    if ctx.invoked_subcommand is None:  # bare grdkit: the help, exit 0
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+
+
+cli.params.extend(_common_params())
 
 
 cli.add_command(build_cmd)
@@ -115,6 +181,7 @@ def finite_floats(command: click.Command) -> None:
 
 
 finite_floats(cli)
+common_options(cli)
 
 # what the OS or a library raises on a hostile or impossible input (module header)
 INPUT_FAILURES = (OSError, RecursionError, OverflowError, MemoryError,
@@ -126,6 +193,17 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI (:func:`run_cli`) with stdout made :class:`~.ui.PipeSafe`: a reader that
+    closes early (``| head``) costs neither an output file nor the exit code."""
+    if not isinstance(sys.stdout, PipeSafe):
+        sys.stdout = PipeSafe(sys.stdout)
+    try:
+        run_cli(argv)
+    finally:
+        sys.stdout.flush()  # PipeSafe: never raises on a closed pipe
+
+
+def run_cli(argv: list[str] | None = None) -> None:
     """Run the CLI; map every input and usage error to one line on stderr and exit code 2."""
     try:
         rv = cli.main(args=argv, prog_name="grdkit", standalone_mode=False)
@@ -135,8 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("grdkit: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:  # a bare group (grdkit convert): its help
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
     except click.UsageError as e:
-        where = e.ctx.command_path if e.ctx is not None else "grdkit"
+        where = _help_path(e.ctx)
         click.echo(f"grdkit: error: {_one_line(e.format_message())} (see {where} --help)",
                    err=True)
         sys.exit(2)
@@ -155,6 +236,17 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"grdkit: error: {_one_line(_describe(e))}", err=True)
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _help_path(ctx: click.Context | None) -> str:
+    """The command whose --help to point at: ``grdkit eval`` for eval's default command."""
+    if ctx is None:
+        return "grdkit"
+    parent = ctx.parent
+    if parent is not None and isinstance(parent.command, DefaultGroup) \
+            and ctx.info_name == parent.command.default:
+        return parent.command_path
+    return ctx.command_path
 
 
 def _describe(e: BaseException) -> str:

@@ -8,15 +8,15 @@ import click
 
 from ..errors import InputError
 from ..io import atomic_write_text, check_outputs
-from .ui import err, out
+from .ui import DefaultGroup, Output, err, format_option, out
 
 
-class _ReproduceGroup(click.Group):
+class _ReproduceGroup(DefaultGroup):
     """``grdkit reproduce list`` or ``grdkit reproduce NAME [options]``."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["run", *args]
+        if not args:  # bare `grdkit reproduce`: its help
+            args = ["--help"]
         return super().parse_args(ctx, args)
 
 
@@ -37,11 +37,30 @@ def reproduce_group():
 
 
 @reproduce_group.command("list")
-def list_cmd():
-    """Every recipe, its rows and the data it needs (under --data-root)."""
-    from ..reproduce import list_text
+@format_option
+def list_cmd(output_format):
+    """Every recipe, its rows and the data it needs (folders under the --data-root of
+    grdkit reproduce NAME). --format table prints the plain list; markdown, csv and json one
+    row per recipe."""
+    from ..reproduce import list_text, load_recipe, recipe_names
 
-    click.echo(list_text(), nl=False)
+    if output_format == "table":
+        click.echo(list_text(), nl=False)
+        return
+    rows = []
+    for name in recipe_names():
+        r = load_recipe(name)
+        rows.append({
+            "recipe": name, "title": r.title, "source": r.cite,
+            **{k: ", ".join(x.id for x in r.rows if x.status == st) or None
+               for k, st in (("grdkit rows", "ours"), ("not implemented", "not-implemented"),
+                             ("published only", "published"))},
+            "cells": len(r.cells()),
+            "data": ", ".join(sorted({f"{d.source}/" for d in r.datasets.values()}
+                                     | {f"{d.images}/" for d in r.datasets.values()}))})
+    o = Output(output_format)
+    o.table("recipes", rows)
+    o.emit(rows)
 
 
 def _sets(values: tuple[str, ...]) -> dict:
@@ -59,7 +78,7 @@ def _sets(values: tuple[str, ...]) -> dict:
     return res
 
 
-@reproduce_group.command("run")
+@reproduce_group.command("run", hidden=True)
 @click.argument("name")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
               help="Folder with the released data: refcoco/, refcoco+/, refcocog/, grefcoco/, "
@@ -76,13 +95,25 @@ def _sets(values: tuple[str, ...]) -> dict:
               help="A preset's local weights or any run option for every row, e.g. --set "
                    "vision_weights=swin_base.pth --set text=bert-base-uncased/.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
+              show_default=True, help="Where trainings and predictions run (auto: CUDA when "
+                                      "available; --smoke: always cpu).")
 @click.option("--launcher", type=click.Choice(["none", "torchrun"]), default="none",
               show_default=True, help="torchrun: each training runs under torchrun (DDP).")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes per node with --launcher torchrun.")
 def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launcher, nproc):
-    """Reproduce recipe NAME (see grdkit reproduce list)."""
+    """Regenerate a table of the GRES, MABP or LTS paper: paper / ours / delta per cell, for
+    recipe NAME (see grdkit reproduce list).
+
+    \b
+    grdkit reproduce gres/table5 --data-root ~/data --out runs/gres-t5 [--rows full,no-tqm]
+    grdkit reproduce gres/table5 --dry-run        # the plan, GPU-hours estimated
+    grdkit reproduce gres/table5 --smoke --out runs/smoke   # toy data, tiny models, CPU
+
+    A recipe (grdkit/reproduce/recipes/<paper>/<table>.yaml) holds the paper's cells, the data
+    each column needs, the run of each row and the evaluation profile of each column. Steps are
+    keyed by their exact config and skipped when complete: rerunning resumes.
+    """
     from ..reproduce import load_recipe
     from ..reproduce.plan import build_plan, render_plan
 

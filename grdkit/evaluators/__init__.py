@@ -90,8 +90,11 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
             ev.process(batch)
     finally:
         ev.close()
-    if save_state is not None:
-        state.save_state(ev, save_state, commit)
+    loc = localisation(preds, gt)
+    if save_state is not None:  # the shard's localisation counts travel with it (eval merge)
+        state.save_state(ev, save_state, commit, None if loc is None else {
+            "hits": round((loc["loc_acc"] or 0.0) * loc["loc_pairs"] / 100),
+            "pairs": loc["loc_pairs"]})
     cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)
@@ -99,8 +102,15 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     if per_pair:
         report.pairs = pair_frame(ev)
         report.pair_masks = {(p.split, p.expression_id, p.image_id): p.rle for p in preds}
-    loc = localisation(preds, gt)
-    if loc is not None:  # LTS §4.3, from the optional "peak" keys (:mod:`.localisation`)
+    add_localisation(report, loc)
+    return report
+
+
+def add_localisation(report: Report, loc: dict | None) -> Report:
+    """``report`` with ``metrics["loc_acc"]`` and ``counts["loc_pairs"]`` (LTS §4.3, from the
+    optional "peak" keys, :mod:`.localisation`) when ``loc`` is not None; a single pass and
+    merged shards (:func:`.state.merged_localisation`) both go through here."""
+    if loc is not None:
         report.metrics["loc_acc"] = loc["loc_acc"]
         report.counts["loc_pairs"] = loc["loc_pairs"]
     return report
@@ -127,6 +137,7 @@ def localisation(preds: list, gt: dict[str, GresDataset]) -> dict | None:
     return {"loc_acc": 100.0 * hits / pairs if pairs else None, "loc_pairs": pairs}
 
 
-__all__ = ["GresEvaluator", "Leaderboard", "Report", "check_gate", "comparability_problems",
-           "evaluate", "evaluator_from_pairs", "leaderboard", "load_ground_truth",
-           "merge_states", "pair_frame", "read_pairs", "write_curves", "write_pairs"]
+__all__ = ["GresEvaluator", "Leaderboard", "Report", "add_localisation", "check_gate",
+           "comparability_problems", "evaluate", "evaluator_from_pairs", "leaderboard",
+           "load_ground_truth", "merge_states", "pair_frame", "read_pairs", "write_curves",
+           "write_pairs"]

@@ -20,7 +20,8 @@ pycocotools' ``iou`` returns 0 in that case, hence I and U are computed here fro
   (a false negative has I = 0 anyway); both names are reported because both papers use them.
 * ``ciou`` (ReLA §6.1): sum(I) / sum(U) over all pairs; a no-target pair wrongly predicted as
   targeted adds its prediction's area to U (its U), a true negative adds nothing. When sum(U) = 0
-  (nothing to segment, nothing predicted) cIoU is 100.
+  (nothing to segment, nothing predicted) cIoU is None, like every metric whose denominator is
+  empty (grdkit reported 100 before issue 25; ReLA's cum_I / cum_U would divide by zero).
 * ``n_acc`` (ReLA): true negatives / no-target pairs. ``t_acc``: target pairs predicted as
   targeted / target pairs. ``r_neg`` (GRES R_neg, recall of negative pairs) equals ``n_acc``.
 * ``pr@X`` (X = 0.5 ... 0.9): share of target pairs with IoU >= X.
@@ -250,7 +251,7 @@ def metrics_from_sums(s: np.ndarray, profile: Profile | None = None
         "gres_miou": ratio(f["score"], f["pairs"]),
         "res_miou": ratio(f["pos_iou"], f["pos"]),
         "giou": ratio(f["score"], f["pairs"]),
-        "ciou": ratio(f["inter"], f["union"], empty=100.0),
+        "ciou": ratio(f["inter"], f["union"]),  # None when sum(U) = 0 (module header)
         "n_acc": ratio(f["tn"], f["neg"]),
         "t_acc": ratio(f["tp"], f["pos"]),
         "r_neg": ratio(f["tn"], f["neg"]),

@@ -105,7 +105,8 @@ def leaderboard(reports: list, names: list[str] | None = None, sort: str = "gres
     Args:
         names: one per report (default: the file stems, or ``method<k>``); must be unique.
         sort: metric to sort by, best first (ascending for ``mae``).
-        metrics: columns (default: every GRES / Co-SOD metric some report defines).
+        metrics: columns (default: every metric some report defines: the GRES / Co-SOD ones
+            in their order, then the others, e.g. ``loc_acc``, in the reports' order).
         force: compare reports on other ground truth or under another protocol anyway.
 
     Raises:
@@ -133,7 +134,9 @@ def leaderboard(reports: list, names: list[str] | None = None, sort: str = "gres
                                  hint="compare reports on the same ground truth and protocol, "
                                       "or force the comparison")
     if metrics is None:
-        order = (*METRICS, *COSOD_METRICS)
+        # the known metrics in their order, then any other some report has (e.g. loc_acc)
+        order = list(dict.fromkeys([*METRICS, *COSOD_METRICS,
+                                    *(k for _, d, _ in loaded for k in d["metrics"])]))
         metrics = [k for k in order if any(d["metrics"].get(k) is not None for _, d, _ in loaded)]
     data = {k: [d["metrics"].get(k) for _, d, _ in loaded] for k in metrics}
     table = pd.DataFrame(data, index=pd.Index(names, name="method"), dtype="float64")

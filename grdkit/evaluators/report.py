@@ -140,8 +140,10 @@ class Report:
 
 
 def fmt(metric: str, v: float | None) -> str:
+    """A metric for a table: 2 decimals (percent), 4 for Co-SOD (0-1); ``-`` for None (an
+    empty denominator)."""
     if v is None:
-        return "n/a"
+        return "-"
     return f"{v:.4f}" if metric in COSOD_METRICS else f"{v:.2f}"
 
 

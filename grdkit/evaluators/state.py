@@ -33,12 +33,14 @@ COSOD_KEYS = ("c_tp", "c_pp", "c_g", "c_n", "c_scalars", "c_done")
 OPTIONS = ("min_pixels", "protocol", "cosod", "cosod_protocol")
 
 
-def state_dict(ev: GresEvaluator) -> dict[str, np.ndarray]:
-    """The processed pairs' statistics plus what identifies the ground truth and options."""
+def state_dict(ev: GresEvaluator, loc: dict | None = None) -> dict[str, np.ndarray]:
+    """The processed pairs' statistics plus what identifies the ground truth and options.
+    ``loc``: the shard's localisation counts ``{"hits", "pairs"}`` (LTS §4.3, predictions with
+    peaks), kept in ``meta`` so that merged shards report ``loc_acc`` exactly."""
     rows = np.flatnonzero(ev.has_pred)
     meta = {"format": STATE_FORMAT, "fingerprint": ev.fingerprint,
             **{k: getattr(ev, k) for k in OPTIONS}, "splits": list(ev.gt.splits),
-            "grdkit_version": __version__}
+            "grdkit_version": __version__, **({"loc": loc} if loc is not None else {})}
     st = {"meta": np.array(json.dumps(meta)), "rows": rows, "pred_area": ev.pred_area[rows],
           "inter": ev.inter[rows], "union": ev.union[rows], "pred_pos": ev.pred_pos[rows]}
     if ev.cosod:
@@ -46,10 +48,11 @@ def state_dict(ev: GresEvaluator) -> dict[str, np.ndarray]:
     return st
 
 
-def save_state(ev: GresEvaluator, path: str | Path, commit: Commit | None = None) -> None:
+def save_state(ev: GresEvaluator, path: str | Path, commit: Commit | None = None,
+               loc: dict | None = None) -> None:
     """Write :func:`state_dict` as compressed ``.npz``, atomically (into ``commit`` if given)."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **state_dict(ev))
+    np.savez_compressed(buf, **state_dict(ev, loc))
     if commit is not None:
         commit.write_bytes(path, buf.getvalue())
     else:
@@ -181,20 +184,48 @@ def check_state_arrays(ev: GresEvaluator, state: dict, name: str = "state") -> n
     return rows
 
 
+def merged_localisation(paths: Iterable[str | Path]) -> dict | None:
+    """``{"loc_acc", "loc_pairs"}`` over the shards' localisation counts (the sums of their
+    hits and pairs, so exactly the single pass's), None when no shard holds any.
+
+    Raises:
+        InputError: see :func:`read_state`; a malformed ``loc`` record.
+    """
+    hits = pairs = 0
+    seen = False
+    for p in paths:
+        loc = state_meta(read_state(p)).get("loc")
+        if loc is None:
+            continue
+        h, n = loc.get("hits") if isinstance(loc, dict) else None, \
+            loc.get("pairs") if isinstance(loc, dict) else None
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (h, n)) \
+                or h > n:
+            raise InputError(p, "has a malformed 'loc' record (hits and pairs, 0 <= hits <= "
+                             "pairs)", hint="pass states written by `grdkit eval --save-state`")
+        seen, hits, pairs = True, hits + h, pairs + n
+    if not seen:
+        return None
+    return {"loc_acc": 100.0 * hits / pairs if pairs else None, "loc_pairs": pairs}
+
+
 def merge_states(paths: Iterable[str | Path], gt: dict[str, GresDataset]) -> GresEvaluator:
-    """An evaluator holding every shard of ``paths`` (evaluated against ``gt``).
+    """An evaluator holding every shard of ``paths`` (evaluated against ``gt``); its
+    ``localisation`` attribute holds :func:`merged_localisation` of the shards.
 
     Raises:
         InputError: see :func:`read_state` and :func:`load_state`.
     """
+    paths = list(paths)
     loaded = [(p, read_state(p)) for p in paths]
     meta = state_meta(loaded[0][1])
     ev = GresEvaluator(gt, min_pixels=meta["min_pixels"], cosod=meta["cosod"],
                        protocol=meta["protocol"], cosod_protocol=meta["cosod_protocol"])
     for p, st in loaded:
         load_state(ev, st, str(p))
+    ev.localisation = merged_localisation(paths)
     return ev
 
 
-__all__ = ["COSOD_KEYS", "OPTIONS", "STATE_FORMAT", "check_state_arrays", "load_state", "merge_states", "read_state", "save_state",
+__all__ = ["COSOD_KEYS", "OPTIONS", "STATE_FORMAT", "check_state_arrays", "load_state", "merge_states", "merged_localisation", "read_state", "save_state",
            "state_dict", "state_meta"]
