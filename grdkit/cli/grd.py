@@ -30,6 +30,7 @@ from .ui import (
     no_progress_option,
     out,
     progress_bar,
+    split_file,
     table,
 )
 
@@ -232,15 +233,11 @@ def show_cmd(dataset, split, expression_id, group_id, img_root, preds, worst, co
         raise click.UsageError("--worst picks the groups; drop --group / --expression")
     check_outputs([dataset, img_root, preds], *(({}, {"--out": out_path}) if worst
                                                 else ({"--out": out_path}, {})))
-    if dataset.is_dir():
+    if dataset.is_dir() and (worst is None or split is not None):
+        f = split_file(dataset, split)  # one split: named, or the folder's only one
+        splits = {f.stem: load_dataset(f)}
+    elif dataset.is_dir():  # --worst ranks the groups of every split
         splits = load_splits(dataset)
-        if split is None and len(splits) > 1 and worst is None:
-            raise InputError(dataset, f"holds splits {sorted(splits)}",
-                             hint="choose one with --split")
-        if split is not None:
-            if split not in splits:
-                raise InputError(dataset, f"has no split {split!r} (splits: {sorted(splits)})")
-            splits = {split: splits[split]}
     else:
         ds = load_dataset(dataset)
         splits = {ds.split or "test": ds}
