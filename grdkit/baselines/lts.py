@@ -9,19 +9,27 @@ paper                             grdkit                                        
 ================================  =================================================  ==============
 §3.1 F_v1..3 at 1/32, 1/16, 1/8   timm backbone features at strides 32, 16, 8         faithful
 §4.1 Darknet53, COCO-pretrained   ``vision="darknet53"`` + ``vision_weights=PATH``    faithful (the
-                                  (a local timm ``darknet53`` state dict); timm's      weights are the
-                                  normalisation for it (ImageNet mean / std), or       user's); which
-                                  ``vision_norm="unit"`` (0-1 pixels, as YOLOv3 /      normalisation
-                                  MCN weights expect), saved in the checkpoint         fits them: the
-                                  (default backbone elsewhere: EfficientNet-Lite0)     user's
-§3.1 GloVe-300 word embeddings    ``text=PATH.txt``: vectors read from a local GloVe  faithful; table
-                                  file; table frozen unless ``train_text``; unknown    freezing and
-                                  words share one zero vector; the file's sha256 is    unknown words:
-                                  saved with the run and checked when it loads         ours
+  (MCN's backbone: YOLOv3's)      (a local state dict in timm's names:                 weights are the
+                                  ``grdkit weights convert darknet53 yolov3.weights    user's)
+                                  OUT`` reads Darknet's binary layout, pjreddie/
+                                  darknet src/parser.c @f6afaab); ``vision_norm=
+                                  "unit"`` (0-1 RGB, Darknet's input) for them
+Darknet's LeakyReLU slope 0.1     ``leaky_slope=0.1`` (default, preset) on every       faithful; 0.01
+  (src/activations.h @f6afaab)    LeakyReLU of the backbone (timm's darknet53 has      for timm's own
+                                  0.01); saved as a buffer, restored exactly           ImageNet weights:
+                                                                                       named option
+§3.1 "initialized by GloVe"       ``text=PATH.txt``: vectors read from a local GloVe  faithful (the
+  (GloVe-300, trained)            file, ``word_dim=300`` checked (preset); the table   table trains:
+                                  trains in ``lts-paper`` (``train_text=True``;        preset);
+                                  saved with the run); ``train_text=False`` freezes   freezing: named
+                                  it; unknown words share one zero vector; the        option; unknown
+                                  file's sha256 is saved and checked when it loads     words: ours
 eq. 1-2, 4 bi-GRU, h_0 = 0        ``nn.GRU`` bidirectional over packed sequences      faithful
 §4.1 "1024 dimensional bi-GRU"    ``gru_dim=1024``: 512 per direction, f_text 1024-d  open: ours
 eq. 3 f_text = avg(h_1..h_m)      mean over the words (padding excluded)              faithful
-§4.1 15 / 20 words at most        ``max_words`` (preset 15; 20 for RefCOCOg)          faithful
+§4.1 15 / 20 words at most        ``max_words`` (preset 15; 20 for RefCOCOg) words;   faithful;
+                                  punctuation marks are fed but do not count           feeding them:
+                                                                                       ours
 (no GloVe file given)             MiniLM (bundled) + masked mean, ``text_gru`` adds a  named option
                                   packed bi-GRU
 eq. 5 f_m1 = g(f_v1 W_v1).g(f_t   ``fusion="paper"``: 1x1 convs / linears without     faithful; slope
@@ -39,12 +47,22 @@ eq. 9 transformer decoder, 1      ``locate="transformer"``: one ``nn.Transformer
   layer, 4 heads, 1024 hidden,    DecoderLayer`` (d_model = d_k, 4 heads, FFN 1024),   sine encoding
   fixed positional encodings      queries = F_m3 pixels + 2-D sine encoding, memory    and the 1-ch
                                   = f_text projected to d_k (one token), linear -> H   head: ours
+§3.2 encodings added to the       the encodings are added once, to the queries'        open, ours
+  input of each attention layer   input, so they also enter the values of the self-   (PyTorch's
+                                  attention (DETR adds them to queries and keys        layer takes no
+                                  only); with one layer and one memory token the       position input)
+                                  cross-attention sees them through its queries
 Table 5 n-fold filtering          not implemented: the paper does not say how the n   -
                                   filters combine
 Table 5 WordFilter                not implemented (ablation, one kernel per word)     -
 eq. 10 P = Seg(concat(F_m3, H))   concat(F_m3, sigmoid(H)) -> ASPP (1x1, rates 6, 12,  ASPP rates and
                                   18, image pooling; ``width`` channels) -> 2x2        sigmoid on H:
                                   transposed conv (x2) -> P at 1/4                     ours (DeepLab)
+§3.3 / Fig. 3: the deconvolution  the 2x2 transposed conv runs on the ``width``-       open, ours: a
+  up-samples the final mask       channel ASPP output, then a 1x1 conv gives P          learned x2 on
+                                  (the figure's order, mask then deconvolution, is     256 channels
+                                  not followed)                                        (cost: one
+                                                                                       2x2 deconv)
 eq. 11-12 BCE summed over pixels  ``loss_reduction="sum"``: sum over the pixels of     faithful (eq. 11
   at 1/4 and 1/8                  each image, mean over the images of the step;         omits the minus
                                   targets: ground truth area-averaged to 1/4, 1/8       sign); mean over
@@ -159,7 +177,10 @@ class LTS(nn.Module):
     Args:
         vision, vision_weights: see :class:`~.encoders.VisionEncoder` (paper: ``darknet53``);
             vision_norm: its input normalisation, ``auto`` (timm's) or ``unit`` (0-1 pixels,
-            for YOLOv3 / MCN Darknet53 weights converted to timm's names).
+            for YOLOv3 / MCN Darknet53 weights converted by ``grdkit weights convert``).
+        leaky_slope: negative slope of the backbone's LeakyReLUs (Darknet's 0.1; 0.01 for
+            timm's own ImageNet ``darknet53`` weights; backbones without LeakyReLU ignore it).
+        word_dim: the GloVe vectors' width the file must have (preset: 300); None: any.
         text: see :func:`~.encoders.make_text_encoder` (a ``glove.*.txt`` path: GloVe + bi-GRU,
             the paper's); text_gru: a bi-GRU over a transformer's token states.
         max_words: words (GloVe) or tokens (transformer) per sentence at most; None: the
@@ -168,7 +189,8 @@ class LTS(nn.Module):
             ``fusion="text-every-level"``. With ``fusion="paper"`` each fused branch has d_k / 2
             channels, so F_m3 has d_k (eq. 7-8).
         d_k: relevance-filter dimension (paper: 1024).
-        train_text: fine-tune the text encoder (transformer or GloVe table; default frozen).
+        train_text: fine-tune the text encoder (transformer or GloVe table; default frozen; the
+            ``lts-paper`` preset trains the GloVe table, §3.1).
         freeze_vision: keep the visual backbone fixed.
         fusion: ``paper`` (eq. 5-7 as written) or ``text-every-level``.
         relevance: ``literal`` (eq. 8) or ``scaled`` (projection, 1/sqrt(d_k), bias).
@@ -195,7 +217,8 @@ class LTS(nn.Module):
                  relevance: str = "literal", locate: str = "filter",
                  loss_reduction: str = "sum", loc_weight: float = 0.1,
                  max_words: int | None = None, gru_dim: int = 1024,
-                 vision_norm: str = "auto"):
+                 vision_norm: str = "auto", leaky_slope: float = 0.1,
+                 word_dim: int | None = None):
         super().__init__()
         for value, allowed, what in ((fusion, FUSIONS, "fusion"), (relevance, RELEVANCES,
                                      "relevance"), (locate, LOCATES, "locate"),
@@ -211,7 +234,7 @@ class LTS(nn.Module):
         self.fusion, self.relevance, self.locate = fusion, relevance, locate
         self.loss_reduction, self.loc_weight = loss_reduction, float(loc_weight)
         attach_encoders(self, vision, vision_weights, text, text_gru, train_text, freeze_vision,
-                        image_size, max_words, gru_dim, vision_norm)
+                        image_size, max_words, gru_dim, vision_norm, leaky_slope, word_dim)
         c8, c16, c32 = self.vision.channels
         cl = self.text.dim
         self.act = nn.LeakyReLU(0.1)

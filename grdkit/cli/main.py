@@ -30,6 +30,7 @@ from .export import export_group
 from .grd import convert_group, show_cmd, validate_cmd
 from .leaderboard import leaderboard_cmd
 from .reproduce import reproduce_group
+from .weights import weights_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -81,6 +82,7 @@ cli.add_command(predict_cmd)
 cli.add_command(cache_cmd)
 cli.add_command(derive_group)
 cli.add_command(reproduce_group)
+cli.add_command(weights_group)
 
 
 class FiniteFloat(click.FloatRange):
