@@ -113,7 +113,7 @@ def test_convert_old_header_and_broken_files(tmp_path, capsys):
     short = tmp_path / "short.weights"
     write_darknet(short, cut=20 + 4 * 1000)
     dst = tmp_path / "never.pt"
-    code, out, err = run_cli(["weights", "convert", "darknet53", short, dst], capsys)
+    code, _, err = run_cli(["weights", "convert", "darknet53", short, dst], capsys)
     assert code == 2 and err.startswith("grdkit: error: ") and len(err.strip().splitlines()) == 1
     # the stem takes 992 floats of the 1000; conv 1 needs 18,688: (18,688 - 8) x 4 bytes missing
     assert "ends in convolution 1 of Darknet53 (stages.0.conv_down): 74720 bytes missing" in err
@@ -131,8 +131,8 @@ def test_lts_darknet53_leaky_slope_is_darknets_and_restored(tmp_path):
     from grdkit.baselines.lts import LTS
 
     glove = write_glove(tmp_path / "g.txt")
-    kw = dict(vision="darknet53", vision_weights=None, text=str(glove), gru_dim=4, width=8,
-              d_k=4)
+    kw = {"vision": "darknet53", "vision_weights": None, "text": str(glove), "gru_dim": 4,
+          "width": 8, "d_k": 4}
     m = LTS(**kw)
     slopes = {a.negative_slope for a in m.vision.modules() if isinstance(a, torch.nn.LeakyReLU)}
     assert slopes == {0.1}  # timm's darknet53 alone has 0.01
@@ -160,7 +160,7 @@ def test_glove_trainable_300d_and_word_cap(tmp_path):
     # §4.1 counts words: punctuation is fed but does not count toward the cap
     assert enc.cut(["the", ",", "brown", "-", "cow", "on", "grass"]) == \
         ["the", ",", "brown", "-", "cow"]
-    ids, mask = enc.ids(["the, brown - cow on grass"])
+    _, mask = enc.ids(["the, brown - cow on grass"])
     assert mask.sum().item() == 5
 
 

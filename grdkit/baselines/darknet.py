@@ -83,7 +83,7 @@ def darknet53_state(data: bytes, path: str | Path = "<weights>") -> dict[str, to
     """
     import timm
 
-    version, seen, offset = read_header(data, path)
+    _, _, offset = read_header(data, path)
     template = timm.create_model("darknet53", pretrained=False).state_dict()
     convs = [k[: -len(".conv.weight")] for k in template if k.endswith(".conv.weight")]
     if len(convs) != DARKNET53_CONVS:  # a timm whose darknet53 differs: refuse, never guess

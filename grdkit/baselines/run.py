@@ -108,7 +108,8 @@ PRESETS: dict[str, dict] = {
                                   "anchor": "prototype", "mirror_fusion": "anti",
                                   "decay_exempt": True},
                    "required": ("vision_weights", "text")},
-    # LTS (CVPR 2021) §3-4.1: Darknet53 (Darknet's LeakyReLU 0.1), 416 x 416, GloVe-300
+    # LTS (CVPR 2021) §3-4.1: Darknet53 (COCO-pretrained YOLOv3 / MCN weights converted by
+    # grdkit weights convert: Darknet's LeakyReLU 0.1 and 0-1 RGB input), 416 x 416, GloVe-300
     # (trained: "initialized by GloVe", §3.1) + 1024-d bi-GRU, sentences cut at
     # 15 words (RefCOCO / RefCOCO+; give max_words 20 for RefCOCOg), d_k = 1024, Adam lr 1e-3
     # x0.1 at epoch 30, 45 epochs, batch 18, threshold 0.25 (§3.4). Not stated by the paper:
@@ -143,7 +144,7 @@ PRESETS: dict[str, dict] = {
                   "model_args": {"vision": "darknet53", "d_k": 1024, "fusion": "paper",
                                  "relevance": "literal", "locate": "filter",
                                  "loss_reduction": "sum", "max_words": 15, "leaky_slope": 0.1,
-                                 "train_text": True, "word_dim": 300},
+                                 "vision_norm": "unit", "train_text": True, "word_dim": 300},
                   "required": ("vision_weights", "text")},
 }
 
