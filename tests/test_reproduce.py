@@ -339,8 +339,9 @@ def test_weights_are_keyed_by_content_not_path(tmp_path, monkeypatch):
     assert hashlib.sha256(b"weights v2").hexdigest() in cache.values()
     # a missing file keeps its path in the key and is reported, not hashed
     plan = build_plan(load_recipe("gres/table5"), ["full"],
-                      sets={"vision_weights": str(tmp_path / "nope.pth"), "text": str(bert)})
-    assert [w[3] for w in plan.weights()][0].endswith("nope.pth does not exist")
+                      sets={"vision_weights": str(tmp_path / "nope.pth"),
+                            "text": str(moved / "bert")})
+    assert [w[3] for w in plan.weights()] == [f"{tmp_path / 'nope.pth'} does not exist", None]
 
 
 # ----------------------------------------------------------------------------- smoke / resume
