@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from ..io import check_outputs
-from .ui import out
 
 
 @click.group("weights")
@@ -17,8 +16,8 @@ def weights_group():
 
     \b
     grdkit weights convert darknet53 yolov3.weights darknet53-coco.pt
-    grdkit train lts ... --preset lts-paper --model-arg vision_weights=darknet53-coco.pt \\
-        --model-arg vision_norm=unit
+    grdkit train lts --preset lts-paper --vision-weights darknet53-coco.pt \\
+        --text glove.840B.300d.txt --data train.json --img-root images --out runs/lts
     """
 
 
@@ -30,8 +29,8 @@ def convert_cmd(backbone, src, dst):
     """Convert SRC (Darknet's binary: yolov3.weights or darknet53.conv.74) to DST, a plain
     state dict of timm's BACKBONE (torch.save, read back with weights_only=True).
 
-    Darknet53 is LTS's backbone (§4.1; MCN's and YOLOv3's, COCO-pretrained). Train with
-    vision_norm=unit (Darknet's 0-1 input) and the default leaky_slope 0.1 (Darknet's).
+    Darknet53 is LTS's backbone (§4.1; MCN's and YOLOv3's, COCO-pretrained). The lts-paper
+    preset runs it as Darknet does: vision_norm=unit (0-1 RGB input) and leaky_slope 0.1.
     """
     from ..baselines import require_torch
 
@@ -40,7 +39,7 @@ def convert_cmd(backbone, src, dst):
 
     check_outputs([src], {"DST": dst})
     info = convert(backbone, src, dst)
-    out.print(f"{backbone}: Darknet {info['version']} (seen {info['seen']}), "
+    click.echo(f"{backbone}: Darknet {info['version']} (seen {info['seen']}), "
               f"{info['tensors']} tensors, {info['parameters']:,} values from "
               f"{info['bytes_read']:,} of {info['bytes_total']:,} bytes -> {dst}")
     return 0
