@@ -220,3 +220,37 @@ def test_grser_decay_exempt_follows_lavt():
     assert decay["weight_decay"] == 0.01 and exempt["weight_decay"] == 0.0
     plain = GRSer(vision_weights=None, width=16, group_size=2, decay_exempt=False)
     assert plain.param_groups(0.01)[1]["params"] == []
+
+
+def test_lts_table2_switches_remove_the_filter_or_the_fusion(tmp_path):
+    """LTS Table 2 rows 4 and 5 (§4.4): ``locate="none"`` is Fusion + Seg (P = Seg(F_m3), no
+    heatmap, no L_loc); ``fusion="visual"`` is Filter + Seg (F_m3 does not see the text, which
+    enters only through the filter's kernel)."""
+    from grdkit.baselines.lts import LTS
+
+    glove = write_glove(tmp_path / "g.txt")
+    kw = {"vision_weights": None, "text": str(glove), "gru_dim": 4, "width": 8, "d_k": 4}
+    batch = {"images": torch.randint(0, 255, (2, 1, 3, 64, 64), dtype=torch.uint8),
+             "masks": torch.zeros(2, 1, 1, 64, 64, dtype=torch.uint8),
+             "index": torch.tensor([0, 1]), "group": torch.tensor([0, 1]), "counts": [1, 1],
+             "expression": ["the brown cow", "a black cow on the left"]}
+    torch.manual_seed(0)
+    no_filter = LTS(**kw, locate="none").eval()
+    assert not hasattr(no_filter, "k_text") and no_filter.aspp.branches[0][0].in_channels == 4
+    out = no_filter(batch)
+    assert set(out) == {"p"} and out["p"].shape == (2, 1, 16, 16)
+    loss, parts = no_filter.loss(out, batch)
+    assert set(parts) == {"bce_p"} and torch.equal(loss, parts["bce_p"])
+    assert no_filter.peaks(out) == (None, None)
+    torch.manual_seed(0)
+    visual = LTS(**kw, fusion="visual").eval()
+    assert len(visual.t_proj) == 0
+    feats = visual.vision(batch["images"][:, 0])
+    t = visual.text(batch["expression"])
+    with torch.no_grad():
+        assert torch.equal(visual.fuse(feats, t), visual.fuse(feats, t.flip(0)))  # no text
+        h1, h2 = visual.heatmap(visual.fuse(feats, t), t), visual.heatmap(visual.fuse(feats, t),
+                                                                          t.flip(0))
+    assert not torch.equal(h1, h2)  # the filter still reads the expression
+    with pytest.raises(ValueError, match="never sees the expression"):
+        LTS(**kw, fusion="visual", locate="none")

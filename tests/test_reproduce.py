@@ -72,7 +72,7 @@ def test_every_recipe_loads_with_the_papers_rows():
     assert load_recipe("gres/table3").row("deepacg").paper["coca"][3] is None  # "-" in the paper
     # rows grdkit cannot run are listed, not dropped, each with its reason
     lts2 = load_recipe("lts/table2")
-    assert [x.status for x in lts2.rows] == ["not-implemented"] * 5 + ["ours"] * 2
+    assert [x.status for x in lts2.rows] == ["not-implemented"] * 3 + ["ours"] * 4
     assert all(x.note for x in lts2.rows if x.status == "not-implemented")
     # the two tables that cannot run at all say why
     assert "MeViS" in load_recipe("mabp/table7").unavailable
@@ -95,6 +95,8 @@ def test_lts_table2_rows_follow_section_4_4():
     assert iou["Fusion + Filter + Seg + L_loc"] > iou["Fusion + Filter + Seg"]
     row6 = r.row("fusion-filter-seg")
     assert row6.status == "ours" and row6.run.train == {"loc_weight": 0.0}
+    assert r.row("filter-seg").run.train == {"fusion": "visual", "loc_weight": 0.0}
+    assert r.row("fusion-seg").run.train == {"locate": "none"}
     assert r.row("full").run.train == {}
     assert "§4.4" in r.notes and "row 6" not in [x.id for x in r.rows]
 
