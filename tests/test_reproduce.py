@@ -498,3 +498,17 @@ def test_torchrun_launcher_runs_the_training_from_a_request(tmp_path, monkeypatc
     train_id = next(s for s in plan.steps if s.startswith("train-") and not plan.waiting(s))
     assert (tmp_path / "runs" / train_id.split("-", 1)[1] / "checkpoint.pt").exists()
     assert (tmp_path / "steps" / f"{train_id}.json").exists()
+
+
+def test_executor_checks_every_weight_before_any_step(tmp_path):
+    from grdkit.reproduce.execute import Executor
+    from grdkit.reproduce.plan import build_plan
+
+    plan = build_plan(load_recipe("lts/table2"), ["full"],
+                      sets={"text": str(tmp_path / "glove.840B.300d.txt")})
+    with pytest.raises(InputError) as e:
+        Executor(tmp_path / "out", tmp_path).run(plan)
+    msg = str(e.value)
+    assert "vision_weights (lts-paper): not given" in msg
+    assert f"text (lts-paper): {tmp_path / 'glove.840B.300d.txt'} does not exist" in msg
+    assert not (tmp_path / "out").exists()  # nothing built before the check

@@ -240,10 +240,16 @@ def required_weights(cfg: dict) -> dict[str, str]:
     return {k: cfg["model_args"].get(k) for k in req}
 
 
+NAMED_WEIGHTS = ("bundled", "all-MiniLM-L6-v2")  # installed with grdkit[baselines], no file
+
+
 def weight_problem(value: Any) -> str | None:
-    """Why a weights value is unusable (a placeholder: not given; a path: absent), or None."""
+    """Why a weights value is unusable (a placeholder: not given; a path: absent), or None
+    (also for the weights bundled by installed packages, :data:`NAMED_WEIGHTS`)."""
     if isinstance(value, str) and value.startswith("<") and "--set" in value:
         return "not given"
+    if value in NAMED_WEIGHTS:
+        return None
     if value is None or not Path(str(value)).exists():
         return f"{value} does not exist"
     return None
@@ -299,13 +305,13 @@ def keyed_config(cfg: dict) -> dict:
     """``cfg`` as a step key sees it: each existing weights path a preset requires replaced by
     its content hash (``sha256:...``), so moving a file keeps the key and replacing it changes
     the key (stale runs are never reused)."""
-    weights = required_weights(cfg)
-    if not any(weight_problem(v) is None for v in weights.values()):
+    weights = {k: v for k, v in required_weights(cfg).items()
+               if v not in NAMED_WEIGHTS and weight_problem(v) is None}
+    if not weights:
         return cfg
     args = dict(cfg["model_args"])
     for k, v in weights.items():
-        if weight_problem(v) is None:
-            args[k] = "sha256:" + file_digest(v)
+        args[k] = "sha256:" + file_digest(v)
     return {**cfg, "model_args": args}
 
 
