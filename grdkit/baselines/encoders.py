@@ -103,7 +103,8 @@ def map_lite0(state: dict, model: nn.Module) -> dict:
 
 
 def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled",
-              img_size: int | None = None) -> tuple[nn.Module, tuple]:
+              img_size: int | None = None, drop_path: float | None = None
+              ) -> tuple[nn.Module, tuple]:
     """A full timm model (with classifier) with the given weights, and its input normalisation.
 
     Args:
@@ -111,6 +112,12 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
         weights: ``"bundled"`` (only for efficientnet_lite0), a local state-dict path, or None
             (random initialisation, for tests).
         img_size: input size (pixels) for models built for one (Swin, ViT); ignored by others.
+        drop_path: stochastic-depth rate of models that take one (timm's ``drop_path_rate``;
+            None: timm's default, 0.1 for Swin). A CNN without it refuses a value.
+
+    A state dict without the classifier (``pretrained_cfg["classifier"]``, e.g. a backbone
+    converted from Darknet's ``yolov3.weights``) loads: the classifier is pruned by
+    :class:`VisionEncoder` and never used; every other parameter must be present.
 
     Returns:
         ``(model, (mean, std))`` with mean / std for 0-1 RGB input.
@@ -120,12 +127,13 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
     """
     import timm
 
+    extra = {} if drop_path is None else {"drop_path_rate": float(drop_path)}
     try:
         try:
             full = timm.create_model(name, pretrained=False,
-                                     **({"img_size": img_size} if img_size else {}))
+                                     **({"img_size": img_size} if img_size else {}), **extra)
         except TypeError:  # a model without an input size (CNNs)
-            full = timm.create_model(name, pretrained=False)
+            full = timm.create_model(name, pretrained=False, **extra)
     except (RuntimeError, ValueError, AssertionError) as e:
         raise InputError(None, f"cannot build timm model {name!r}"
                          f"{f' at {img_size} px' if img_size else ''}: {str(e)[:200]}") from None
@@ -147,10 +155,15 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
         except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise InputError(p, f"cannot be read as a state dict: {e}") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
+        head = str(cfg.get("classifier") or "")
         try:
-            full.load_state_dict(state, strict=True)
+            missing, unexpected = full.load_state_dict(state, strict=False)
         except RuntimeError as e:
             raise InputError(p, f"does not fit {name}: {str(e)[:300]}") from None
+        missing = [k for k in missing if not (head and k.startswith(head + "."))]
+        if missing or unexpected:
+            raise InputError(p, f"does not fit {name}: missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]}")
     return full, norm
 
 
@@ -160,7 +173,13 @@ class VisionEncoder(nn.Module):
 
     Input: images ``(B, 3, H, W)``, uint8 0-255 (normalised here, on the device) or float 0-1.
     ``norm``: ``auto`` (:func:`load_timm`'s) or ``unit`` (0-1 pixels, no mean / std: the input of
-    YOLOv3's Darknet53 weights, which MCN and LTS start from, once converted to timm's names).
+    YOLOv3's Darknet53 weights, which MCN and LTS start from, once converted to timm's names by
+    ``grdkit weights convert darknet53``). ``leaky_slope``: the negative slope of every
+    ``nn.LeakyReLU`` of the backbone (None: timm's, 0.01 for ``darknet53``; Darknet / YOLOv3 use
+    0.1, pjreddie/darknet ``src/activations.h`` @f6afaab ``leaky_activate``); a backbone with
+    LeakyReLUs stores it as the buffer ``leaky_slope``, so a checkpoint restores it exactly and
+    one saved without it is refused, not run with another slope. ``drop_path``: see
+    :func:`load_timm`.
     The input normalisation (mean, std) is stored as buffers of the module, so it is saved with
     the weights and restored exactly with them (a checkpoint's normalisation is the one training
     used). Arguments as :func:`load_timm`.
@@ -172,13 +191,14 @@ class VisionEncoder(nn.Module):
 
     def __init__(self, name: str = DEFAULT_VISION, weights: str | Path | None = "bundled",
                  img_size: int | None = None, strides: tuple[int, ...] = (8, 16, 32),
-                 norm: str = "auto"):
+                 norm: str = "auto", leaky_slope: float | None = None,
+                 drop_path: float | None = None):
         super().__init__()
         if norm not in VISION_NORMS:
             raise InputError(None, f"vision normalisation {norm!r} is unknown; choose from "
                              f"{', '.join(VISION_NORMS)}")
         self.name = name
-        full, norm_values = load_timm(name, weights, img_size)
+        full, norm_values = load_timm(name, weights, img_size, drop_path)
         norm = norm_values if norm == "auto" else ((0.0,) * 3, (1.0,) * 3)
         red = [f["reduction"] for f in full.feature_info]
         if not set(strides) <= set(red):
@@ -191,6 +211,22 @@ class VisionEncoder(nn.Module):
         self.channels = [int(full.feature_info[i]["num_chs"]) for i in self.indices]
         self.register_buffer("mean", torch.tensor(norm[0]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(norm[1]).view(1, 3, 1, 1))
+        leaky = [m for m in full.modules() if isinstance(m, nn.LeakyReLU)]
+        if leaky:
+            slope = leaky[0].negative_slope if leaky_slope is None else float(leaky_slope)
+            for m in leaky:
+                m.negative_slope = slope
+            # float64: the slope (0.1) round-trips exactly
+            self.register_buffer("leaky_slope", torch.tensor(slope, dtype=torch.float64))
+        # a backbone without LeakyReLU (EfficientNet, Swin) ignores leaky_slope
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "leaky_slope")
+        if saved is not None:  # the checkpoint's slope is the one training used
+            for m in self.body.modules():
+                if isinstance(m, nn.LeakyReLU):
+                    m.negative_slope = float(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 0-255 or float 0-1 images -> normalised float."""
@@ -345,6 +381,7 @@ class TextEncoder(nn.Module):
 
 
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+PUNCT = re.compile(r"[^\w\s]")  # one punctuation mark (a token of WORD that is no word)
 
 
 def words_of(text: str) -> list[str]:
@@ -422,9 +459,13 @@ class GloveGRUEncoder(nn.Module):
         dim: width of f_text = both directions of the bi-GRU (§4.1: "1024 dimensional";
             ours: read as the concatenated width, 512 per direction).
         max_words: words per sentence at most (§4.1: 15 for RefCOCO / RefCOCO+, 20 for
-            RefCOCOg); later words are cut.
-        trainable: fine-tune the embedding table (the paper initialises it with GloVe); frozen
-            by default, then it is left out of checkpoints and rebuilt from the file.
+            RefCOCOg); later words are cut. Punctuation marks are fed to the GRU (GloVe has
+            vectors for them) but do not count toward the cap (§4.1 counts words).
+        trainable: fine-tune the embedding table (§3.1: "initialized by GloVe", i.e. trained:
+            the ``lts-paper`` preset); frozen, it is left out of checkpoints and rebuilt from the
+            file. Trained, the whole table is saved with the run (the 6B release: ~0.5 GB).
+        word_dim: the vectors' width the file must have (``lts-paper``: 300, §3.1 GloVe-300);
+            None: any.
 
     Words missing from the file share one unknown-word vector (zero, trainable with the table;
     ours); an empty sentence is one unknown word. The embedding table is ``self.model`` (an
@@ -433,7 +474,7 @@ class GloveGRUEncoder(nn.Module):
     """
 
     def __init__(self, path: str | Path, dim: int = 1024, max_words: int = 20,
-                 trainable: bool = False):
+                 trainable: bool = False, word_dim: int | None = None):
         super().__init__()
         if dim % 2:
             raise ValueError("the bi-GRU width must be even (two directions)")
@@ -441,6 +482,10 @@ class GloveGRUEncoder(nn.Module):
             raise ValueError("max_words must be >= 1")
         self.name = str(path)
         words, vectors, sha = read_glove(path)
+        if word_dim is not None and vectors.shape[1] != word_dim:
+            raise InputError(path, f"holds {vectors.shape[1]}-d vectors, {word_dim}-d are "
+                             "needed (LTS §3.1: GloVe-300)",
+                             hint="give glove.840B.300d.txt or glove.6B.300d.txt")
         # the file's identity travels with the weights: a run predicts with the vocabulary and
         # vectors it was trained with, or not at all (see _load_from_state_dict)
         self.register_buffer("glove_sha256", torch.tensor(list(bytes.fromhex(sha)),
@@ -459,10 +504,20 @@ class GloveGRUEncoder(nn.Module):
                              hint="give the run the same glove.*.txt it was trained with")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def cut(self, tokens: list[str]) -> list[str]:
+        """The tokens up to the ``max_words``-th word (punctuation marks do not count)."""
+        out, n = [], 0
+        for t in tokens:
+            word = not PUNCT.fullmatch(t)
+            if word and n == self.max_length:
+                break
+            n += word
+            out.append(t)
+        return out
+
     def ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(word ids (B, T) int64, mask (B, T) bool)`` on the module's device."""
-        rows = [[self.index.get(w, 0) for w in words_of(t)[: self.max_length]] or [0]
-                for t in texts]
+        rows = [[self.index.get(w, 0) for w in self.cut(words_of(t))] or [0] for t in texts]
         n = max(len(r) for r in rows)
         dev = self.model.weight.device
         ids = torch.zeros(len(rows), n, dtype=torch.long)
@@ -482,27 +537,32 @@ class GloveGRUEncoder(nn.Module):
 
 
 def make_text_encoder(name: str = DEFAULT_TEXT, gru: bool = False, trainable: bool = False,
-                      max_words: int | None = None, gru_dim: int = 1024) -> nn.Module:
+                      max_words: int | None = None, gru_dim: int = 1024,
+                      word_dim: int | None = None) -> nn.Module:
     """``name`` ending in ``.txt``: :class:`GloveGRUEncoder` (GloVe + bi-GRU of width
-    ``gru_dim``, ``max_words`` default 20); else :class:`TextEncoder` (``max_words`` tokens,
-    default 32)."""
+    ``gru_dim``, ``max_words`` default 20, vectors of ``word_dim`` if given); else
+    :class:`TextEncoder` (``max_words`` tokens, default 32; ``word_dim`` unused)."""
     if str(name).endswith(".txt"):
-        return GloveGRUEncoder(name, dim=gru_dim, max_words=max_words or 20, trainable=trainable)
+        return GloveGRUEncoder(name, dim=gru_dim, max_words=max_words or 20, trainable=trainable,
+                               word_dim=word_dim)
     return TextEncoder(name, gru=gru, max_length=max_words or 32, trainable=trainable)
 
 
 def attach_encoders(module: nn.Module, vision: str, vision_weights, text: str, text_gru: bool,
                     train_text: bool, freeze_vision: bool, image_size: int | None = None,
                     max_words: int | None = None, gru_dim: int = 1024,
-                    vision_norm: str = "auto") -> None:
+                    vision_norm: str = "auto", leaky_slope: float | None = None,
+                    word_dim: int | None = None, drop_path: float | None = None) -> None:
     """Give a baseline its ``vision`` and ``text`` encoders and freeze what is not trained.
 
     The text encoder's transformer (or GloVe table) is frozen unless ``train_text`` (its bi-GRU,
     if any, trains); the visual backbone is frozen with ``freeze_vision``. ``max_words`` /
-    ``gru_dim``: see :func:`make_text_encoder`; ``vision_norm``: see :class:`VisionEncoder`.
+    ``gru_dim`` / ``word_dim``: see :func:`make_text_encoder`; ``vision_norm``,
+    ``leaky_slope``, ``drop_path``: see :class:`VisionEncoder`.
     """
-    module.vision = VisionEncoder(vision, vision_weights, image_size, norm=vision_norm)
-    module.text = make_text_encoder(text, text_gru, train_text, max_words, gru_dim)
+    module.vision = VisionEncoder(vision, vision_weights, image_size, norm=vision_norm,
+                                  leaky_slope=leaky_slope, drop_path=drop_path)
+    module.text = make_text_encoder(text, text_gru, train_text, max_words, gru_dim, word_dim)
     module.train_text, module.freeze_vision = train_text, freeze_vision
     for p in module.vision.parameters():
         p.requires_grad_(not freeze_vision)

@@ -10,7 +10,7 @@ choice with its source; "ours" = grdkit's choice):
 | §3.1 BERT embeds the expression as L (C_l) | ``text`` encoder (bundled MiniLM, or a local BERT folder: gres-paper); L = the masked mean of the token states | encoder: named option; sentence pooling (mean, not [CLS]): open, ours |
 | §3.1 anti-expression: prefix <no> | ``"<no> " + expression`` through the same tokenizer (no new special token: BERT splits it into "<", "no", ">") | prefix faithful; tokenisation open, ours |
 | §3.1 V_n (C_v x H x W) from LAVT's encoder, C_v = 512 (§5.2) | ``vision`` (timm; gres-paper: Swin-B) at strides 8/16/32; V_n = stride-16 feature merged with the up-sampled stride-32 one (1x1 convs, BN, ReLU), ``width`` = C_v | C_v faithful; the merge: open, ours |
-| §3.1 LAVT encoding (pixel-word attention inside the encoder) | ``fusion="pwam"`` adds LAVT's PWAM after each stage (not fed back into the next stage: timm backbones run whole) | named option, approximate |
+| §3.1 LAVT encoding (pixel-word attention inside the encoder) | ``fusion="pwam"`` adds LAVT's PWAM after the stages at strides 8, 16 and 32 (not after Swin's first stage, stride 4, which LAVT also fuses; not fed back into the next stage: timm backbones run whole) | named option, approximate (the stride-4 stage and the feedback: open, ours) |
 | eq. 1 M^l_n = cos(V_n, L'), L' = omega_l(L), omega_l a 1x1 conv to C_v | ``cosine_map(V_n, w_l(L))``; ``w_l`` = nn.Linear (a 1x1 conv on a vector) | faithful |
 | eq. 2 p_n = avg(M^l_n * V_n), "mask average pooling" | ``pool="mean"``: divide by H*W (§3.2 "averaged along spatial dimension (H x W)"); ``pool="mask"``: divide by sum |M^l_n| | default faithful to the text; ``mask``: named option (PANet-style, |.| ours) |
 | eq. 3 M^v_ni = cos(V_n, p_i), i = 1..N | ``vision_heatmaps`` (one batched product) | faithful |
@@ -22,10 +22,12 @@ choice with its source; "ours" = grdkit's choice):
 | Table 5 "w/o TQM": only the language heatmap with V_n | ``tqm=False`` | faithful |
 | eq. 5 triplet loss, anchor z_n, positive/negative L and L_anti (swapped for negatives), margin m = 1 (§5.2) | anchor a_n = eq. 2's pooling of z_n's V-part (``anchor="prototype"``: a_n = p_n, the very point eq. 4 ranks), L' / L'_anti, ``margin`` 1, ``F.triplet_margin_loss`` | the V-part and its pooling: open, ours (z_n mixes C_v + N + 1 channels and L has C_v, so only V_n's part can meet L'); ``anchor="mean"``, ``"z"`` (grdkit's old pooled conv, where nothing trained the ranking): named options |
 | §3.1 decision: d(z_n, L) + m < d(z_n, L_anti) -> positive, else 0 mask | ``decide(a_n, L', L'_anti, margin)``; a negative image's mask is null | faithful (same anchor as eq. 5) |
-| §3.4 mirror training: swap L and L_anti, target 1 - Y, CE | the same heatmaps and decoder with L' / L'_anti swapped, BCE against 1 - Y on positive images | faithful |
+| §3.4 mirror training: swap L and L_anti, target 1 - Y, CE | the same heatmaps and decoder with L' / L'_anti swapped, BCE against 1 - Y on positive images; with ``fusion="pwam"`` the mirror pass re-fuses the backbone features with L_anti's words (``mirror_fusion="anti"``, default: the anti-expression reaches the encoder as L does; cost: the three PWAMs, V_n and the decoder once more per step, no second backbone pass since PWAM is not fed back) | faithful; ``mirror_fusion="shared"`` (V_n fused with L's words, grdkit <= 0.3): named option, an approximation |
 | eq. 6 L = L_ce + lambda L_ce^mirr + (t/T) L_tri | BCE on positive images only (per-image masked mean), ``mirror_weight`` lambda, t/T with t the epoch counted from 1 | faithful; lambda = 0.5: open, ours (not published) |
 | §3.4 positives : negatives 1:1 per group | :class:`~.data.GroupDataset` samples 1:1 where the group has both | faithful |
 | §5.2 AdamW lr 5e-5, wd 0.01, polynomial decay, 80 epochs, batch 4, 416 x 416, N = 8, no augmentation | the ``gres-paper`` preset (:data:`~.run.PRESETS`); batch 4 in total is the engine's meaning of ``batch_size`` (issue 19); no clipping (clip 0) | faithful; poly power 0.9: open (DeepLab) |
+| LAVT's loss (GRES follows LAVT's decoder): CE at full resolution on the binary mask (yz93/LAVT-RIS ``train.py`` @1da0af9, ``criterion``: logits up-sampled to the input) | BCE at S/4 against the ground truth area-averaged to S/4 (soft targets) | open, ours (cost: 16x fewer loss pixels; boundary pixels get fractional targets) |
+| §5.2 "following [31, 44]" (LAVT): no weight decay on the backbone's norms and position tables (LAVT-RIS ``train.py`` @1da0af9, ``backbone_no_decay``: names with ``norm``, ``absolute_pos_embed``, ``relative_position_bias_table``) | ``decay_exempt=True`` (gres-paper): those parameters of ``vision`` and ``pwam`` get no decay (:meth:`GRSer.param_groups`); default False: decay on every parameter | faithful in the preset; False: named option (grdkit <= 0.3) |
 | mask threshold (not given) | ``threshold`` 0.5 in gres-paper: LAVT's decoder takes the argmax of two classes (yz93/LAVT-RIS test.py @874fe4f); grdkit's default stays 0.25 (LTS's) | open, source given |
 | mask predictor (LAVT's decoder, supplementary) | conv over z_n, two up-sampling stages with the stride-8 feature, logits at S/4 | open, ours |
 
@@ -55,6 +57,9 @@ FUSIONS = ("none", "pwam")
 POOLS = ("mean", "mask")
 ANCHORS = ("prototype", "mean", "z")
 MIRROR_LAMBDA = 0.5
+MIRROR_FUSIONS = ("anti", "shared")
+# LAVT-RIS train.py @1da0af9 (backbone_no_decay): backbone parameter names without weight decay
+NO_DECAY_NAMES = ("norm", "absolute_pos_embed", "relative_position_bias_table")
 MARGIN = 1.0
 
 
@@ -158,6 +163,10 @@ class GRSer(nn.Module):
         fusion: ``none`` or ``pwam`` (LAVT's pixel-word attention on the encoder features).
         margin: m of the triplet loss and decision rule (paper: 1).
         mirror_weight: lambda of the mirror loss (not published; 0.5, ours).
+        mirror_fusion: with ``fusion="pwam"``, the mirror pass's V_n: ``anti`` (re-fused with
+            L_anti's words, §3.4) or ``shared`` (the pass of L, grdkit <= 0.3).
+        decay_exempt: no weight decay on the backbone's (and PWAM's) norm and position-table
+            parameters, as LAVT (:meth:`param_groups`); False: decay on every parameter.
         image_size: S, for backbones built for an input size (Swin).
 
     Output of ``forward``: ``{"p": (M, 1, S/4, S/4) mask logits, "a": (M, C_v) anchors,
@@ -178,10 +187,12 @@ class GRSer(nn.Module):
                  triplet: bool = True, rank: str = "pos+neg", seed: int = 0,
                  fusion: str = "none", margin: float = MARGIN,
                  mirror_weight: float = MIRROR_LAMBDA, image_size: int | None = None,
-                 pool: str = "mean", anchor: str = "prototype"):
+                 pool: str = "mean", anchor: str = "prototype", mirror_fusion: str = "anti",
+                 decay_exempt: bool = False):
         super().__init__()
         for value, allowed, what in ((rank, RANKS, "rank"), (fusion, FUSIONS, "fusion"),
-                                     (pool, POOLS, "pool"), (anchor, ANCHORS, "anchor")):
+                                     (pool, POOLS, "pool"), (anchor, ANCHORS, "anchor"),
+                                     (mirror_fusion, MIRROR_FUSIONS, "mirror_fusion")):
             if value not in allowed:
                 raise ValueError(f"{what} must be one of {allowed}")
         if not hierarchizer and rank not in ("random", "pos+neg"):
@@ -195,6 +206,7 @@ class GRSer(nn.Module):
         self.rank_mode = rank if hierarchizer else "random"
         self.pool, self.anchor = pool, anchor
         self.margin, self.mirror_weight = float(margin), float(mirror_weight)
+        self.mirror_fusion, self.decay_exempt = mirror_fusion, bool(decay_exempt)
         self.pwam = nn.ModuleList([PWAM(ch, cl) for ch in (c8, c16, c32)]) \
             if fusion == "pwam" else None
         self.v16 = nn.Conv2d(c16, c, 1)
@@ -253,6 +265,40 @@ class GRSer(nn.Module):
         y = self.dec8(torch.cat([y, self.skip8(f8)], 1))
         return self.head(y), z.mean(dim=(2, 3))
 
+    def _v(self, feats: list[torch.Tensor], words: torch.Tensor, wmask: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V_n (M, C_v, S/16, S/16), the stride-8 feature) from the backbone's features, fused
+        with ``words (M, T, C_l)`` (``wmask`` True on words) when ``fusion="pwam"``."""
+        if self.pwam is not None:
+            feats = [mod(f, words, wmask) for mod, f in zip(self.pwam, feats)]
+        f8, f16, f32 = feats
+        up = F.interpolate(self.v32(f32), size=f16.shape[-2:], mode="bilinear",
+                           align_corners=False)
+        return self.v_merge(torch.cat([self.v16(f16), up], 1)), f8
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: with ``decay_exempt``, the trainable parameters of the
+        normalisation layers of ``vision`` and ``pwam`` and Swin's position tables get no decay
+        (LAVT-RIS ``train.py`` @1da0af9, ``backbone_no_decay``: the Swin + PWAM backbone's
+        names holding ``norm`` (its LayerNorms), ``absolute_pos_embed`` or
+        ``relative_position_bias_table``; by layer type here, so a CNN backbone's BatchNorms
+        count too); every other parameter ``weight_decay``."""
+        norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm,
+                 nn.InstanceNorm1d, nn.InstanceNorm2d)
+        free_ids = set()
+        if self.decay_exempt:
+            for mname, module in self.named_modules():
+                if not mname.startswith(("vision", "pwam")):
+                    continue
+                for pname, p in module.named_parameters(recurse=False):
+                    if isinstance(module, norms) or any(k in f"{mname}.{pname}"
+                                                        for k in NO_DECAY_NAMES):
+                        free_ids.add(id(p))
+        decay = [p for p in self.parameters() if p.requires_grad and id(p) not in free_ids]
+        exempt = [p for p in self.parameters() if p.requires_grad and id(p) in free_ids]
+        return [{"params": decay, "weight_decay": weight_decay},
+                {"params": exempt, "weight_decay": 0.0}]
+
     def forward(self, batch: dict) -> dict:
         texts = list(batch["expression"])
         words, wmask, both = self.text.encode(texts + [f"<no> {t}" for t in texts])
@@ -260,15 +306,9 @@ class GRSer(nn.Module):
         q_all = self.w_l(both)                                     # omega_l(L), omega_l(L_anti)
         q, q_anti = q_all[:b], q_all[b:]
         x = valid_rows(batch, "images")
-        feats = self.vision(x)                  # one backbone call for every image of the step
-        if self.pwam is not None:
-            g = batch["group"]
-            w, wm = words[:b].index_select(0, g), wmask[:b].index_select(0, g)
-            feats = [mod(f, w, wm) for mod, f in zip(self.pwam, feats)]
-        f8, f16, f32 = feats
-        up = F.interpolate(self.v32(f32), size=f16.shape[-2:], mode="bilinear",
-                           align_corners=False)
-        v = self.v_merge(torch.cat([self.v16(f16), up], 1))      # V_n, the V-part of z_n
+        raw = self.vision(x)                    # one backbone call for every image of the step
+        g = batch["group"]
+        v, f8 = self._v(raw, words[:b].index_select(0, g), wmask[:b].index_select(0, g))
         groups = torch.split(v, batch["counts"])
         maps, protos, orders = zip(*(self._heatmaps(vg, q[k], q_anti[k])
                                      for k, vg in enumerate(groups)))
@@ -283,8 +323,13 @@ class GRSer(nn.Module):
                                          dim=1)
         mirror = None
         if self.use_mirror and self.training:
-            mirror_maps = [self._heatmaps(vg, q_anti[k], q[k])[0] for k, vg in enumerate(groups)]
-            mirror = self._decode(v, f8, torch.cat(mirror_maps))[0]
+            vm, f8m = v, f8
+            if self.pwam is not None and self.mirror_fusion == "anti":  # §3.4: L_anti's words
+                vm, f8m = self._v(raw, words[b:].index_select(0, g), wmask[b:].index_select(0, g))
+            mirror_groups = torch.split(vm, batch["counts"])
+            mirror_maps = [self._heatmaps(vg, q_anti[k], q[k])[0]
+                           for k, vg in enumerate(mirror_groups)]
+            mirror = self._decode(vm, f8m, torch.cat(mirror_maps))[0]
         return {"p": logits, "a": a, "l_pos": q, "l_neg": q_anti, "s_pos": s_pos,
                 "s_neg": s_neg, "order": list(orders) if self.use_tqm else None,
                 "mirror": mirror}

@@ -111,6 +111,9 @@ open choice, with its source).
   faithful.
 Not stated by the paper (official or ours)
 * Weight decay 0.05 and full-model gradient clipping 0.01: official Base config (preset).
+* Stochastic depth (drop-path) 0.3 in the Swin backbone: official configs/gres-MABP.yaml @ec810ea
+  (SWIN.DROP_PATH_RATE 0.3) -> ``drop_path=0.3`` (preset); None keeps timm's default (0.1 for
+  Swin) -> named option.
 * No weight decay on normalisation and embedding parameters and on Swin's position tables:
   official train_net.py (WEIGHT_DECAY_NORM = WEIGHT_DECAY_EMBED = 0) -> :meth:`MABP.param_groups`,
   ``decay_exempt=True`` (default, preset) -> named option.
@@ -367,6 +370,8 @@ class MABP(nn.Module):
             predicts no target for masks under 50 pixels, :data:`MIN_PIXELS`).
         decay_exempt: no weight decay on normalisation, embedding and Swin position-table
             parameters (official train_net.py); False: decay on every parameter.
+        drop_path: the visual backbone's stochastic-depth rate (preset 0.3, official
+            gres-MABP.yaml); None: timm's default for the model.
         w_bce, w_dice, w_bce_mid, w_dice_mid, w_nt: loss weights (official 5, 5, 0.5, 0.5, 2.5).
         seed: seed of the parameter initialisation (the global RNG is left untouched).
 
@@ -388,7 +393,7 @@ class MABP(nn.Module):
                  layers: int = 3, dec_ffn: int = 2048, enc_layers: int = 6, enc_ffn: int = 1024,
                  points: int = 4, query_generator: bool = True, nt_hidden: int = 2,
                  nt_sentence: str = "words", nt_rule: str = "first", main_depth: int = 3,
-                 nt_depth: int = 3, decay_exempt: bool = True,
+                 nt_depth: int = 3, decay_exempt: bool = True, drop_path: float | None = None,
                  w_bce: float = 5.0, w_dice: float = 5.0, w_bce_mid: float = 0.5,
                  w_dice_mid: float = 0.5, w_nt: float = 2.5, seed: int = 0):
         super().__init__()
@@ -404,7 +409,8 @@ class MABP(nn.Module):
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         if regions < 1 or layers < 1:
             raise ValueError("regions and layers must be >= 1")
-        self.vision = VisionEncoder(vision, vision_weights, image_size, strides=(4, 8, 16, 32))
+        self.vision = VisionEncoder(vision, vision_weights, image_size, strides=(4, 8, 16, 32),
+                                    drop_path=drop_path)
         self.text = TextEncoder(text, gru=text_gru, max_length=MAX_TOKENS, trainable=train_text)
         self.train_text, self.freeze_vision = train_text, freeze_vision
         for p in self.vision.parameters():

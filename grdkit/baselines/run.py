@@ -96,16 +96,21 @@ PRESETS: dict[str, dict] = {
     # across DDP processes and accumulation micro-steps). Not stated, so:
     # clip 0 (the paper names no clipping; --clip stays an option); threshold 0.5 (the LAVT
     # decoder GRSer follows takes the argmax of two classes, i.e. p > 0.5: yz93/LAVT-RIS
-    # test.py @874fe4f); mirror lambda 0.5 and eq. 2's mean pooling (ours, see grser.py).
+    # test.py @874fe4f); mirror lambda 0.5 and eq. 2's mean pooling (ours, see grser.py); the
+    # mirror pass fused with L_anti (§3.4); LAVT's weight-decay exemptions ("following [31, 44]",
+    # LAVT-RIS train.py @1da0af9).
     "gres-paper": {"model": "grser",
                    "config": {"group_size": 8, "size": 416, "lr": 5e-5, "weight_decay": 0.01,
                               "epochs": 80, "batch_size": 4, "clip": 0.0, "threshold": 0.5},
                    "model_args": {"vision": "swin_base_patch4_window12_384", "fusion": "pwam",
                                   "train_text": True, "width": 512, "margin": 1.0,
                                   "mirror_weight": 0.5, "rank": "pos+neg", "pool": "mean",
-                                  "anchor": "prototype"},
+                                  "anchor": "prototype", "mirror_fusion": "anti",
+                                  "decay_exempt": True},
                    "required": ("vision_weights", "text")},
-    # LTS (CVPR 2021) §3-4.1: Darknet53, 416 x 416, GloVe-300 + 1024-d bi-GRU, sentences cut at
+    # LTS (CVPR 2021) §3-4.1: Darknet53 (COCO-pretrained YOLOv3 / MCN weights converted by
+    # grdkit weights convert: Darknet's LeakyReLU 0.1 and 0-1 RGB input), 416 x 416, GloVe-300
+    # (trained: "initialized by GloVe", §3.1) + 1024-d bi-GRU, sentences cut at
     # 15 words (RefCOCO / RefCOCO+; give max_words 20 for RefCOCOg), d_k = 1024, Adam lr 1e-3
     # x0.1 at epoch 30, 45 epochs, batch 18, threshold 0.25 (§3.4). Not stated by the paper:
     # weight decay and clipping (none here), single images (RES: group size 1). Sources: the
@@ -113,7 +118,8 @@ PRESETS: dict[str, dict] = {
     # MABP (TMM) §IV-A: 480 x 480, AdamW 2e-5, 30 epochs, batch 42 images (one image per item:
     # group_size 1) per optimiser step in total, whatever the number of processes (the engine
     # splits the 42 over processes x accum_steps, unevenly if need be, with exact per-item loss
-    # weighting; raise accum_steps to fit memory). The official config trains 40 epochs at batch
+    # weighting; raise accum_steps to fit memory). Drop-path 0.3: official gres-MABP.yaml (timm's
+    # Swin default is 0.1). The official config trains 40 epochs at batch
     # 18 with lr constant to epoch 25 then cosine, which this engine's polynomial decay cannot
     # express. Weight decay 0.05 and full-model gradient clipping 0.01: official config (the
     # paper states neither). Swin-B + PWAM language fusion (§III) and BERT-base fine-tuned (local
@@ -127,7 +133,8 @@ PRESETS: dict[str, dict] = {
                                   "fusion": "pwam", "width": 256, "heads": 8, "regions": 4,
                                   "layers": 3, "enc_layers": 6, "enc_ffn": 1024, "dec_ffn": 2048,
                                   "nt_rule": "first", "nt_sentence": "words", "nt_hidden": 2,
-                                  "main_depth": 3, "nt_depth": 3, "decay_exempt": True},
+                                  "main_depth": 3, "nt_depth": 3, "decay_exempt": True,
+                                  "drop_path": 0.3},
                    "required": ("vision_weights", "text")},
     "lts-paper": {"model": "lts",
                   "config": {"size": 416, "threshold": 0.25, "optimizer": "adam", "lr": 1e-3,
@@ -136,7 +143,8 @@ PRESETS: dict[str, dict] = {
                              "clip": 0.0},
                   "model_args": {"vision": "darknet53", "d_k": 1024, "fusion": "paper",
                                  "relevance": "literal", "locate": "filter",
-                                 "loss_reduction": "sum", "max_words": 15},
+                                 "loss_reduction": "sum", "max_words": 15, "leaky_slope": 0.1,
+                                 "vision_norm": "unit", "train_text": True, "word_dim": 300},
                   "required": ("vision_weights", "text")},
 }
 

@@ -32,6 +32,7 @@ from .grd import convert_group, show_cmd, validate_cmd
 from .leaderboard import leaderboard_cmd
 from .reproduce import reproduce_group
 from .ui import LOG_FORMATS, STATE, DefaultGroup, PipeSafe, configure
+from .weights import weights_group
 
 
 def _set_verbosity(value: int):
@@ -155,6 +156,7 @@ cli.add_command(cache_cmd)
 cli.add_command(derive_group)
 cli.add_command(reproduce_group)
 cli.add_command(demo_cmd)
+cli.add_command(weights_group)
 
 
 class FiniteFloat(click.FloatRange):

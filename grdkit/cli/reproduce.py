@@ -139,6 +139,9 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
                                 "train ")
         click.echo(text, nl=False)
         return 0
+    if recipe.unavailable:
+        raise InputError(None, f"{recipe.name} cannot run: {' '.join(recipe.unavailable.split())}",
+                         hint="grdkit reproduce list shows what each table needs")
     if out_dir is None:
         raise click.UsageError("--out is required (except with --dry-run)")
     from ..reproduce import results
@@ -155,11 +158,26 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
         raise click.UsageError("--data-root is required (or --smoke, or --dry-run)")
     else:
         check_outputs([data_root], folders={"--out": out_dir})  # runs never write into the data
+        # everything a run needs is checked before any step: every weight, every folder, each
+        # listed on its own line, then one error line
+        from ..reproduce.api import WEIGHTS
+
+        bad = [w for w in plan.weights() if w[3] is not None]
+        for preset, k, v, problem in bad:
+            info = WEIGHTS.get(preset, {}).get(k, {})
+            click.echo(f"  {k} ({preset}): {problem}: {info.get('what', '')}; format: "
+                       f"{info.get('format', '')}; get: {info.get('get', '')}", err=True)
         lacking = missing_data(plan, data_root)
-        if lacking:
-            raise InputError(data_root, "lacks data this recipe needs: " + " | ".join(lacking),
-                             hint="download it in the layout named (paths relative to "
-                                  "--data-root), or choose --rows that do not need it")
+        for line in lacking:
+            click.echo(f"  {line}", err=True)
+        if bad or lacking:
+            what = [f"{len(bad)} pretrained weight(s)" if bad else "",
+                    f"{len(lacking)} data folder(s)" if lacking else ""]
+            raise InputError(data_root, f"this recipe needs {' and '.join(w for w in what if w)}"
+                             " that are missing (listed above, one per line)",
+                             hint="pass the weights with --set KEY=PATH and download the data "
+                                  "in the layout named (paths relative to --data-root), or "
+                                  "choose --rows that do not need them")
     ex = Executor(out_dir, data_root, device, None if launcher == "none" else launcher, nproc,
                   log=lambda m: err.print(f"[dim]{m}[/]"))
     summary = ex.run(plan)

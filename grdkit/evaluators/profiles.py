@@ -25,8 +25,8 @@ profiles or versions (:func:`grdkit.evaluators.report.comparability_problems`).
                    ``t_acc`` = TN/(TN+FN+1) (the precision of the no-target predictions, shrunk)
                    and ``n_acc`` = TN/(negatives+1); the ground truth resized to 480 x 480 by
                    OpenCV ``INTER_NEAREST`` (``cv2.resize`` in MABP's ``refcoco_mapper.py`` @
-                   352fa017: source index ``floor(i * (1 / (480 / H)))`` in float64, no half-pixel
-                   offset), the prediction by the same map.
+                   5e871fbc, line 167: source index ``floor(i * (1 / (480 / H)))`` in
+                   float64, no half-pixel offset), the prediction by the same map.
 ``mcn``            the classic RES evaluator of LTS's lineage (luogen1996/MCN
                    ``callbacks/eval.py`` @ 0ea06876, ``cal_seg_iou``): IoU per sample =
                    (I + 1e-10) / (U + 1e-10) at the original resolution, mIoU their mean,
@@ -115,7 +115,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile("rela-2023-05", 1, f"{_RELA} @ a389648 (before 884ef17) as shipped by buptLwz/MABP "
             "gres_model/evaluation/refer_evaluation.py @ 5e871fbc46bad69dac316120b524826fbafe7b43;"
             " GT resize: MABP gres_model/data/dataset_mappers/refcoco_mapper.py @ "
-            "352fa017726e28e26232fb65555c7667227b1e8c (cv2.INTER_NEAREST)", resize="opencv",
+            "5e871fbc46bad69dac316120b524826fbafe7b43 line 167 (cv2.INTER_NEAREST)",
+            resize="opencv",
             empty_union_iou=0.0, accuracies="rela-2023-05"),
     Profile("mcn", 1, "luogen1996/MCN callbacks/eval.py @ 0ea06876b3d556a13105f6f1f930ccc897df6d8c"
             " (cal_seg_iou); overall IoU: yz93/LAVT-RIS test.py @ "

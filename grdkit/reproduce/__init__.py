@@ -19,8 +19,11 @@ __all__ = ["Recipe", "list_text", "load_recipe", "parse_recipe", "recipe_names"]
 
 
 def list_text() -> str:
-    """``grdkit reproduce list``: every recipe with its rows by status and the data it needs
-    (plain text, pinned by tests)."""
+    """``grdkit reproduce list``: every recipe with its rows by status (each not-implemented row
+    with its reason), whether the table can run at all, its cells by status, the pretrained
+    weights and the data it needs (plain text, pinned by tests)."""
+    from .api import WEIGHTS
+
     lines = []
     for name in recipe_names():
         r = load_recipe(name)
@@ -30,8 +33,21 @@ def list_text() -> str:
 
         data = sorted({f"{d.source}/" for d in r.datasets.values()}
                       | {f"{d.images}/" for d in r.datasets.values()})
-        lines += [f"{name}: {r.title}", f"    source: {r.cite}",
-                  f"    grdkit rows: {ids('ours')}", f"    not implemented: {ids('not-implemented')}",
-                  f"    published only: {ids('published')}",
-                  f"    cells: {len(r.cells())}; data: {', '.join(data)}"]
+        lines += [f"{name}: {r.title}", f"    source: {r.cite}"]
+        if r.unavailable:
+            lines.append(f"    runnable: no: {' '.join(r.unavailable.split())}")
+        lines += [f"    grdkit rows: {ids('ours')}", f"    not implemented: {ids('not-implemented')}"]
+        lines += [f"      {x.id}: {' '.join(x.note.split())}" for x in r.rows
+                  if x.status == "not-implemented"]
+        lines.append(f"    published only: {ids('published')}")
+        counts = {s: 0 for s in ("ours", "published", "not-implemented")}
+        for row, *_ in r.cells():
+            counts[row.status] += 1
+        lines.append(f"    cells: {len(r.cells())} (runnable {counts['ours']}, published "
+                     f"{counts['published']}, not implemented {counts['not-implemented']}); "
+                     f"data: {', '.join(data)}")
+        presets = sorted({x.run.preset for x in r.rows if x.run is not None and x.run.preset})
+        for p in presets:
+            lines.append(f"    weights ({p}): " + "; ".join(
+                f"{k}: {w['what']}" for k, w in WEIGHTS.get(p, {}).items()))
     return "\n".join(lines) + "\n"

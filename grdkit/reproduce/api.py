@@ -59,6 +59,48 @@ IMAGE_HINT = {"images/train2014": "COCO train2014 images (cocodataset.org)",
 # Placeholders for the local weights a preset requires (nothing is downloaded).
 PLACEHOLDER = "<{}: pass --set {}=PATH>"
 
+# Every pretrained weight a preset requires: what it is, the file format grdkit reads, where to
+# get it. Checked before any step runs (:func:`check_weights`); printed by --dry-run.
+WEIGHTS: dict[str, dict[str, dict[str, str]]] = {
+    "gres-paper": {
+        "vision_weights": {
+            "what": "Swin-B, ImageNet-22K (GRES §5.2: LAVT's encoder)",
+            "format": "a file: PyTorch state dict of timm's swin_base_patch4_window12_384 "
+                      "(torch.save of model.state_dict(); read with weights_only=True)",
+            "get": "timm swin_base_patch4_window12_384.ms_in22k (Hugging Face timm/...), saved "
+                   "where the network is allowed: torch.save(timm.create_model(name, "
+                   "pretrained=True).state_dict(), PATH)"},
+        "text": {
+            "what": "BERT-base, uncased (GRES §3.1)",
+            "format": "a folder transformers.AutoModel.from_pretrained reads offline "
+                      "(config.json, weights, tokenizer files)",
+            "get": "google-bert/bert-base-uncased (Hugging Face), e.g. save_pretrained(PATH)"}},
+    "mabp-paper": {
+        "vision_weights": {
+            "what": "Swin-B, ImageNet-22K (MABP §IV-A)",
+            "format": "a file: PyTorch state dict of timm's swin_base_patch4_window12_384 "
+                      "(read with weights_only=True)",
+            "get": "timm swin_base_patch4_window12_384.ms_in22k (Hugging Face timm/...), saved "
+                   "as a state dict (see gres-paper)"},
+        "text": {
+            "what": "BERT-base, uncased (MABP §III-A, HuggingFace weights)",
+            "format": "a folder transformers.AutoModel.from_pretrained reads offline",
+            "get": "google-bert/bert-base-uncased (Hugging Face)"}},
+    "lts-paper": {
+        "vision_weights": {
+            "what": "Darknet53, COCO-pretrained (LTS §4.1; MCN's backbone: YOLOv3's)",
+            "format": "a file: timm darknet53 state dict written by grdkit weights convert "
+                      "darknet53 yolov3.weights OUT (Darknet's binary read as src/parser.c)",
+            "get": "yolov3.weights (pjreddie.com/media/files/yolov3.weights, the Darknet / "
+                   "YOLOv3 release MCN starts from), then grdkit weights convert"},
+        "text": {
+            "what": "GloVe word vectors, 300-d (LTS §3.1)",
+            "format": "the unzipped text file, one 'word v_1 ... v_300' per line (UTF-8)",
+            "get": "glove.840B.300d.txt or glove.6B.300d.txt (nlp.stanford.edu/projects/glove; "
+                   "the paper does not say which)"}},
+}
+DIGEST_CACHE = "digests.json"  # under $XDG_CACHE_HOME/grdkit (default ~/.cache/grdkit)
+
 
 # ------------------------------------------------------------------ datasets
 def builder_available(builder: str) -> bool:
@@ -186,6 +228,91 @@ def known_option(model: str, key: str) -> bool:
     option)."""
     return key in _config_fields() - {"model", "preset", "model_args"} or _model_takes(model,
                                                                                          key)
+
+
+def required_weights(cfg: dict) -> dict[str, str]:
+    """``{option: value}`` of the local weights the run's preset requires (values may be
+    placeholders)."""
+    from ..baselines.run import PRESETS
+
+    preset = cfg.get("preset")
+    req = PRESETS.get(preset, {}).get("required", ()) if preset else ()
+    return {k: cfg["model_args"].get(k) for k in req}
+
+
+NAMED_WEIGHTS = ("bundled", "all-MiniLM-L6-v2")  # installed with grdkit[baselines], no file
+
+
+def weight_problem(value: Any) -> str | None:
+    """Why a weights value is unusable (a placeholder: not given; a path: absent), or None
+    (also for the weights bundled by installed packages, :data:`NAMED_WEIGHTS`)."""
+    if isinstance(value, str) and value.startswith("<") and "--set" in value:
+        return "not given"
+    if value in NAMED_WEIGHTS:
+        return None
+    if value is None or not Path(str(value)).exists():
+        return f"{value} does not exist"
+    return None
+
+
+def _cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grdkit"
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a weights file (of a folder: of its files' relative names and digests, in
+    sorted order), cached by (real path, size, mtime) in ``$XDG_CACHE_HOME/grdkit/digests.json``
+    so a 2 GB GloVe file is hashed once. A cache that cannot be read or written is ignored."""
+    import hashlib
+    import json
+    import os
+
+    from ..io import atomic_write_text
+
+    p = Path(os.path.realpath(path))
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            h.update(f"{f.relative_to(p).as_posix()}\0{file_digest(f)}\n".encode())
+        return h.hexdigest()
+    st = p.stat()
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    cache_file = _cache_dir() / DIGEST_CACHE
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache.get(key), str):
+        return cache[key]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    cache = {k: v for k, v in cache.items() if not k.startswith(f"{p}|")}
+    cache[key] = digest
+    try:
+        atomic_write_text(cache_file, json.dumps(cache, sort_keys=True) + "\n")
+    except OSError:
+        pass  # a read-only home: hash again next time
+    return digest
+
+
+def keyed_config(cfg: dict) -> dict:
+    """``cfg`` as a step key sees it: each existing weights path a preset requires replaced by
+    its content hash (``sha256:...``), so moving a file keeps the key and replacing it changes
+    the key (stale runs are never reused)."""
+    weights = {k: v for k, v in required_weights(cfg).items()
+               if v not in NAMED_WEIGHTS and weight_problem(v) is None}
+    if not weights:
+        return cfg
+    args = dict(cfg["model_args"])
+    for k, v in weights.items():
+        args[k] = "sha256:" + file_digest(v)
+    return {**cfg, "model_args": args}
 
 
 def check_placeholders(cfg: dict) -> None:

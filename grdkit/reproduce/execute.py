@@ -115,7 +115,18 @@ class Executor:
         return self.out / "steps" / f"{step_id}.json"
 
     def run(self, plan: Plan) -> RunSummary:
-        """Run every step that does not wait for a missing option; see the module header."""
+        """Run every step that does not wait for a missing option; see the module header.
+
+        Raises:
+            InputError: before any step, when a pretrained weight a training needs is not
+                given or absent (all of them named).
+        """
+        bad = [f"{k} ({preset}): {problem}" for preset, k, _, problem in plan.weights()
+               if problem is not None]
+        if bad:
+            raise InputError(None, "missing pretrained weights: " + "; ".join(bad),
+                             hint="pass them with --set KEY=PATH (grdkit reproduce NAME "
+                                  "--dry-run says what each is and where to get it)")
         summary = RunSummary()
         for step in plan.steps.values():
             wait = plan.waiting(step.id)

@@ -3,13 +3,17 @@
 Every step is keyed by its exact configuration: ``key = sha256(kind, config, keys of the steps
 it reads)[:12]``, so two rows (or two recipes) whose runs are configured identically share one
 step, and a change anywhere upstream (a preset value, a builder option) changes every key below
-it. Input files are fingerprinted when a step runs (:mod:`.execute`), not here, so a plan can be
-printed without any data.
+it. Pretrained weights enter a training's key by their content (:func:`.api.keyed_config`:
+sha256, cached by size and mtime), not their path: moving a file reuses the runs, replacing it
+re-runs them. Data files are fingerprinted when a step runs (:mod:`.execute`), not here, so a
+plan can be printed without any data.
 
 GPU-hours (:data:`THROUGHPUT`): a rough estimate, not a measurement: images per second of one
 A100-class GPU in bf16 at the model's reference size, time scaled with the pixel count
 (size / reference)^2; a training processes ``epochs x`` the pairs of its training splits (the
-recipe's ``pairs`` counts), a prediction the pairs of its test split at 4x the training rate.
+recipe's ``pairs`` counts, scaled by the run's group size N over the ``pairs_at_n`` they were
+counted at: GRES Table 6's N = 1 trains on 1/8 of the images of N = 8), a prediction the pairs
+of its test split at 4x the training rate.
 Builds, derivations and evaluations run on CPUs (0 GPU-hours).
 """
 
@@ -68,6 +72,21 @@ class Plan:
     def gpu_hours(self) -> float:
         return sum(s.gpu_hours for s in self.steps.values())
 
+    def weights(self) -> list[tuple[str, str, object, str | None]]:
+        """Every pretrained weight the plan's trainings need, once each: ``(preset, option,
+        value, problem or None)`` (:func:`.api.weight_problem`), in step order; none for a
+        smoke plan (its encoders are the bundled ones)."""
+        out = {}
+        if self.smoke:
+            return []
+        for s in self.steps.values():
+            if s.kind != "train":
+                continue
+            for k, v in api.required_weights(s.config["run"]).items():
+                out.setdefault((s.config["run"]["preset"], k, str(v)),
+                               (s.config["run"]["preset"], k, v, api.weight_problem(v)))
+        return list(out.values())
+
 
 def step_key(kind: str, config: dict, deps: list[str]) -> str:
     blob = json.dumps({"kind": kind, "config": config, "deps": deps}, sort_keys=True,
@@ -76,8 +95,9 @@ def step_key(kind: str, config: dict, deps: list[str]) -> str:
 
 
 def _add(steps: dict, kind: str, config: dict, deps: list[str], needs=(), gpu=0.0,
-         label="") -> str:
-    s = Step(kind, step_key(kind, config, deps), config, deps, sorted(set(needs)), gpu, label)
+         label="", key_config: dict | None = None) -> str:
+    key = step_key(kind, config if key_config is None else key_config, deps)
+    s = Step(kind, key, config, deps, sorted(set(needs)), gpu, label)
     steps.setdefault(s.id, s)
     return s.id
 
@@ -119,9 +139,12 @@ def build_plan(recipe: Recipe, rows: list[str] | None = None, smoke: bool = Fals
         data_ids[name] = sid
         return sid
 
-    def pairs(ref: str) -> int:
+    def pairs(ref: str, group_size: int | None = None) -> float:
+        """Pairs of a split; with ``group_size``: as a training at that N processes them."""
         name, split = ref.split("/")
-        return recipe.datasets[name].pairs.get(split, 0)
+        d = recipe.datasets[name]
+        n = d.pairs.get(split, 0)
+        return n if group_size is None else n * group_size / d.pairs_at_n
 
     cells = {}
     for row in selected:
@@ -151,10 +174,12 @@ def _row_steps(recipe: Recipe, row: Row, b: Benchmark, steps, dataset, pairs, sm
     images = sorted({recipe.datasets[r.split("/")[0]].images for r in b.train})
     deps = sorted({d for d, _ in train_refs})
     rate = _scale(run.model, cfg["size"])
-    gpu = 0.0 if smoke else cfg["epochs"] * sum(pairs(r) for r in b.train) / rate / 3600
-    train_id = _add(steps, "train", {"run": cfg, "data": [f"{d}/{s}" for d, s in train_refs],
-                                     "images": images}, deps, missing, gpu,
-                    f"{run.model} {run.preset or ''} on {' + '.join(b.train)}")
+    gpu = 0.0 if smoke else cfg["epochs"] * sum(pairs(r, cfg["group_size"])
+                                                for r in b.train) / rate / 3600
+    tcfg = {"run": cfg, "data": [f"{d}/{s}" for d, s in train_refs], "images": images}
+    train_id = _add(steps, "train", tcfg, deps, missing, gpu,
+                    f"{run.model} {run.preset or ''} on {' + '.join(b.train)}",
+                    key_config={**tcfg, "run": api.keyed_config(cfg)})
     test_name, test_split = b.test.split("/")
     test_id = dataset(test_name)
     popts = {**b.predict_options, **run.predict}
@@ -220,7 +245,22 @@ def render_plan(plan: Plan) -> str:
     cells and the total. Deterministic (pinned by tests)."""
     r = plan.recipe
     lines = [f"# {r.name}: {r.title}", f"# {r.cite}",
-             f"# rows: {', '.join(plan.rows)}{' (smoke)' if plan.smoke else ''}", ""]
+             f"# rows: {', '.join(plan.rows)}{' (smoke)' if plan.smoke else ''}"]
+    if r.unavailable:
+        lines.append(f"# not runnable: {' '.join(r.unavailable.split())}")
+    lines.append("")
+    weights = plan.weights()
+    if weights:
+        lines.append("pretrained weights (checked before any step; nothing is downloaded):")
+        for preset, k, v, problem in weights:
+            info = api.WEIGHTS.get(preset, {}).get(k, {})
+            lines.append(f"  {k} ({preset}): {info.get('what', '?')}")
+            lines.append(f"    format: {info.get('format', '?')}")
+            lines.append(f"    get: {info.get('get', '?')}")
+            given = {None: str(v), "not given": f"- (pass --set {k}=PATH)"}.get(
+                problem, f"{v} (missing)")
+            lines.append(f"    given: {given}")
+        lines.append("")
     for s in plan.steps.values():
         wait = plan.waiting(s.id)
         lines.append(f"[{s.id}] {s.kind}: {s.label}  gpu-h {s.gpu_hours:.2f}"

@@ -3,18 +3,23 @@
 A recipe holds data, never code. Its parts (every key is checked; an unknown key is an error):
 
 * ``recipe`` (its name, equal to its path: ``gres/table5``), ``title``, ``cite`` (paper, section,
-  table), ``notes`` (open choices, e.g. which split a paper tests on);
+  table), ``notes`` (open choices, e.g. which split a paper tests on), ``unavailable`` (only for
+  a table grdkit cannot run at all, e.g. a video benchmark: the reason; such a recipe has no
+  ``ours`` row, is listed with its reason and refuses to run);
 * ``datasets``: ``{name: {builder, source, images, options, derive, pairs}}``: how a dataset is
   built from the user's ``--data-root`` (``source``: the folder holding the released files,
   ``images``: the image folder, both relative to the data root), ``derive`` (``res-setting``:
   positives only, GRES §5.1) and ``pairs`` (``{split: n}``, image-expression pairs processed per
-  epoch / per evaluation, used only for the GPU-hours estimate);
+  epoch / per evaluation, used only for the GPU-hours estimate), counted for groups of
+  ``pairs_at_n`` images (default 1; a training at group size N processes N / pairs_at_n times
+  the pairs);
 * ``benchmarks``: the column groups: ``{id, label, train: [dataset/split, ...], test:
   dataset/split, profile, train_options, predict_options, metrics: [{key, label, unit}]}``;
 * ``rows``: ``{id, label, status, run, paper, note}``: ``status`` is ``ours`` (a grdkit run:
   ``run: {model, preset, train: {...}, predict: {...}}``), ``published`` (another method's row,
   the paper's numbers only) or ``not-implemented`` (the paper's variant does not exist in grdkit;
-  listed, never dropped); ``paper: {benchmark id: [value per metric, null for "-"]}``.
+  listed, never dropped; ``note`` says why); ``paper: {benchmark id: [value per metric, null for
+  "-" or for a metric the row does not report]}``.
 
 :func:`load_recipe` validates all of it (types, cross references, one value per metric) and
 raises :class:`~grdkit.errors.InputError` naming the file and the key.
@@ -33,12 +38,12 @@ from ..errors import InputError
 
 STATUSES = ("ours", "published", "not-implemented")
 DERIVATIONS = ("res-setting",)
-UNITS = ("%", "0-1")
+UNITS = ("%", "0-1", "words")
 
 _TOP = {"recipe": True, "title": True, "cite": True, "notes": False, "datasets": True,
-        "benchmarks": True, "rows": True}
+        "benchmarks": True, "rows": True, "unavailable": False}
 _DATASET = {"builder": True, "source": True, "images": True, "options": False, "derive": False,
-            "pairs": False}
+            "pairs": False, "pairs_at_n": False}
 _BENCH = {"id": True, "label": True, "train": False, "test": True, "profile": True,
           "train_options": False, "predict_options": False, "metrics": True}
 _METRIC = {"key": True, "label": True, "unit": True}
@@ -62,6 +67,7 @@ class DatasetRecipe:
     options: dict = field(default_factory=dict)
     derive: str | None = None
     pairs: dict = field(default_factory=dict)
+    pairs_at_n: int = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class Recipe:
     rows: tuple[Row, ...]
     notes: str = ""
     path: str = ""
+    unavailable: str = ""   # why the table cannot run at all ("" when it can)
 
     def row(self, row_id: str) -> Row:
         for r in self.rows:
@@ -164,11 +171,14 @@ def parse_recipe(raw: Any, path: str = "<recipe>") -> Recipe:
         pairs = _map(f"datasets.{name}.pairs", d.get("pairs"), path)
         if not all(isinstance(v, int) and v >= 0 for v in pairs.values()):
             raise InputError(path, f"datasets.{name}.pairs must map splits to counts")
+        at_n = d.get("pairs_at_n", 1)
+        if isinstance(at_n, bool) or not isinstance(at_n, int) or at_n < 1:
+            raise InputError(path, f"datasets.{name}.pairs_at_n must be an integer >= 1")
         datasets[name] = DatasetRecipe(name, _str(f"datasets.{name}.builder", d["builder"], path),
                                        _str(f"datasets.{name}.source", d["source"], path),
                                        _str(f"datasets.{name}.images", d["images"], path),
                                        _map(f"datasets.{name}.options", d.get("options"), path),
-                                       derive, pairs)
+                                       derive, pairs, at_n)
 
     def ref(where: str, v: Any) -> str:
         v = _str(where, v, path)
@@ -229,6 +239,10 @@ def parse_recipe(raw: Any, path: str = "<recipe>") -> Recipe:
             raise InputError(path, f"{where}: every benchmark needs 'train' for a grdkit row")
         if status == "published" and run is not None:
             raise InputError(path, f"{where}: a published row has no 'run'")
+        if status == "ours" and top.get("unavailable"):
+            raise InputError(path, f"{where}: a recipe marked 'unavailable' has no grdkit row")
+        if status == "not-implemented" and not r.get("note"):
+            raise InputError(path, f"{where}: a not-implemented row needs a 'note' saying why")
         paper = _map(f"{where}.paper", r["paper"], path)
         for bid, vals in paper.items():
             if bid not in by_id:
@@ -245,9 +259,12 @@ def parse_recipe(raw: Any, path: str = "<recipe>") -> Recipe:
     rids = [r.id for r in rows]
     if len(set(rids)) != len(rids):
         raise InputError(path, "row ids must be unique")
+    unavailable = top.get("unavailable") or ""
+    if unavailable:
+        _str("unavailable", unavailable, path)
     return Recipe(_str("recipe", top["recipe"], path), _str("title", top["title"], path),
                   _str("cite", top["cite"], path), datasets, tuple(benches), tuple(rows),
-                  top.get("notes") or "", path)
+                  top.get("notes") or "", path, unavailable)
 
 
 def recipe_names() -> list[str]:

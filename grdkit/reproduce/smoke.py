@@ -27,7 +27,7 @@ COMMON = {"epochs": 1, "max_steps": 1, "batch_size": 1, "workers": 0, "device": 
           "vision": "efficientnet_lite0", "vision_weights": "bundled",
           "text": "all-MiniLM-L6-v2", "train_text": False, "freeze_vision": True}
 PER_MODEL = {"grser": {"width": 16},
-             "lts": {"width": 16, "d_k": 32},
+             "lts": {"width": 16, "d_k": 32, "vision_norm": "auto"},
              "mabp": {"width": 32, "heads": 2, "layers": 1, "enc_layers": 1, "enc_ffn": 64,
                       "dec_ffn": 64}}
 
