@@ -28,23 +28,35 @@ def export_group():
                    "per expression-image pair). Repeat for both.")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Rows per Parquet shard.")
+@click.option("--mask-images/--no-mask-images", default=True, show_default=True,
+              help="Also store each mask as a 1-bit PNG Image column (mask / masks), which the "
+                   "Hub's viewer shows and with_format('numpy') decodes; the exact COCO RLE "
+                   "column (mask_rle / masks_rle) is always written.")
+@click.option("--repo-id", default=None,
+              help="Hub name (user/name) used in the card's load_dataset example and the "
+                   "upload command printed; default: <user>/<dataset name>. Nothing is "
+                   "uploaded.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def export_hf_cmd(dataset_dir, out_dir, img_root, configs, shard_rows, no_progress):
+def export_hf_cmd(dataset_dir, out_dir, img_root, configs, shard_rows, mask_images, repo_id,
+                  no_progress):
     """Write DATASET_DIR (a built folder or one split file) as a HuggingFace dataset folder.
 
-    The result loads with datasets.load_dataset(OUT) (no loading script) and is ready for
-    push_to_hub; grdkit.hf.from_hf turns it back into the canonical format exactly.
+    The result loads with datasets.load_dataset(OUT) (no loading script) and is what
+    `huggingface-cli upload USER/NAME OUT --repo-type dataset` sends as is;
+    grdkit.hf.from_hf(..., card=OUT) turns it back into the canonical format exactly.
     """
     check_outputs([dataset_dir, img_root], folders={"--out": out_dir})
     splits = (load_splits(dataset_dir) if dataset_dir.is_dir()
               else {dataset_dir.stem: load_dataset(dataset_dir)})
     with progress_bar(not no_progress) as track:
         result = export_hf(splits, out_dir, img_root, configs or ("groups",), shard_rows,
-                           progress=track)
+                           progress=track, mask_images=mask_images, repo_id=repo_id)
     rows = []
     for config, per in result.items():
         for split, r in per.items():
             rows.append({"config": config, "split": split, "rows": r["rows"],
                          "files": len(r["files"]), "MB": round(r["bytes"] / 2**20, 2)})
     out.print(table(f"{dataset_dir} -> {out_dir}", rows))
+    repo = repo_id or f"<user>/{next(iter(splits.values())).name or 'dataset'}"
     out.print(f"Load with: datasets.load_dataset({str(out_dir)!r})")
+    out.print(f"Upload with: huggingface-cli upload {repo} {out_dir} --repo-type dataset")
