@@ -179,7 +179,7 @@ def test_every_column_is_described_and_the_card_round_trips(tmp_path):
     for config in ("groups", "pairs"):
         section = structure.split(f"### Config `{config}`")[1].split("###")[0]
         loaded = datasets.load_dataset(str(out), config)["test"]
-        described = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)` \| \S", section, re.M))
+        described = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)` \| \S", section, re.MULTILINE))
         assert set(described) == set(loaded.column_names), config
         kinds = {n: k for n, k, _ in COLUMNS[config]}
         assert all(described[c] == kinds[c] for c in described)
@@ -280,3 +280,19 @@ def test_lowest_datasets_is_the_tested_one():
     assert f"datasets=={low}" in make
     if os.environ.get("GRDKIT_HF_MIN"):  # inside that environment
         assert datasets.__version__ == low
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 9), (17, 3), (8, 8), (213, 320)])
+def test_mask_png_is_lossless(shape):
+    """The PNG decodes (PIL) to exactly the RLE's mask, odd widths included (bit rows padded)."""
+    import io
+
+    from grdkit.export.hf import mask_png
+
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    for p in (0.0, 0.3, 1.0):
+        m = (rng.random(shape) < p).astype(np.uint8)
+        im = PILImage.open(io.BytesIO(mask_png(masks.encode(m))))
+        assert im.mode == "1" and im.size == (shape[1], shape[0]) and im.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(im), m.astype(bool))
+        np.testing.assert_array_equal(np.asarray(im.convert("L")), m * 255)  # foreground 255
