@@ -20,14 +20,16 @@ def export_group():
 @export_group.command("hf")
 @click.argument("dataset_dir", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: Parquet shards per config and split, plus README.md card.")
+              help="Output folder: README.md (the card) and data/<config>/<split>-*.parquet, what "
+                   "huggingface-cli upload sends as is.")
 @click.option("--img-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Embed the image files (datasets.Image); without it images are file names.")
+              help="Embed the image files (image / images, datasets.Image); without it the "
+                   "dataset names them (file_name / file_names) and holds no image.")
 @click.option("--config", "configs", type=click.Choice(CONFIGS), multiple=True,
               help="groups (one row per group and expression; default) and/or pairs (one row "
                    "per expression-image pair). Repeat for both.")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Rows per Parquet shard.")
+              help="Rows per Parquet shard (rows).")
 @click.option("--mask-images/--no-mask-images", default=True, show_default=True,
               help="Also store each mask as a 1-bit PNG Image column (mask / masks), which the "
                    "Hub's viewer shows and with_format('numpy') decodes; the exact COCO RLE "
