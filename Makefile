@@ -30,7 +30,7 @@ $(HF_MIN)/bin/python:
 	$(HF_MIN)/bin/python -m pip install -q --prefer-binary $(HF_MIN_PINS) -e ".[dev]"
 
 test: install-all $(HF_MIN)/bin/python
-	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 	$(MAKE) test-hf-min
 
 # the HF tests in the oldest supported datasets (nothing touches the network)

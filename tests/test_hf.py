@@ -7,8 +7,12 @@ embedded), documented columns, cards that round-trip through ``DatasetCardData``
 load here is checked in both.
 """
 
-import json
 import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may touch the network (set before
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the imports; make test sets both as well)
+
+import json
 import re
 from pathlib import Path
 
@@ -29,8 +33,6 @@ from grdkit.registry import BIBTEX, DATASETS
 from grdkit.testing.synth import demo_root
 
 from .conftest import ROOT, SHARED, cow_dataset, run_cli
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may touch the network
 
 
 def assert_same(a: dict, b: dict):
