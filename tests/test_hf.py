@@ -219,6 +219,8 @@ def test_export_is_deterministic_and_sharded(tmp_path, demo):
     dd = datasets.load_dataset(str(tmp_path / "a"))
     assert dd["train"].num_rows == 68
     assert_same(from_hf(dd, card=tmp_path / "a"), demo)
+    val = datasets.load_dataset(str(tmp_path / "a"), split="val")  # one split: its own info
+    assert_same(from_hf(val, card=tmp_path / "a" / "README.md"), {"val": demo["val"]})
 
 
 def test_missing_image_is_an_error(tmp_path, demo):

@@ -326,8 +326,8 @@ def from_hf(dsdict, card=None) -> dict[str, GresDataset]:
     """
     import datasets as hfd
 
-    if isinstance(dsdict, hfd.Dataset):
-        dsdict = {"test": dsdict}
+    if isinstance(dsdict, hfd.Dataset):  # one split, e.g. load_dataset(..., split="val")
+        dsdict = {str(dsdict.split) if dsdict.split else "test": dsdict}
     infos = card_info(card) if card is not None else {}
     out = {}
     for split, ds in dsdict.items():
