@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # A second, small environment with the lowest supported datasets (and its pyarrow and
 # huggingface_hub: the lower bounds in pyproject.toml), where tests/test_hf.py runs too.
-# numpy<2: datasets 2.19 and pyarrow 14 predate numpy 2 (pyarrow 14 wheels need numpy 1.x).
+# numpy<2: pyarrow 14.0.1's wheels fail to import with numpy 2 (numpy.core.multiarray).
 HF_MIN      ?= .venv-hf-min
 HF_MIN_PINS  = "datasets==2.19.0" "pyarrow==14.0.1" "huggingface_hub==0.21.2" "numpy<2"
 
