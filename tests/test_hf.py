@@ -239,6 +239,8 @@ def test_from_hf_rejects_foreign_rows_and_missing_info(tmp_path, demo):
     (tmp_path / "card.md").write_text("---\nlicense: mit\n---\n")
     with pytest.raises(InputError, match="no grdkit_info"):
         from_hf(dd, card=tmp_path / "card.md")
+    with pytest.raises(InputError, match="no such card"):
+        from_hf(dd, card=tmp_path / "nothing")
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))

@@ -276,8 +276,9 @@ def to_hf(dataset: GresDataset | dict[str, GresDataset], img_root: str | Path | 
 
 
 def card_info(card) -> dict[str, dict]:
-    """``{split: info}`` from an exported card: a folder, its ``README.md``, a
-    ``huggingface_hub.DatasetCard`` (e.g. ``DatasetCard.load("user/name")``) or its data.
+    """``{split: info}`` from an exported card: a folder, its ``README.md``, a Hub repo id
+    (``"user/name"``, read with ``DatasetCard.load``: the only case that uses the network), a
+    ``huggingface_hub.DatasetCard`` or its data.
 
     Raises:
         InputError: the card has no ``grdkit_info`` (not written by ``grdkit export hf``).
@@ -287,8 +288,14 @@ def card_info(card) -> dict[str, dict]:
     where = None
     if isinstance(card, (str, Path)):
         where = Path(card)
-        path = where / "README.md" if where.is_dir() else where
-        card = DatasetCard.load(path)
+        if not where.exists() and isinstance(card, str) and card.count("/") == 1:
+            card = DatasetCard.load(card, repo_type="dataset")  # a Hub repo id (network)
+        else:
+            path = where / "README.md" if where.is_dir() else where
+            if not path.is_file():
+                raise InputError(path, "no such card", hint="pass the export folder, its "
+                                 "README.md, or a Hub repo id user/name")
+            card = DatasetCard.load(path)
     data = getattr(card, "data", card)
     info = data.to_dict().get("grdkit_info") if hasattr(data, "to_dict") else None
     if not isinstance(info, dict):
