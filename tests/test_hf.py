@@ -167,6 +167,7 @@ def test_parquet_metadata_is_version_neutral(tmp_path, demo):
         meta = pq.read_schema(p).metadata[b"huggingface"].decode()
         assert '"List"' not in meta and '"Sequence"' not in meta
         feats = json.loads(meta)["info"]["features"]
+        assert list(feats) == pq.read_schema(p).names  # the columns' order
         if "masks" in feats:
             assert feats["masks"] == [{"_type": "Image"}]
             assert feats["ann_ids"] == [[{"dtype": "int64", "_type": "Value"}]]

@@ -140,7 +140,8 @@ def _legacy(obj):
 
 def arrow_schema(feats):
     """``feats.arrow_schema`` with the ``huggingface`` metadata in the version-neutral form."""
-    meta = json.dumps({"info": {"features": _legacy(feats.to_dict())}}, sort_keys=True)
+    # key order kept: it is the columns' (and struct fields') order
+    meta = json.dumps({"info": {"features": _legacy(feats.to_dict())}})
     return feats.arrow_schema.with_metadata({"huggingface": meta})
 
 
