@@ -25,16 +25,18 @@ demo: install
 	$(BIN)/grdkit build g-refcocog --out demo_out/g-refcocog
 	$(BIN)/grdkit stats demo_out/g-refcocog
 
-$(HF_MIN)/bin/python:
+# wheels only; the stamp is written once the install succeeded (a failed one is redone)
+$(HF_MIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(HF_MIN)
-	$(HF_MIN)/bin/python -m pip install -q --prefer-binary $(HF_MIN_PINS) -e ".[dev]"
+	$(HF_MIN)/bin/python -m pip install -q --only-binary=:all: $(HF_MIN_PINS) -e ".[dev]"
+	touch $@
 
-test: install-all $(HF_MIN)/bin/python
+test: install-all $(HF_MIN)/.installed
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 	$(MAKE) test-hf-min
 
 # the HF tests in the oldest supported datasets (nothing touches the network)
-test-hf-min: $(HF_MIN)/bin/python
+test-hf-min: $(HF_MIN)/.installed
 	GRDKIT_HF_MIN=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(HF_MIN)/bin/python -m pytest -q tests/test_hf.py
 
 bench: install
