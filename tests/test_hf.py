@@ -173,6 +173,15 @@ def test_parquet_metadata_is_version_neutral(tmp_path, demo):
             assert feats["ann_ids"] == [[{"dtype": "int64", "_type": "Value"}]]
 
 
+def run_card_example(code: list[str], out: Path, rle: dict):
+    """Run the card's five lines on the local folder (for the Hub name) and check the mask."""
+    text = re.sub(r"load_dataset\('[^']+'", f"load_dataset({str(out)!r}", "\n".join(code))
+    scope: dict = {}
+    exec(text, scope)  # noqa: S102 - the card's own example, on the test's own export
+    np.testing.assert_array_equal(np.asarray(scope["mask"]).astype(bool),
+                                  masks.decode(rle).astype(bool))
+
+
 def test_every_column_is_described_and_the_card_round_trips(tmp_path):
     ds = cow_dataset()
     out = tmp_path / "hf"
@@ -189,6 +198,7 @@ def test_every_column_is_described_and_the_card_round_trips(tmp_path):
     # five lines that load a split and turn a mask into an array
     code = structure.split("```python\n")[1].split("```")[0].strip().splitlines()
     assert len(code) == 5 and code[-1].startswith("mask = np.array(")
+    run_card_example(code, out, ds.targets[0].segmentation)
     # the YAML header is DatasetCardData's, and reads back into it unchanged
     front = front_matter(card)
     assert DatasetCardData(**front).to_dict() == front
@@ -319,3 +329,26 @@ def test_row_groups_are_bounded_by_bytes(tmp_path, demo, monkeypatch):
         assert a.metadata.num_row_groups == 1
         assert b.metadata.num_row_groups == len(d.targets)
         assert a.read().equals(b.read())
+
+
+def test_rle_only_layout(tmp_path, demo, capsys):
+    """--no-mask-images: no PNG columns, none described in the card, the same exact round trip."""
+    from grdkit import save_dataset
+
+    save_dataset(demo["val"], tmp_path / "val.json")
+    out = tmp_path / "hf"
+    code, _, err = run_cli(["export", "hf", tmp_path / "val.json", "--out", out, "--config",
+                            "pairs", "--no-mask-images", "--no-progress"], capsys)
+    assert code == 0, err
+    dd = datasets.load_dataset(str(out))
+    assert dd["val"].column_names == [n for n, _, _ in COLUMNS["pairs"]
+                                      if n not in ("image", "mask")]
+    card = (out / "README.md").read_text()
+    assert "| `mask` |" not in card and "| `mask_rle` |" in card
+    code = card.split("```python\n")[1].split("```")[0].strip().splitlines()
+    assert len(code) == 5 and code[0] == "from pycocotools import mask as mask_utils"
+    assert code[-1].startswith("mask = mask_utils.decode(")  # the example decodes the RLE
+    row = datasets.load_dataset(str(out), split="val")[0]
+    run_card_example(code, out, demo["val"].target(row["expression_id"],
+                                                   row["image_id"]).segmentation)
+    assert_same(from_hf(dd, card=out), {"val": demo["val"]})

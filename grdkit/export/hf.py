@@ -422,7 +422,8 @@ def structure_markdown(result: dict, embed: bool, mask_images: bool, repo_id: st
     rle = "row['masks_rle'][0]" if first == "groups" else "row['mask_rle']"
     name = "" if first == "groups" else f", {first!r}"
     lines += ["Load a split and turn a mask into a numpy array:", "", "```python",
-              "import numpy as np", "from datasets import load_dataset",
+              "import numpy as np" if mask_images else "from pycocotools import mask as mask_utils",
+              "from datasets import load_dataset",
               f"ds = load_dataset({repo_id!r}{name}, split={split!r})",
               "row = ds[0]", f"mask = {get}", "```", "",
               (f"The exact mask is the COCO RLE `m = {rle}`: "
