@@ -287,16 +287,19 @@ def test_cosod_card_describes_certified_negatives():
 
 
 def test_lowest_datasets_is_the_tested_one():
-    """The lower bound in pyproject.toml is the version the Makefile's second environment
-    installs (and runs this file in)."""
+    """The lower bounds in pyproject.toml of datasets, its pyarrow and huggingface_hub are the
+    versions the Makefile's second environment installs (and runs this file in)."""
+    from importlib.metadata import version
+
     import tomllib
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    low = next(d for d in deps if d.startswith("datasets>="))[len("datasets>="):]
     make = (ROOT / "Makefile").read_text()
-    assert f"datasets=={low}" in make
-    if os.environ.get("GRDKIT_HF_MIN"):  # inside that environment
-        assert datasets.__version__ == low
+    for pkg in ("datasets", "pyarrow", "huggingface_hub"):
+        low = next(d for d in deps if d.startswith(f"{pkg}>="))[len(pkg) + 2:]
+        assert f'"{pkg}=={low}"' in make, pkg
+        if os.environ.get("GRDKIT_HF_MIN"):  # inside that environment
+            assert version(pkg) == low, pkg
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 9), (17, 3), (8, 8), (213, 320)])
