@@ -5,8 +5,13 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+# A second, small environment with the lowest supported datasets (and its pyarrow and
+# huggingface_hub: the lower bounds in pyproject.toml), where tests/test_hf.py runs too.
+# numpy<2: pyarrow 14.0.1's wheels fail to import with numpy 2 (numpy.core.multiarray).
+HF_MIN      ?= .venv-hf-min
+HF_MIN_PINS  = "datasets==2.19.0" "pyarrow==14.0.1" "huggingface_hub==0.21.2" "numpy<2"
 
-.PHONY: demo test install install-all install-docs docs docs-examples bench clean
+.PHONY: demo test test-hf-min install install-all install-docs docs docs-examples bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +36,22 @@ demo: install
 	$(BIN)/grdkit build g-refcocog --out demo_out/g-refcocog
 	$(BIN)/grdkit stats demo_out/g-refcocog
 
-test: install-all
-	$(BIN)/python -m pytest -q
+# wheels only; the stamp is written once the install succeeded (a failed one is redone)
+$(HF_MIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(HF_MIN)
+	$(HF_MIN)/bin/python -m pip install -q --only-binary=:all: $(HF_MIN_PINS) -e ".[dev]"
+	touch $@
+
+test: install-all $(HF_MIN)/.installed
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+	$(MAKE) test-hf-min
+
+# the HF tests in the oldest supported datasets (nothing touches the network)
+test-hf-min: $(HF_MIN)/.installed
+	GRDKIT_HF_MIN=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(HF_MIN)/bin/python -m pytest -q tests/test_hf.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_build.py
 
 clean:
-	rm -rf $(VENV) demo_out site .pytest_cache
+	rm -rf $(VENV) $(HF_MIN) demo_out site .pytest_cache

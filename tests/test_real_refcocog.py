@@ -49,7 +49,8 @@ def test_build_real_sample(tmp_path, refcocog_root, capsys):
                     im = coco.imgs[t.image_id]
                     assert t.segmentation["size"] == [im["height"], im["width"]]
     card = (out / "README.md").read_text()
-    assert card.startswith("---\npretty_name: G-RefCg") and "refs(umd).p" in card
+    assert card.startswith("---\n") and "\npretty_name: G-RefCg\n" in card.split("\n---\n")[0]
+    assert "refs(umd).p" in card
     info = json.loads((out / "val.json").read_text())["info"]
     assert info["sources"]["refs(umd).p"] == (
         "503be88dc37852e02522e3d55561f80bf1ce6f8f25eb127dc3fb18cb4ae6c1e6")

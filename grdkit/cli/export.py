@@ -20,31 +20,45 @@ def export_group():
 @export_group.command("hf")
 @click.argument("dataset_dir", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: Parquet shards per config and split, plus README.md card.")
+              help="Output folder: README.md (the card) and data/<config>/<split>-*.parquet, what "
+                   "huggingface-cli upload sends as is.")
 @click.option("--img-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Embed the image files (datasets.Image); without it images are file names.")
+              help="Embed the image files (image / images, datasets.Image); without it the "
+                   "dataset names them (file_name / file_names) and holds no image.")
 @click.option("--config", "configs", type=click.Choice(CONFIGS), multiple=True,
               help="groups (one row per group and expression; default) and/or pairs (one row "
                    "per expression-image pair). Repeat for both.")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Rows per Parquet shard.")
+              help="Rows per Parquet shard (rows).")
+@click.option("--mask-images/--no-mask-images", default=True, show_default=True,
+              help="Also store each mask as a 1-bit PNG Image column (mask / masks), which the "
+                   "Hub's viewer shows and with_format('numpy') decodes; the exact COCO RLE "
+                   "column (mask_rle / masks_rle) is always written.")
+@click.option("--repo-id", default=None,
+              help="Hub name (user/name) used in the card's load_dataset example and the "
+                   "upload command printed; default: <user>/<dataset name>. Nothing is "
+                   "uploaded.")
 @no_progress_option
-def export_hf_cmd(dataset_dir, out_dir, img_root, configs, shard_rows, no_progress):
+def export_hf_cmd(dataset_dir, out_dir, img_root, configs, shard_rows, mask_images, repo_id,
+                  no_progress):
     """Write DATASET_DIR (a built folder or one split file) as a HuggingFace dataset folder.
 
-    The result loads with datasets.load_dataset(OUT) (no loading script) and is ready for
-    push_to_hub; grdkit.hf.from_hf turns it back into the canonical format exactly.
+    The result loads with datasets.load_dataset(OUT) (no loading script) and is what
+    `huggingface-cli upload USER/NAME OUT --repo-type dataset` sends as is;
+    grdkit.hf.from_hf(..., card=OUT) turns it back into the canonical format exactly.
     """
     check_outputs([dataset_dir, img_root], folders={"--out": out_dir})
     splits = (load_splits(dataset_dir) if dataset_dir.is_dir()
               else {dataset_dir.stem: load_dataset(dataset_dir)})
     with progress_bar(not no_progress) as track:
         result = export_hf(splits, out_dir, img_root, configs or ("groups",), shard_rows,
-                           progress=track)
+                           progress=track, mask_images=mask_images, repo_id=repo_id)
     rows = []
     for config, per in result.items():
         for split, r in per.items():
             rows.append({"config": config, "split": split, "rows": r["rows"],
                          "files": len(r["files"]), "MB": round(r["bytes"] / 2**20, 2)})
     out.print(table(f"{dataset_dir} -> {out_dir}", rows))
+    repo = repo_id or f"<user>/{next(iter(splits.values())).name or 'dataset'}"
     out.print(f"Load with: datasets.load_dataset({str(out_dir)!r})")
+    out.print(f"Upload with: huggingface-cli upload {repo} {out_dir} --repo-type dataset")

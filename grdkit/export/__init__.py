@@ -2,7 +2,7 @@
 
 * :mod:`.card`: data cards from ``data_cards/`` templates and :func:`write_dataset` (split files
   plus card, atomically);
-* :mod:`.hf`: HuggingFace ``datasets`` (Parquet shards, exact round trip);
+* :mod:`.hf`: HuggingFace ``datasets`` (Parquet shards with ``Image`` masks, exact round trip);
 * :mod:`.show`: a group's contact sheet as a picture.
 
 Export reads the canonical format (and display names from :mod:`grdkit.registry`), never a

@@ -1,11 +1,18 @@
 """Dataset cards (HuggingFace card layout) filled from the data they describe.
 
-Templates are the Markdown files of ``data_cards/`` (shipped in the wheel as ``grdkit.cards``):
-``g-refcoco.md``, ``g-refcoco+.md``, ``g-refcocog.md``, ``grd.md`` and ``generic.md`` for any
-other name. Placeholders: ``{{size_category}}``, ``{{front_matter}}`` (HF configs and features,
-filled by ``grdkit export hf``), ``{{recipe}}``, ``{{statistics}}``, ``{{sources}}``,
-``{{name}}``, ``{{source}}``, ``{{pretty_name}}`` (from the dataset registry,
-:mod:`grdkit.registry`), and ``{{include:FILE}}`` for shared parts.
+One card per dataset, made the same way for ``grdkit build`` / ``convert`` folders and for
+``grdkit export hf``: the YAML header is a ``huggingface_hub.DatasetCardData`` filled from the
+dataset registry (:mod:`grdkit.registry`: ``pretty_name``, ``license`` with ``license_name`` /
+``license_link`` where it is ``other``, ``task_categories``, ``task_ids``, ``tags``,
+``size_categories``, ``source_datasets``) plus what the caller adds (the HF export's ``configs``,
+``dataset_info`` and ``grdkit_info``), never hand-built YAML. The body is the dataset's Markdown
+template from ``data_cards/`` (shipped in the wheel as ``grdkit.cards``; ``generic.md`` for any
+other name) followed by a "Citation" section made from the registry's BibTeX
+(:data:`grdkit.registry.BIBTEX`), the one source of every card's citations.
+
+Template placeholders: ``{{recipe}}``, ``{{statistics}}``, ``{{sources}}``, ``{{name}}``,
+``{{source}}``, ``{{pretty_name}}``, ``{{structure}}`` (the "Dataset structure" section: the
+canonical files, or the Parquet columns of an HF export) and ``{{include:FILE}}`` for shared parts.
 """
 
 from __future__ import annotations
@@ -19,27 +26,65 @@ from ..errors import InputError
 from ..format import GresDataset, dumps
 from ..format.stats import dataset_stats, summary_rows
 from ..io import Commit
-from ..registry import DATASETS
+from ..registry import BIBTEX, DATASETS
+
+CANONICAL_STRUCTURE = """## Dataset structure
+
+One file per split in grdkit's canonical format (`<split>.json`: `info`, `images`,
+`expressions`, `groups`, `targets`; exactly one target per (expression, image) pair of a group,
+COCO compressed RLE masks, empty for no-target images; records keep the source's extra keys).
+`grdkit export hf <this folder> --out <dir>` writes it as a HuggingFace dataset (Parquet, masks as
+`Image` columns, configs `groups` and `pairs`) whose card lists every column."""
 
 
 def _template_dir():
-    """The packaged templates, or ``data_cards/`` of a source checkout (editable installs)."""
-    try:
-        d = resources.files("grdkit.cards")
-        if d.joinpath("generic.md").is_file():
-            return d
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parents[2] / "data_cards"
+    """The templates: ``data_cards/`` beside the imported package when it exists (a source
+    checkout or any editable install of one, so a worktree reads its own templates), else the
+    packaged ``grdkit.cards`` (a wheel)."""
+    local = Path(__file__).resolve().parents[2] / "data_cards"
+    if (local / "generic.md").is_file():
+        return local
+    return resources.files("grdkit.cards")
 
 
 def load_template(name: str) -> str:
-    """Template text for a dataset name, with ``{{include:...}}`` resolved."""
+    """Template body for a dataset name, with ``{{include:...}}`` resolved."""
     d = _template_dir()
     fname = f"{name}.md" if d.joinpath(f"{name}.md").is_file() else "generic.md"
     text = d.joinpath(fname).read_text(encoding="utf-8")
     return re.sub(r"\{\{include:([\w.+-]+)\}\}",
                   lambda m: d.joinpath(m.group(1)).read_text(encoding="utf-8").rstrip("\n"), text)
+
+
+def citations(name: str | None) -> list[str]:
+    """BibTeX entries a dataset's card cites (registry ``cites``; the GRES paper for a dataset
+    the registry does not know)."""
+    spec = DATASETS.get(name or "")
+    return [BIBTEX[k] for k in (spec.cites if spec else ("wu2023gres",))]
+
+
+def card_data(datasets: dict[str, GresDataset], extra: dict | None = None):
+    """The card's ``huggingface_hub.DatasetCardData`` (registry fields, size category, plus
+    ``extra`` keys such as ``configs``)."""
+    from huggingface_hub import DatasetCardData
+
+    first = next(iter(datasets.values()))
+    spec = DATASETS.get(first.name or "")
+    pairs = sum(len(d.targets) for d in datasets.values())
+    fields: dict = {"license": spec.license if spec else "other"}
+    if fields["license"] == "other":
+        fields["license_name"] = (spec.license_name if spec and spec.license_name
+                                  else "see-sources-and-licences")
+        fields["license_link"] = (spec.license_link if spec and spec.license_link
+                                  else "README.md")
+    return DatasetCardData(
+        pretty_name=spec.pretty_name if spec else (first.name or "GRES dataset"),
+        language=["en"], task_categories=["image-segmentation"],
+        task_ids=["instance-segmentation"], size_categories=[size_category(pairs)],
+        source_datasets=list(spec.source_datasets) if spec and spec.source_datasets else None,
+        **fields, tags=list(spec.tags) if spec else ["referring-expression-segmentation",
+                                                      "gres"],
+        **(extra or {}))
 
 
 def size_category(n: int) -> str:
@@ -74,34 +119,41 @@ def statistics_markdown(datasets: dict[str, GresDataset], notes: dict[str, str] 
 
 
 def render_card(datasets: dict[str, GresDataset], notes: dict[str, str] | None = None,
-                front_matter: str = "") -> str:
-    """A data card for ``datasets`` (one entry per split), from its dataset's template.
+                extra: dict | None = None, structure: str | None = None) -> str:
+    """A data card for ``datasets`` (one entry per split): ``DatasetCardData`` header, the
+    dataset's template, and the registry's citations (see the module header).
 
     Args:
         datasets: the splits of one dataset.
         notes: ``{split: text}`` added under each split's statistics.
-        front_matter: YAML lines for the card's header (HF configs and features); optional.
+        extra: more header keys (the HF export's ``configs``, ``dataset_info``, ...).
+        structure: the "Dataset structure" section (default: the canonical files').
+
+    Raises:
+        InputError: ``datasets`` is empty.
     """
+    from huggingface_hub import DatasetCard
+
     if not datasets:
         raise InputError(None, "there is no split to describe (the input produced no data)")
     first = next(iter(datasets.values()))
     name = first.name
-    pairs = sum(len(d.targets) for d in datasets.values())
     sources = "\n".join(f"| `{f}` | `{h}` |" for f, h in
                         sorted(first.info.get("sources", {}).items())) or "| (none) | |"
     spec = DATASETS.get(name)
     values = {
         "name": name, "pretty_name": spec.pretty_name if spec else (name or "GRES dataset"),
-        "source": spec.source if spec else name, "size_category": size_category(pairs),
-        "front_matter": front_matter,
+        "source": spec.source if spec else name,
         "recipe": json.dumps(first.info.get("recipe", {}), indent=2, sort_keys=True,
                              ensure_ascii=False),
         "statistics": statistics_markdown(datasets, notes), "sources": sources,
+        "structure": structure or CANONICAL_STRUCTURE,
     }
-    text = load_template(name)
-    if not front_matter:
-        text = text.replace("{{front_matter}}\n", "", 1)
-    return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], text)
+    body = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], load_template(name))
+    body = (body.rstrip("\n") + "\n\n## Citation\n\n```bibtex\n" + "\n".join(citations(name))
+            + "\n```\n")
+    header = card_data(datasets, extra).to_yaml()
+    return str(DatasetCard(f"---\n{header}\n---\n\n{body}"))
 
 
 def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
