@@ -152,6 +152,9 @@ class GRESMetrics(Metric):
             by_size.setdefault(tuple(g.shape), []).append(k)
         out = torch.empty(b, len(COLUMNS), dtype=torch.float64, device=self.device)
         for (h, w), ks in by_size.items():
+            if len(ks) == b:  # one size (the usual batch): no gather
+                out[:, 2:] = self._stats(self._binarise(preds, h, w), torch.stack(gts), nt)
+                continue
             idx = torch.tensor(ks, device=self.device)
             p = self._binarise(preds.index_select(0, idx), h, w)
             g = torch.stack([gts[k] for k in ks])
@@ -198,8 +201,8 @@ class GRESMetrics(Metric):
     def _stats(self, p: torch.Tensor, g: torch.Tensor, nt) -> torch.Tensor:
         """Columns 2.. of :data:`COLUMNS` for bool ``(n, h, w)`` predictions and targets."""
         prof = self.profile
-        pa = p.sum((1, 2))
-        ga = g.sum((1, 2))
+        pa = _count(p)
+        ga = _count(g)
         gt_pos = ga > 0
         if nt is None:  # the mask decides (grdkit.evaluators.functional.pair_stats)
             pos = (pa >= self.min_pixels) & (pa > 0)
@@ -214,8 +217,8 @@ class GRESMetrics(Metric):
             gr = g.index_select(1, rows).index_select(2, cols)
         else:
             pr, gr = p, g
-        inter = (pr & gr).sum((1, 2))
-        union = pr.sum((1, 2)) + gr.sum((1, 2)) - inter
+        inter = _count(pr & gr)
+        union = _count(pr) + _count(gr) - inter
         if nt is not None and not prof.masks_only:  # a head's no-target decision (gres.py)
             inter = torch.where(pos, inter, torch.zeros_like(inter))
             union = torch.where(pos | gt_pos, union, torch.zeros_like(union))
@@ -262,6 +265,13 @@ class GRESMetrics(Metric):
         sums = group_sums(rows[:, 2].astype(np.int64), rows[:, 3].astype(np.int64), gt_pos,
                           rows[:, 5].astype(bool), np.zeros(n, np.int64), 1, self.profile)[0]
         return metrics_from_sums(sums, self.profile)
+
+
+def _count(x: torch.Tensor) -> torch.Tensor:
+    """Foreground pixels of each bool ``(n, h, w)`` mask, int64 ``(n,)``. Summed as uint8
+    bytes into int32 (exact below 2**31 pixels per mask): several times faster than
+    ``bool.sum`` on CPU (measured while writing benchmarks/bench_metrics.py)."""
+    return x.contiguous().view(torch.uint8).flatten(1).sum(1, dtype=torch.int32).long()
 
 
 def _index(n_in: int, n_out: int, mode: str, device) -> torch.Tensor:
