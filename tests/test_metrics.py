@@ -141,11 +141,11 @@ def feed(metric: GRESMetrics, items, batch: int = 3) -> None:
 
 def close(a: dict, b: dict) -> None:
     assert set(a) == set(b)
-    for k in a:
-        if a[k] is None or b[k] is None:
-            assert a[k] is None and b[k] is None, k
+    for k, v in a.items():
+        if v is None or b[k] is None:
+            assert v is None and b[k] is None, k
         else:
-            assert abs(a[k] - b[k]) <= 1e-9, (k, a[k], b[k])
+            assert abs(v - b[k]) <= 1e-9, (k, v, b[k])
 
 
 @pytest.mark.parametrize("profile", PROTOCOLS)
@@ -157,7 +157,7 @@ def test_equal_to_grdkit_eval_on_32_generated_sets(tmp_path, profile, capsys):
     for k in range(32):
         items = prediction_set(ds, k)
         path = preds_json(items, tmp_path / f"p{k}.json")
-        code, out, err = run_cli(["eval", path, "--gt", gt, "--profile", profile, "--json",
+        code, _, err = run_cli(["eval", path, "--gt", gt, "--profile", profile, "--json",
                                   tmp_path / "r.json"], capsys)
         assert code == 0, err
         ref = json.loads((tmp_path / "r.json").read_text())["metrics"]
