@@ -246,7 +246,8 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
         dist.barrier()
     if rank != 0:
         store = build_store(ds, img_root, cfg.size, cache_dir)
-    train_set = GroupDataset(ds, store, cfg.group_size, cfg.seed, repeats=cfg.repeats)
+    train_set = GroupDataset(ds, store, cfg.group_size, cfg.seed, repeats=cfg.repeats,
+                             epoch_unit=cfg.epoch_unit)
     if len(train_set) == 0:
         raise InputError(ds.path, "has no expression to train on")
     model = build_model(cfg).to(device)

@@ -56,7 +56,12 @@ def _model_args(values: tuple[str, ...]) -> dict:
               show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Groups sampled per expression per epoch.")
+              help="Groups sampled per expression (or ref, see --epoch-unit) per epoch.")
+@click.option("--epoch-unit", type=click.Choice(["sentence", "ref"]), default="sentence",
+              show_default=True,
+              help="What an epoch counts: every sentence (expression) once, or every ref once "
+                   "with one of its sentences drawn per seed and epoch (official MABP loader; "
+                   "the mabp-paper preset).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--max-steps", type=click.IntRange(min=0),
               help="Stop after this many steps (0: save the untrained model).")
@@ -136,7 +141,7 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_steps, lr,
-              group_size, size, device, seed, repeats, resume, max_steps, vision,
+              group_size, size, device, seed, repeats, epoch_unit, resume, max_steps, vision,
               vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm,
               no_hierarchizer, no_mirror, no_triplet, rank, pool, anchor, fusion, margin,
               mirror_weight, threshold, clip, optimizer, schedule, milestones, gamma, max_words,
@@ -183,7 +188,7 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
     args.update(extra)
     cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                       group_size=group_size, size=size, seed=seed, device=device,
-                      repeats=repeats, max_steps=max_steps, threshold=threshold, clip=clip,
+                      repeats=repeats, epoch_unit=epoch_unit, max_steps=max_steps, threshold=threshold, clip=clip,
                       workers=workers, channels_last=channels_last, compile=compile_,
                       preset=preset, model_args=args, accum_steps=accum_steps,
                       optimizer=optimizer, schedule=schedule, milestones=list(milestones),
