@@ -37,8 +37,8 @@ group; ``valid`` marks real images).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
