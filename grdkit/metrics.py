@@ -38,6 +38,7 @@ the prediction; a ground-truth RLE is decoded on the host and copied to the devi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -228,11 +229,16 @@ class GRESMetrics(Metric):
     # ------------------------------------------------------------------ compute
     def pairs(self) -> np.ndarray:
         """The per-pair rows (float64 ``(P, 8)``, :data:`COLUMNS`), one per distinct pair,
-        sorted by (expression id, image id); synced across processes like :meth:`compute`.
+        sorted by (expression id, image id); synced across processes like :meth:`compute` (a
+        collective call under DDP: every rank calls it).
 
         Raises:
             ValueError: one pair with two different results.
         """
+        with self.sync_context(should_sync=not self._is_synced, should_unsync=True):
+            return self._pairs()
+
+    def _pairs(self) -> np.ndarray:
         rows = self.rows
         if isinstance(rows, list):
             if not rows:
@@ -259,12 +265,47 @@ class GRESMetrics(Metric):
     def compute(self) -> dict[str, float | None]:
         """The metrics of every pair updated on every process: ``grdkit eval``'s ``metrics``
         (percent; None where a denominator is empty; :mod:`grdkit.evaluators.functional`)."""
-        rows = self.pairs()
+        rows = self._pairs()  # compute() runs synced (torchmetrics)
         n = len(rows)
         gt_pos = rows[:, 4].astype(bool)
         sums = group_sums(rows[:, 2].astype(np.int64), rows[:, 3].astype(np.int64), gt_pos,
                           rows[:, 5].astype(bool), np.zeros(n, np.int64), 1, self.profile)[0]
         return metrics_from_sums(sums, self.profile)
+
+
+    def report(self, dataset: Any, strict: bool = False, bootstrap: int = 0, seed: int = 0):
+        """The whole ``grdkit eval`` report (:class:`grdkit.evaluators.report.Report`: metrics,
+        counts, per split / group, breakdowns) of the pairs updated on every process, against
+        ``dataset`` (one split: a :class:`~grdkit.format.GresDataset` or its file). The pairs
+        enter the evaluator as an evaluation state (:func:`grdkit.evaluators.state.load_state`,
+        which checks them), so the report is the one ``grdkit eval`` writes for the same
+        predictions, to the last bit; pairs never updated count as missing, as in eval.
+
+        Raises:
+            ValueError: a pair the dataset does not have, or a dataset with several splits.
+            InputError: statistics that could not come from these masks (the state's checks).
+        """
+        from .evaluators import load_ground_truth
+        from .evaluators.gres import GresEvaluator
+        from .evaluators.state import load_state, state_dict
+
+        gt = load_ground_truth(dataset)
+        if len(gt) != 1:
+            raise ValueError(f"pass one split, not {len(gt)} ({sorted(gt)})")
+        ev = GresEvaluator(gt, min_pixels=self.min_pixels, protocol=self.profile.name)
+        split = next(iter(gt))
+        rows = self.pairs()
+        idx = np.empty(len(rows), np.int64)
+        for k, (e, i) in enumerate(rows[:, :2].astype(np.int64).tolist()):
+            r = ev.row_of.get((split, e, i))
+            if r is None:
+                raise ValueError(f"pair (expression_id {e}, image_id {i}) is not in {split!r}")
+            idx[k] = r
+        st = {"meta": state_dict(ev)["meta"], "rows": idx,
+              "pred_area": rows[:, 6].astype(np.int64), "inter": rows[:, 2].astype(np.int64),
+              "union": rows[:, 3].astype(np.int64), "pred_pos": rows[:, 5].astype(bool)}
+        load_state(ev, st, "GRESMetrics")
+        return ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed)
 
 
 def _count(x: torch.Tensor) -> torch.Tensor:

@@ -166,6 +166,7 @@ def test_equal_to_grdkit_eval_on_32_generated_sets(tmp_path, profile, capsys):
         feed(metric, items)
         got = metric.compute()
         close(got, ref)
+        assert metric.report(ds).metrics == ref  # the evaluator's own report: bit for bit
         seen.add(json.dumps(got, sort_keys=True))
     assert len(seen) == 32  # every set scores differently: the sets are not degenerate
 

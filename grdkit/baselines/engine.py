@@ -7,8 +7,9 @@ CUDA, gloo on CPU).
 Run folder: ``config.json`` (everything needed to rebuild the model), ``checkpoint.pt`` (model
 including its input normalisation, optimiser, scheduler, epoch, step; written atomically),
 ``metrics.jsonl`` (one JSON object per logged step, per epoch (with ``"val"``: the report metrics
-on ``val_data``, computed by the very code ``grdkit predict`` runs), and a final ``done`` record
-with ``ranks_in_sync``).
+on ``val_data``, computed by the very code ``grdkit predict`` runs, each process scoring its share
+of the pairs into a :class:`grdkit.metrics.GRESMetrics` synced across processes), and a final
+``done`` record with ``ranks_in_sync``).
 
 Data: a :class:`torch.utils.data.DataLoader` over :class:`.data.GroupDataset` (worker processes,
 pinned memory on CUDA, persistent workers, prefetching) reading the memory-mapped uint8 store of
@@ -49,7 +50,7 @@ from ..format import GresDataset, load_dataset
 from ..io import atomic_write_bytes, atomic_write_text, read_json
 from ..progress import Progress, tracked
 from .data import EpochBatches, GroupDataset, build_store, collate, load_training_sets
-from .predict import predict_with_model
+from .predict import validate_with_model
 from .run import (
     TrainConfig,
     autocast,
@@ -209,7 +210,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str
         data: the training split, or a list of splits trained on as their union
             (:func:`.data.load_training_sets`); ``config.json`` records them (``data_sources``).
         val_data: a canonical split evaluated (with ``img_root``) at the end of every epoch by
-            :func:`.predict.predict_with_model`, the code ``grdkit predict`` runs.
+            :func:`.predict.validate_with_model` on every rank (the inference loop ``grdkit
+            predict`` runs, scored by a synced :class:`grdkit.metrics.GRESMetrics`).
         cache_dir: where the resized store lives (:func:`.data.default_cache_dir` when None).
 
     Raises:
@@ -340,12 +342,12 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
             if losses:
                 mean_loss = _mean_over_ranks(torch.stack(losses).mean(), world)
                 last = _mean_over_ranks(losses[-1], world)
-            if val_ds is not None and rank == 0:
-                from ..evaluators import evaluate
-
-                preds = predict_with_model(model, cfg, val_ds, img_root, device,
-                                           workers=cfg.workers)
-                val_metrics = evaluate(preds, val_ds).metrics
+            if val_ds is not None:  # every rank scores its share; GRESMetrics syncs (issue 26)
+                if world > 1:  # BatchNorm statistics are per process: validate with rank 0's,
+                    for b in model.buffers():  # the ones saved (DDP broadcasts them anyway)
+                        dist.broadcast(b.data, 0)
+                val_metrics = validate_with_model(model, cfg, val_ds, img_root, device, rank,
+                                                  world, workers=cfg.workers)
             if rank == 0:
                 save_checkpoint(out / "checkpoint.pt", model, opt, sched, epoch, step)
                 if log:
