@@ -8,10 +8,9 @@ e3bbaa30 and henghuiding/ReLA @ 3ca95519):
 
 * ``instances.json``: COCO ``images`` (``id``, ``file_name``, ``height``, ``width``),
   ``annotations`` (``id``, ``image_id``, ``category_id``, ``iscrowd`` 0, ``area``, ``bbox``,
-  ``segmentation``), ``categories``. The segmentation is written as **polygons**: one
-  axis-aligned rectangle per run of pixels (runs of equal columns in consecutive rows merged),
-  corners on pixel boundaries, which pycocotools rasterises back to exactly the same mask (tested).
-  Polygons because every reader takes them: ``REFER.getMask`` and ``G_REFER.getMask`` index
+  ``segmentation``), ``categories``. The segmentation is written as **one polygon** with
+  corners on pixel boundaries that pycocotools rasterises back to exactly the same mask
+  (:func:`mask_polygons`, tested). A polygon because every reader takes one: ``REFER.getMask`` and ``G_REFER.getMask`` index
   ``segmentation[0]`` (a dict RLE fails there), ReLA's mapper rasterises polygons only
   (``convert_coco_poly_to_mask``), and pycocotools' ``annToMask`` reads them.
 * refs: ``ref_id``, ``image_id``, ``ann_id`` (refer: one int; gRefCOCO: a list, ``[-1]`` for
@@ -43,6 +42,7 @@ same dataset always gives the same bytes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 from pathlib import Path
@@ -54,12 +54,10 @@ from ..io import Commit
 CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 
 
-def mask_polygons(rle: dict) -> list[list[float]]:
-    """A mask as COCO polygons: one rectangle ``[x0, y0, x1, y0, x1, y1, x0, y1]`` (pixel
-    boundaries) per run of foreground pixels, runs of the same columns in consecutive rows
-    merged. pycocotools' ``frPyObjects`` + ``merge`` rasterise them back to exactly ``rle``.
-    Own code: pycocotools and skimage contour tracers give polygons through pixel centres, which
-    do not rasterise back exactly."""
+def mask_rectangles(rle: dict) -> list[tuple[int, int, int, int]]:
+    """The mask as rectangles ``(x0, y0, x1, y1)`` (pixel boundaries, x1 / y1 exclusive): one
+    per run of foreground pixels in a row, runs of the same columns in consecutive rows
+    merged; sorted by (y0, x0)."""
     m = masks.decode(rle)
     out, open_runs = [], {}  # (x0, x1) -> first row of the rectangle still growing
     h = m.shape[0]
@@ -69,15 +67,33 @@ def mask_polygons(rle: dict) -> list[list[float]]:
             row = m[y]
             edges = (row[1:] != row[:-1]).nonzero()[0] + 1
             bounds = [0, *edges.tolist(), row.size]
-            runs = {(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if row[a]}
+            runs = {(a, b) for a, b in itertools.pairwise(bounds) if row[a]}
         for run in sorted(set(open_runs) - runs):
-            y0 = open_runs.pop(run)
-            x0, x1 = run
-            out.append([float(x0), float(y0), float(x1), float(y0), float(x1), float(y),
-                        float(x0), float(y)])
+            out.append((run[0], open_runs.pop(run), run[1], y))
         for run in runs - set(open_runs):
             open_runs[run] = y
-    return sorted(out, key=lambda p: (p[1], p[0]))
+    return sorted(out, key=lambda r: (r[1], r[0]))
+
+
+def mask_polygons(rle: dict) -> list[list[float]]:
+    """A mask as ONE COCO polygon that pycocotools rasterises back to exactly ``rle`` (tested on
+    random and blob masks up to 480 x 640). Own code (no library writes exact polygons: contour
+    tracers go through pixel centres): from the bounding box's top-left corner ``(ax, ay)``, for
+    each rectangle of :func:`mask_rectangles` the path goes down to its top row, right to its
+    corner, around it, and back the same way. pycocotools' ``rleFrPoly`` fills by column crossings
+    of the non-vertical edges, even-odd: a connector walked there and back crosses every column
+    twice and cancels, a vertical edge crosses none, so only the rectangles remain. One polygon,
+    not one per rectangle: the refer toolkit's ``getMask`` sums ``mask.area`` over the parts,
+    which pycocotools refuses beyond 255 parts under numpy 2; and every point lies in the mask's
+    bounding box (detectron2 takes boxes from polygon points). An empty mask gives ``[]``."""
+    rects = mask_rectangles(rle)
+    if not rects:
+        return []
+    ax, ay = min(r[0] for r in rects), rects[0][1]
+    pts = [ax, ay]
+    for x0, y0, x1, y1 in rects:
+        pts += [ax, y0, x0, y0, x1, y0, x1, y1, x0, y1, x0, y0, ax, y0, ax, ay]
+    return [[float(v) for v in pts]]
 
 
 def _images(splits: dict[str, GresDataset]) -> list[dict]:
@@ -218,7 +234,7 @@ def build_refs(splits: dict[str, GresDataset], grefs: bool) -> tuple[list, dict,
                 u["exprs"].append(e)
     ref_ids = _Ids(u["ref_id"] for u in units.values())
     sent_ids = _Ids(e.extra.get("sent_id") for u in units.values() for e in u["exprs"])
-    refs, used, new = [], set(), 0
+    refs, used = [], set()
     for u in units.values():
         t = u["t"]
         rec = {"ref_id": ref_ids.take(u["ref_id"]), "image_id": t.image_id,
@@ -276,4 +292,4 @@ def export_grefcoco(splits: dict[str, GresDataset], out_dir: str | Path, split_b
     return summary
 
 
-__all__ = ["build_refs", "export_grefcoco", "export_refer", "mask_polygons"]
+__all__ = ["build_refs", "export_grefcoco", "export_refer", "mask_polygons", "mask_rectangles"]
