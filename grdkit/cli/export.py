@@ -90,8 +90,8 @@ def export_refer_cmd(dataset, out_dir, split_by):
     splits = _load_export_input(dataset)
     split_by = split_by or _split_by_default(splits, "umd")
     summary = export_refer(splits, out_dir, split_by)
-    out.print(table(f"{dataset} -> {out_dir / f'refs({split_by}).p'} + instances.json",
-                    _summary_rows(summary)))
+    out.print(table("export refer", _summary_rows(summary)))
+    out.print(f"Wrote {out_dir / f'refs({split_by}).p'} and {out_dir / 'instances.json'}")
 
 
 @export_group.command("grefcoco")
@@ -115,5 +115,5 @@ def export_grefcoco_cmd(dataset, out_dir, split_by):
     splits = _load_export_input(dataset)
     split_by = split_by or _split_by_default(splits, "unc")
     summary = export_grefcoco(splits, out_dir, split_by)
-    out.print(table(f"{dataset} -> {out_dir / f'grefs({split_by}).json'} + instances.json",
-                    _summary_rows(summary)))
+    out.print(table("export grefcoco", _summary_rows(summary)))
+    out.print(f"Wrote {out_dir / f'grefs({split_by}).json'} and {out_dir / 'instances.json'}")
