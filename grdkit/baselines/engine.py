@@ -270,7 +270,7 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
     if resume and ckpt_path.exists():
         saved = read_json(out / "config.json", "run config")
         for key in ("model", "model_args", "size", "group_size", "optimizer", "schedule",
-                    "milestones", "gamma"):
+                    "milestones", "gamma", "epoch_unit"):
             # a run folder older than a field holds that field's default (issue 18's fields)
             if saved.get(key, asdict(TrainConfig()).get(key)) != asdict(cfg)[key]:
                 raise InputError(out / "config.json", f"{key} differs from this run's",
