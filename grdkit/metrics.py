@@ -205,21 +205,26 @@ class GRESMetrics(Metric):
         pa = _count(p)
         ga = _count(g)
         gt_pos = ga > 0
+        zero = torch.zeros_like(pa)
         if nt is None:  # the mask decides (grdkit.evaluators.functional.pair_stats)
             pos = (pa >= self.min_pixels) & (pa > 0)
-            p = p & pos[:, None, None]
         else:
             pos = ~nt
-        if prof.resize is not None:
+        if prof.resize is None:  # original size: 3 counts, the areas reused
+            inter = _count(p & g)
+            if nt is None:  # a "no target" mask counts as empty
+                inter = torch.where(pos, inter, zero)
+            union = (pa if nt is not None else torch.where(pos, pa, zero)) + ga - inter
+        else:
+            if nt is None:
+                p = p & pos[:, None, None]
             h, w = p.shape[-2:]
             rows = _index(h, prof.size, prof.resize, p.device)
             cols = _index(w, prof.size, prof.resize, p.device)
             pr = p.index_select(1, rows).index_select(2, cols)
             gr = g.index_select(1, rows).index_select(2, cols)
-        else:
-            pr, gr = p, g
-        inter = _count(pr & gr)
-        union = _count(pr) + _count(gr) - inter
+            inter = _count(pr & gr)
+            union = _count(pr) + _count(gr) - inter
         if nt is not None and not prof.masks_only:  # a head's no-target decision (gres.py)
             inter = torch.where(pos, inter, torch.zeros_like(inter))
             union = torch.where(pos | gt_pos, union, torch.zeros_like(union))
