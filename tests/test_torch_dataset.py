@@ -132,3 +132,15 @@ def test_bad_arguments():
         GRESDataset(ds, SHARED, epoch_unit="image")
     with pytest.raises(ValueError, match="img_root"):
         GRESDataset(ds)
+
+
+def test_a_built_folder_needs_its_split(tmp_path):
+    from grdkit.errors import InputError
+
+    splits = _refcocog_val()
+    for name, ds in splits.items():
+        grdkit.save_dataset(ds, tmp_path / f"{name}.json")
+    data = GRESDataset(tmp_path, split="val", reader=_Reader())
+    assert len(data) == len(splits["val"].targets)
+    with pytest.raises(InputError, match="split 'testA' is not one of them"):
+        GRESDataset(tmp_path, split="testA", reader=_Reader())
