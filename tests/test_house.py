@@ -28,7 +28,10 @@ ALLOWED = {
     "evaluators": FOUNDATION | {"format"},
     "export": FOUNDATION | {"format"},
     # baselines score their per-epoch validation with the evaluators (never the other way)
-    "baselines": FOUNDATION | {"format", "evaluators"},
+    "baselines": FOUNDATION | {"format", "evaluators", "metrics", "torch"},
+    # the researcher-facing torch layer: torchmetrics metric (evaluator formulas), dataset
+    "metrics": FOUNDATION | {"format", "evaluators"},
+    "torch": FOUNDATION | {"format"},
     "validate": FOUNDATION | {"format", "sources", "builders"},
     "testing": FOUNDATION | {"format"},
     # the web report draws what the evaluators scored, with export's tile pictures

@@ -8,10 +8,11 @@ target's mask is all zero and is not stored. Memory stays bounded: workers read 
 The store is keyed by the dataset's content, the image root and ``S``, and written atomically
 (temp folder, then rename), so two runs never see a half-written one.
 
-Training (:class:`GroupDataset`): one item per expression per epoch: N images of the
-expression's group (default 8), positives and negatives 1:1 where the group has enough of both
-(GRES §3.4), else filled with the other kind; drawn with ``numpy.random.default_rng([seed, epoch,
-item])``. Items are indexed by ``(epoch, item)`` pairs (see :class:`EpochBatches`), so persistent
+Training (:class:`GroupDataset`): the group sampling of the public
+:class:`grdkit.torch.GRESDataset` (one implementation): one item per expression (or per ref,
+``epoch_unit="ref"``) per epoch: N images of the expression's group (default 8), positives and
+negatives 1:1 where the group has enough of both (GRES §3.4), else filled with the other kind;
+drawn with ``numpy.random.default_rng([seed, epoch, item])``. Items are indexed by ``(epoch, item)`` pairs (see :class:`EpochBatches`), so persistent
 workers need no epoch broadcast. Inference (:class:`InferenceItems`): every image of every
 expression's group, in chunks of N, decoded on the fly (no store, no ground truth needed).
 
@@ -42,6 +43,7 @@ from ..format.derive import union
 from ..io import read_json
 from ..io.images import image_path, open_image
 from ..progress import Progress, tracked
+from ..torch import GRESDataset, sample_group  # noqa: F401  (sample_group: re-exported)
 
 STORE_FORMAT = "grdkit-resized-store/1"
 
@@ -208,58 +210,30 @@ def make_item(ds: GresDataset, store, expression_id: int, image_ids: list[int]) 
     }
 
 
-def sample_group(pos: list[int], neg: list[int], n: int, rng: np.random.Generator) -> list[int]:
-    """N image ids, positives and negatives 1:1 where available (sorted for determinism).
-
-    For N = 1 (single-image models such as MABP) a positive or a negative is drawn with equal
-    probability when the expression has both, so both are seen 1:1 in expectation."""
-    if n == 1 and pos and neg:
-        pool = pos if rng.random() < 0.5 else neg
-        return [pool[int(rng.integers(len(pool)))]]
-    k_pos = min(len(pos), math.ceil(n / 2))
-    k_neg = min(len(neg), n - k_pos)
-    k_pos = min(len(pos), n - k_neg)
-    out = [pos[j] for j in rng.choice(len(pos), k_pos, replace=False)] if k_pos else []
-    out += [neg[j] for j in rng.choice(len(neg), k_neg, replace=False)] if k_neg else []
-    return sorted(out)
-
-
-class GroupDataset(torch.utils.data.Dataset):
-    """Training items: one per expression (times ``repeats``) per epoch; see the module header.
+class GroupDataset(GRESDataset):
+    """Training items: one per unit (expression, or ref with ``epoch_unit="ref"``) times
+    ``repeats`` per epoch, read from the store; the sampling is :class:`grdkit.torch.GRESDataset`'s
+    (group mode: one implementation), the item layout :func:`make_item`'s (module header).
 
     Args:
         ds: canonical dataset; store: a :class:`ResizedStore` of it (see :func:`build_store`);
-        group_size: N; seed: sampling seed; repeats: items per expression per epoch (>= 1).
+        group_size: N; seed: sampling seed; repeats: items per unit per epoch (>= 1);
+        epoch_unit: ``sentence`` or ``ref`` (:mod:`grdkit.torch`).
 
     Index with ``(epoch, k)`` (what :class:`EpochBatches` yields) or with ``k`` (epoch set by
     :meth:`set_epoch`).
     """
 
     def __init__(self, ds: GresDataset, store: ResizedStore, group_size: int = 8, seed: int = 0,
-                 repeats: int = 1):
-        ds.require_complete()
-        self.ds, self.store, self.n, self.seed, self.epoch = ds, store, int(group_size), \
-            int(seed), 0
-        self.size = store.size
-        self.repeats = max(1, int(repeats))
-        self.items = []
-        for e in ds.expressions:
-            g = ds.group(e.group_id)
-            pos = [i for i in g.image_ids if ds.target(e.id, i).positive]
-            neg = [i for i in g.image_ids if not ds.target(e.id, i).positive]
-            self.items.append((e.id, pos, neg))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.items) * self.repeats
+                 repeats: int = 1, epoch_unit: str = "sentence"):
+        super().__init__(ds, mode="group", group_size=group_size, seed=seed,
+                         repeats=max(1, int(repeats)), epoch_unit=epoch_unit, reader=store)
+        self.store, self.size = store, store.size
 
     def __getitem__(self, key) -> dict:
         epoch, k = key if isinstance(key, tuple) else (self.epoch, key)
-        eid, pos, neg = self.items[k % len(self.items)]
-        rng = np.random.default_rng([self.seed, epoch, k])
-        return make_item(self.ds, self.store, eid, sample_group(pos, neg, self.n, rng))
+        eid, ids = self.sample(epoch, k)
+        return make_item(self.ds, self.store, eid, ids)
 
 
 def split_sizes(total: int, parts: int) -> list[int]:

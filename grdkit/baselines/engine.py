@@ -7,8 +7,9 @@ CUDA, gloo on CPU).
 Run folder: ``config.json`` (everything needed to rebuild the model), ``checkpoint.pt`` (model
 including its input normalisation, optimiser, scheduler, epoch, step; written atomically),
 ``metrics.jsonl`` (one JSON object per logged step, per epoch (with ``"val"``: the report metrics
-on ``val_data``, computed by the very code ``grdkit predict`` runs), and a final ``done`` record
-with ``ranks_in_sync``).
+on ``val_data``, computed by the very code ``grdkit predict`` runs, each process scoring its share
+of the pairs into a :class:`grdkit.metrics.GRESMetrics` synced across processes), and a final
+``done`` record with ``ranks_in_sync``).
 
 Data: a :class:`torch.utils.data.DataLoader` over :class:`.data.GroupDataset` (worker processes,
 pinned memory on CUDA, persistent workers, prefetching) reading the memory-mapped uint8 store of
@@ -49,7 +50,7 @@ from ..format import GresDataset, load_dataset
 from ..io import atomic_write_bytes, atomic_write_text, read_json
 from ..progress import Progress, tracked
 from .data import EpochBatches, GroupDataset, build_store, collate, load_training_sets
-from .predict import predict_with_model
+from .predict import validate_with_model
 from .run import (
     TrainConfig,
     autocast,
@@ -212,7 +213,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str
         data: the training split, or a list of splits trained on as their union
             (:func:`.data.load_training_sets`); ``config.json`` records them (``data_sources``).
         val_data: a canonical split evaluated (with ``img_root``) at the end of every epoch by
-            :func:`.predict.predict_with_model`, the code ``grdkit predict`` runs.
+            :func:`.predict.validate_with_model` on every rank (the inference loop ``grdkit
+            predict`` runs, scored by a synced :class:`grdkit.metrics.GRESMetrics`).
         cache_dir: where the resized store lives (:func:`.data.default_cache_dir` when None).
         log_dir: folder for TensorBoard event files (None: none written; ``grdkit train``
             passes the run folder unless told otherwise).
@@ -251,7 +253,8 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
         dist.barrier()
     if rank != 0:
         store = build_store(ds, img_root, cfg.size, cache_dir)
-    train_set = GroupDataset(ds, store, cfg.group_size, cfg.seed, repeats=cfg.repeats)
+    train_set = GroupDataset(ds, store, cfg.group_size, cfg.seed, repeats=cfg.repeats,
+                             epoch_unit=cfg.epoch_unit)
     if len(train_set) == 0:
         raise InputError(ds.path, "has no expression to train on")
     model = build_model(cfg).to(device)
@@ -272,7 +275,7 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
     if resume and ckpt_path.exists():
         saved = read_json(out / "config.json", "run config")
         for key in ("model", "model_args", "size", "group_size", "optimizer", "schedule",
-                    "milestones", "gamma"):
+                    "milestones", "gamma", "epoch_unit"):
             # a run folder older than a field holds that field's default (issue 18's fields)
             if saved.get(key, asdict(TrainConfig()).get(key)) != asdict(cfg)[key]:
                 raise InputError(out / "config.json", f"{key} differs from this run's",
@@ -357,14 +360,16 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 last = _mean_over_ranks(losses[-1], world)
                 epoch_loss = mean_loss
             pics = None
-            if val_ds is not None and rank == 0:
-                from ..evaluators import evaluate
-
-                preds = predict_with_model(model, cfg, val_ds, img_root, device,
-                                           progress=progress, workers=cfg.workers)
-                val_metrics = evaluate(preds, val_ds).metrics
-                if tlog.writer is not None:
-                    pics = _overlays(val_ds, preds, img_root)
+            if val_ds is not None:  # every rank scores its share; GRESMetrics syncs (issue 26)
+                if world > 1:  # BatchNorm statistics are per process: validate with rank 0's,
+                    for b in model.buffers():  # the ones saved (DDP broadcasts them anyway)
+                        dist.broadcast(b.data, 0)
+                shown = {} if (rank == 0 and tlog.writer is not None) else None
+                val_metrics = validate_with_model(model, cfg, val_ds, img_root, device, rank,
+                                                  world, workers=cfg.workers,
+                                                  masks_out=shown, wanted=_overlay_pairs(val_ds))
+                if shown is not None:
+                    pics = _overlays(val_ds, shown, img_root)
             if rank == 0:
                 save_checkpoint(out / "checkpoint.pt", model, opt, sched, epoch, step)
             tlog.epoch(epoch, step, mean_loss, len(losses), time.perf_counter() - t_epoch,
@@ -395,29 +400,31 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
             "device": str(device), "rank": rank, "val": val_metrics}
 
 
-def _overlays(ds: GresDataset, preds: list[dict], img_root, k: int = OVERLAYS) -> list:
+def _overlay_pairs(ds: GresDataset, k: int = OVERLAYS) -> set:
+    """The first ``k`` positive pairs of ``ds`` by (expression, image): those drawn for
+    TensorBoard (:func:`_overlays`)."""
+    pos = sorted((t.expression_id, t.image_id) for t in ds.targets if t.positive)
+    return set(pos[:k])
+
+
+def _overlays(ds: GresDataset, masks: dict, img_root, k: int = OVERLAYS) -> list:
     """The first ``k`` positive pairs of ``ds`` (by expression, image) drawn with their
-    predicted masks (:func:`.trainlog.overlay`), for TensorBoard; images that cannot be read
-    are skipped (a logging aid, never a reason to stop training)."""
+    predicted masks (``masks``: (expression id, image id) -> bool array at the original size,
+    as validation predicted them; :func:`.trainlog.overlay`), for TensorBoard; images that
+    cannot be read are skipped (a logging aid, never a reason to stop training). Under DDP
+    rank 0 draws the pairs of its own share."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..format.masks import decode
-
-    by_pair = {(p["expression_id"], p["image_id"]): p for p in preds}
     pics = []
-    for t in sorted(ds.targets, key=lambda t: (t.expression_id, t.image_id)):
-        if len(pics) >= k:
-            break
-        if not t.positive:
+    for pair in sorted(_overlay_pairs(ds, k)):
+        if pair not in masks:
             continue
-        p = by_pair.get((t.expression_id, t.image_id))
         try:
-            with Image.open(Path(img_root) / ds.image(t.image_id).file_name) as im:
+            with Image.open(Path(img_root) / ds.image(pair[1]).file_name) as im:
                 arr = np.asarray(im.convert("RGB"))
         except (OSError, UnidentifiedImageError):
             continue
-        seg = p.get("segmentation") if p else None
-        mask = decode(seg).astype(bool) if seg else None
+        mask = masks[pair]
         if mask is not None and mask.shape != arr.shape[:2]:
             mask = None
         pics.append(overlay(arr, mask))

@@ -101,7 +101,11 @@ open choice, with its source).
 * AdamW, initial learning rate 2e-5 -> faithful. The schedule is not stated -> the engine's
   polynomial decay (open choice, ours; official: constant to epoch 25, then cosine to 1.8e-6 over
   40 epochs).
-* 30 epochs -> faithful (official config: 40).
+* 30 epochs -> faithful (official config: 40). An epoch is every ref once, one of its sentences
+  drawn per seed and epoch (``epoch_unit="ref"``, preset; :class:`grdkit.torch.GRESDataset`):
+  official loader (``refcoco_mapper.py`` @ ec810ea, lines 173-174; its config counts 78,930
+  refs = 4,385 iterations at batch 18) -> faithful; ``sentence`` (every sentence once, ~2.7x the
+  samples on gRefCOCO, LTS's and GRSer's unit) -> named option.
 * Batch size 42 on 6 GPUs -> ``batch_size`` 42 images (group size 1) per optimiser step in
   total on any number of processes: the engine splits them over processes x ``accum_steps``
   micro-batches (unevenly when 42 does not divide, with exact per-image loss weighting; see

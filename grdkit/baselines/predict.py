@@ -35,6 +35,53 @@ def collate_one(item: dict) -> dict:
     return collate([item])
 
 
+def _inference(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset,
+               img_root: str | Path, device: torch.device, min_pixels: int | None,
+               threshold: float | None, progress: Progress | None, workers: int,
+               group_size: int | None, rank: int = 0, world: int = 1):
+    """The inference loop shared by :func:`predict_with_model` and :func:`validate_with_model`:
+    yields per image ``(expression id, image id, mask, keep, no_target, score, peak)`` with the
+    bool mask ``(h, w)`` at the original size on ``device`` (probability > threshold), ``keep``
+    whether it is written (>= min_pixels and, for GRSer, its decision), ``no_target`` the head's
+    decision (None for models without one) and ``peak`` ``[x, y]`` or None. Items ``k`` with
+    ``k % world == rank`` only (a rank's share of the pairs)."""
+    was_training = model.training
+    model.eval()
+    thr = threshold if threshold is not None else (
+        cfg.threshold if cfg.threshold is not None
+        else model_default(cfg.model, "default_threshold", 0.25))
+    if min_pixels is None:
+        min_pixels = int(getattr(model, "default_min_pixels", 1))  # the instance's (options)
+    head = bool(getattr(model, "decides_no_target", False))
+    items = InferenceItems(ds, img_root, cfg.size, group_size or cfg.group_size)
+    share = items if world == 1 else torch.utils.data.Subset(
+        items, range(rank, len(items), world))
+    loader = torch.utils.data.DataLoader(share, batch_size=None, num_workers=workers,
+                                         collate_fn=collate_one)
+    try:
+        for batch in tracked(progress, loader, "predicting", len(share)):
+            batch = to_device(batch, device)
+            with autocast(device):
+                res = model(batch)
+            probs, decision = model.probabilities(res)
+            peaks, grid = model.peaks(res) if hasattr(model, "peaks") else (None, None)
+            for k, iid in enumerate(batch["image_ids"][0]):
+                h, w = (int(x) for x in batch["sizes"][0, k])
+                p = F.interpolate(probs[k:k + 1].float(), size=(h, w), mode="bilinear",
+                                  align_corners=False)[0, 0]
+                m = p > thr
+                keep = int(m.sum()) >= min_pixels and (
+                    head or decision is None or bool(decision[k]))
+                peak = None
+                if peaks is not None:  # issue 18 (contract C3): the heatmap's maximum
+                    col, row = (int(v) for v in peaks[k])
+                    peak = [(2 * col + 1) * w // (2 * grid[1]), (2 * row + 1) * h // (2 * grid[0])]
+                yield (batch["expression_id"][0], iid, m, keep,
+                       (not bool(decision[k])) if head else None, float(p.max()), peak)
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset,
                        img_root: str | Path, device: torch.device, min_pixels: int | None = None,
@@ -48,45 +95,61 @@ def predict_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset
     and the model's ``default_min_pixels`` (1; MABP without its no-target branch 50).
     ``group_size`` None: the run's N (the images of a group are run in chunks of it). The model
     is left in the mode it was in."""
-    was_training = model.training
-    model.eval()
-    thr = threshold if threshold is not None else (
-        cfg.threshold if cfg.threshold is not None
-        else model_default(cfg.model, "default_threshold", 0.25))
-    if min_pixels is None:
-        min_pixels = int(getattr(model, "default_min_pixels", 1))  # the instance's (options)
-    head = bool(getattr(model, "decides_no_target", False))
-    items = InferenceItems(ds, img_root, cfg.size, group_size or cfg.group_size)
-    loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=workers,
-                                         collate_fn=collate_one)
     out = []
-    try:
-        for batch in tracked(progress, loader, "predicting", len(items)):
-            batch = to_device(batch, device)
-            with autocast(device):
-                res = model(batch)
-            probs, decision = model.probabilities(res)
-            peaks, grid = model.peaks(res) if hasattr(model, "peaks") else (None, None)
-            for k, iid in enumerate(batch["image_ids"][0]):
-                h, w = (int(x) for x in batch["sizes"][0, k])
-                p = F.interpolate(probs[k:k + 1].float(), size=(h, w), mode="bilinear",
-                                  align_corners=False)[0, 0]
-                m = (p > thr).cpu().numpy()
-                keep = int(m.sum()) >= min_pixels and (
-                    head or decision is None or bool(decision[k]))
-                rec = {"expression_id": batch["expression_id"][0], "image_id": iid,
-                       "segmentation": masks.encode(m) if keep else None,
-                       "score": round(float(p.max()), 6)}
-                if head:
-                    rec["no_target"] = not bool(decision[k])
-                if peaks is not None:  # issue 18 (contract C3): the heatmap's maximum
-                    col, row = (int(v) for v in peaks[k])
-                    rec["peak"] = [(2 * col + 1) * w // (2 * grid[1]),
-                                   (2 * row + 1) * h // (2 * grid[0])]
-                out.append(rec)
-    finally:
-        model.train(was_training)
+    for eid, iid, m, keep, nt, score, peak in _inference(
+            model, cfg, ds, img_root, device, min_pixels, threshold, progress, workers,
+            group_size):
+        rec = {"expression_id": eid, "image_id": iid,
+               "segmentation": masks.encode(m.cpu().numpy()) if keep else None,
+               "score": round(score, 6)}
+        if nt is not None:
+            rec["no_target"] = nt
+        if peak is not None:
+            rec["peak"] = peak
+        out.append(rec)
     out.sort(key=lambda r: (r["expression_id"], r["image_id"]))
+    return out
+
+
+@torch.no_grad()
+def validate_with_model(model: torch.nn.Module, cfg: TrainConfig, ds: GresDataset,
+                        img_root: str | Path, device: torch.device, rank: int = 0,
+                        world: int = 1, progress: Progress | None = None, workers: int = 0,
+                        masks_out: dict | None = None, wanted: set | None = None) -> dict:
+    """Training's per-epoch validation (issue 26): each of the ``world`` processes runs its share
+    of the pairs through :func:`_inference` (the loop :func:`predict_with_model` runs) and feeds
+    the masks it would write (and MABP's no-target decisions) to one
+    :class:`grdkit.metrics.GRESMetrics` on ``device``, which torchmetrics syncs; every rank
+    returns the same ``grdkit eval`` metrics (:meth:`~grdkit.metrics.GRESMetrics.report`):
+    those of ``predict`` + ``eval`` on the saved run. Call it on every rank (it syncs).
+
+    ``masks_out`` (optional): filled with (expression id, image id) -> the bool mask (numpy, at
+    the original size) of this rank's pairs that are in ``wanted`` (TensorBoard overlays)."""
+    import torch.distributed as dist
+
+    from ..evaluators.localisation import peak_accuracy
+    from ..metrics import GRESMetrics
+
+    metric = GRESMetrics().to(device)
+    peaks = []  # LTS's heatmap maxima: localisation accuracy as grdkit eval scores it
+    for eid, iid, m, keep, nt, _, peak in _inference(model, cfg, ds, img_root, device, None,
+                                                      None, progress, workers, None, rank,
+                                                      world):
+        mask = m if keep else torch.zeros_like(m)
+        if masks_out is not None and wanted is not None and (eid, iid) in wanted:
+            masks_out[(eid, iid)] = mask.cpu().numpy().astype(bool)
+        metric.update(mask[None], [ds.target(eid, iid).segmentation], expression_ids=[eid],
+                      image_ids=[iid], no_target=None if nt is None else torch.tensor([nt]))
+        if peak is not None:
+            peaks.append({"expression_id": eid, "image_id": iid, "peak": peak})
+    out = metric.report(ds).metrics
+    if world > 1:  # a few ints per pair
+        every = [None] * world
+        dist.all_gather_object(every, peaks)
+        peaks = [r for part in every for r in part]
+    loc = peak_accuracy(peaks, ds)
+    if loc is not None:
+        out["loc_acc"] = loc["loc_acc"]
     return out
 
 

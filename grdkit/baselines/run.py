@@ -65,7 +65,10 @@ class TrainConfig:
     clip: float = 1.0
     group_size: int = 8
     size: int = 416
-    repeats: int = 1             # items per expression per epoch
+    repeats: int = 1             # items per expression (or ref) per epoch
+    # issue 29 point 1: "sentence" (every expression once per epoch; LTS, GRSer) or "ref" (every
+    # ref once, one of its sentences drawn per seed and epoch: MABP's official loader)
+    epoch_unit: str = "sentence"
     seed: int = 0
     device: str = "auto"
     threshold: float | None = None
@@ -125,10 +128,12 @@ PRESETS: dict[str, dict] = {
     # paper states neither). Swin-B + PWAM language fusion (§III) and BERT-base fine-tuned (local
     # paths), threshold 0.5, the NT branch deciding by its first indicator (the paper's numbers,
     # official README), sentence MLP over the words (§III-D2), deep supervision depth 3 on both
-    # branches (Table VI). Sources: the grdkit.baselines.mabp module header.
+    # branches (Table VI); an epoch counts refs, one sentence drawn per ref (epoch_unit "ref",
+    # official refcoco_mapper.py). Sources: the grdkit.baselines.mabp module header.
     "mabp-paper": {"model": "mabp",
                    "config": {"size": 480, "lr": 2e-5, "epochs": 30, "batch_size": 42,
-                              "weight_decay": 0.05, "clip": 0.01, "group_size": 1},
+                              "weight_decay": 0.05, "clip": 0.01, "group_size": 1,
+                              "epoch_unit": "ref"},
                    "model_args": {"vision": "swin_base_patch4_window12_384", "train_text": True,
                                   "fusion": "pwam", "width": 256, "heads": 8, "regions": 4,
                                   "layers": 3, "enc_layers": 6, "enc_ffn": 1024, "dec_ffn": 2048,

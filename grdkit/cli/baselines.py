@@ -63,7 +63,13 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the weights' initialisation and of the group sampling.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Groups sampled per expression per epoch (an epoch's steps scale with it).")
+              help="Groups sampled per expression (or ref, see --epoch-unit) per epoch (an epoch's "
+                   "steps scale with it).")
+@click.option("--epoch-unit", type=click.Choice(["sentence", "ref"]), default="sentence",
+              show_default=True,
+              help="What an epoch counts: every sentence (expression) once, or every ref once "
+                   "with one of its sentences drawn per seed and epoch (official MABP loader; "
+                   "the mabp-paper preset).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--max-steps", type=click.IntRange(min=0),
               help="Stop after this many optimiser steps, whatever --epochs (0: save the "
@@ -156,7 +162,7 @@ def _model_args(values: tuple[str, ...]) -> dict:
 @format_option
 @click.pass_context
 def train_cmd(ctx, model, data, split, img_root, out_dir, epochs, batch_size, accum_steps, lr,
-              group_size, size, device, seed, repeats, resume, max_steps, vision,
+              group_size, size, device, seed, repeats, epoch_unit, resume, max_steps, vision,
               vision_weights, text, text_gru, train_text, freeze_vision, width, d_k, no_tqm,
               no_hierarchizer, no_mirror, no_triplet, rank, pool, anchor, fusion, margin,
               mirror_weight, threshold, clip, optimizer, schedule, milestones, gamma, max_words,
@@ -215,7 +221,8 @@ def train_cmd(ctx, model, data, split, img_root, out_dir, epochs, batch_size, ac
              "milestones": list(milestones) or None, "gamma": gamma}
     cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size,
                       group_size=group_size, size=size, seed=seed, device=device,
-                      repeats=repeats, max_steps=max_steps, threshold=threshold, clip=clip,
+                      repeats=repeats, epoch_unit=epoch_unit, max_steps=max_steps,
+                      threshold=threshold, clip=clip,
                       workers=workers, channels_last=channels_last, compile=compile_,
                       preset=preset, model_args=args, accum_steps=accum_steps,
                       log_every=log_every, **{k: v for k, v in given.items() if v is not None})

@@ -62,3 +62,72 @@ def export_hf_cmd(dataset_dir, out_dir, img_root, configs, shard_rows, mask_imag
     repo = repo_id or f"<user>/{next(iter(splits.values())).name or 'dataset'}"
     out.print(f"Load with: datasets.load_dataset({str(out_dir)!r})")
     out.print(f"Upload with: huggingface-cli upload {repo} {out_dir} --repo-type dataset")
+
+
+def _load_export_input(dataset: Path) -> dict:
+    if dataset.is_dir():
+        return load_splits(dataset)
+    ds = load_dataset(dataset)
+    return {ds.split or dataset.stem: ds}
+
+
+def _split_by_default(splits: dict, fallback: str) -> str:
+    for ds in splits.values():
+        sb = (ds.info.get("recipe") or {}).get("split_by")
+        if isinstance(sb, str) and sb:
+            return sb
+    return fallback
+
+
+def _summary_rows(summary: dict) -> list[dict]:
+    return [{"what": k.replace("_", " "), "count": v} for k, v in summary.items()]
+
+
+@export_group.command("refer")
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: refs(<splitBy>).p and instances.json (the refer toolkit's "
+                   "layout, lichengunc/refer).")
+@click.option("--split-by", default=None,
+              help="The <splitBy> of refs(<splitBy>).p. Default: the dataset recipe's split_by, "
+                   "else umd.")
+def export_refer_cmd(dataset, out_dir, split_by):
+    """Write DATASET (a built folder or one split file) in the refer toolkit's layout.
+
+    One ref per positive (expression, image) target, sentences of one source ref together;
+    masks as exact polygons. Negatives and groups, which the layout cannot hold, are kept in
+    instances.json["grdkit"] and counted below.
+    """
+    from ..export.refer import export_refer
+
+    check_outputs([dataset], folders={"--out": out_dir})
+    splits = _load_export_input(dataset)
+    split_by = split_by or _split_by_default(splits, "umd")
+    summary = export_refer(splits, out_dir, split_by)
+    out.print(table("export refer", _summary_rows(summary)))
+    out.print(f"Wrote {out_dir / f'refs({split_by}).p'} and {out_dir / 'instances.json'}")
+
+
+@export_group.command("grefcoco")
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: grefs(<splitBy>).json and instances.json (gRefCOCO's layout, "
+                   "read by ReLA and MABP).")
+@click.option("--split-by", default=None,
+              help="The <splitBy> of grefs(<splitBy>).json. Default: the dataset recipe's "
+                   "split_by, else unc (ReLA's configs read grefs(unc)).")
+def export_grefcoco_cmd(dataset, out_dir, split_by):
+    """Write DATASET (a built folder or one split file) in gRefCOCO's layout.
+
+    Positive pairs become refs with their annotation ids, negative pairs no-target refs
+    (ann_id [-1], no_target true), so ReLA and MABP train and evaluate on it unchanged.
+    Groups are kept in instances.json["grdkit"].
+    """
+    from ..export.refer import export_grefcoco
+
+    check_outputs([dataset], folders={"--out": out_dir})
+    splits = _load_export_input(dataset)
+    split_by = split_by or _split_by_default(splits, "unc")
+    summary = export_grefcoco(splits, out_dir, split_by)
+    out.print(table("export grefcoco", _summary_rows(summary)))
+    out.print(f"Wrote {out_dir / f'grefs({split_by}).json'} and {out_dir / 'instances.json'}")
