@@ -104,8 +104,10 @@ class GresEvaluator:
         prof = self.profile
         # every GT area at once from its runs (the strings passed the load-time check), and at
         # the profile's resolution for the resizing profiles (:func:`.functional.rle_areas`)
-        self.gt_area, self.gt_area_r = rle_areas(counts, self.height, self.width, prof.size,
-                                                 prof.resize)
+        self.gt_area = np.concatenate([ds.target_areas() for ds in gt.values()]).astype(
+            np.int64) if rows else np.zeros(0, np.int64)
+        self.gt_area_r = rle_areas(counts, self.height, self.width, prof.size,
+                                   prof.resize)[1] if prof.resize else None
         arr = np.column_stack([info[:, :3], self.gt_area, info[:, 5]])
         self.group_idx = arr[:, 0]
         self.gt_pos = arr[:, 4].astype(bool)
@@ -199,11 +201,15 @@ class GresEvaluator:
         hs, ws = self.height[rows], self.width[rows]
         a = np.zeros(len(batch), np.int64)  # the mask's pixels at its own resolution
         ar = np.zeros(len(batch), np.int64)  # and at the profile's (resizing profiles)
-        pa, par = rle_areas([batch[k].rle["counts"] for k in with_rle], hs[with_rle],
-                            ws[with_rle], prof.size, mode)
-        a[with_rle] = pa
-        if mode:
-            ar[with_rle] = par
+        known = [batch[k].area for k in with_rle]
+        if mode or None in known:
+            pa, par = rle_areas([batch[k].rle["counts"] for k in with_rle], hs[with_rle],
+                                ws[with_rle], prof.size, mode)
+            a[with_rle] = pa
+            if mode:
+                ar[with_rle] = par
+        else:  # areas found by the reader's RLE check
+            a[with_rle] = known
         g = self.gt_area[rows]
         both = np.flatnonzero((a > 0) & (g > 0))
         inter = np.zeros(len(batch), np.int64)

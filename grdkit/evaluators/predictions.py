@@ -99,6 +99,7 @@ class Prediction:
     truth already; :func:`check_predictions` validates every other Prediction. ``no_target``:
     the model's own no-target decision, or None (the mask decides). ``peak``: the record's
     optional ``"peak"`` as given (LTS §4.3; checked and scored by :mod:`.localisation`).
+    ``area``: the RLE's foreground pixels when a reader's check found them (else None).
     """
 
     split: str
@@ -110,6 +111,7 @@ class Prediction:
     checked: bool = dataclasses.field(default=False, compare=False, repr=False)
     no_target: bool | None = None
     peak: Any = dataclasses.field(default=None, compare=False, repr=False)
+    area: int | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class GroundTruth:
@@ -322,7 +324,7 @@ def _fast_records(recs: list[PredictionRecord], gt: GroundTruth) -> list[Predict
     default = None if gt.multi else next(iter(gt.splits))
     splits = gt.splits
     seen: set[tuple] = set()
-    out: list[Prediction] = []
+    out: list[tuple] = []
     counts: list[str] = []
     sizes: list[tuple[int, int]] = []
     for r in recs:
@@ -351,12 +353,15 @@ def _fast_records(recs: list[PredictionRecord], gt: GroundTruth) -> list[Predict
                                        im.width)
                 except masks.MaskError:
                     return None
-        out.append(Prediction(split, e, i, rle, r.score, checked=True, no_target=r.no_target,
-                              peak=r.peak))
-    ok, _, _ = check_rles(counts, sizes)
+        out.append((split, e, i, rle, r.score, r.no_target, r.peak, len(counts) - 1
+                    if rle is not None and type(seg.counts) is str else -1))
+    ok, _, area = check_rles(counts, sizes)
     if not ok.all():
         return None
-    return out
+    area = area.tolist()
+    return [Prediction(s_, e, i, rle, score, checked=True, no_target=nt, peak=peak,
+                       area=area[j] if j >= 0 else None)
+            for s_, e, i, rle, score, nt, peak, j in out]
 
 
 def read_png_mask(path: Path, h: int, w: int, where: str) -> np.ndarray:
