@@ -28,7 +28,12 @@ def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
     each container and a few levels deep, whatever the value's size), then cut; a cut text ends
     with ``...`` and, for a sized value, its length (``(list of 1000000 items)``).
     """
-    text = _REPR.repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<integer of {value.bit_length()} bits>"  # repr of a huge int is quadratic
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # a huge int nested in a container (int to str conversion limit)
+        text = f"<{type(value).__name__}>"
     if len(text) <= limit and "..." not in text:
         return text
     size = ""
