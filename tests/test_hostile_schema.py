@@ -190,3 +190,29 @@ def test_run_statistics_equal_pycocotools_and_dense_resize(mode, size):
         assert ar.tolist() == [resized_area(x, size, mode) for x in p]
         assert ir.tolist() == [pair_stats_resized(x, True, y, masks.area(y), size, mode)[0]
                                for x, y in zip(p, g)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_json_bound_prefilter_misses_no_long_integer(seed):
+    """The fast decoder (msgspec) keeps big integers exact; the byte scan that sends a file to
+    the bounded parser must see every integer of 2^63 or more wherever JSON allows it (after
+    ``[``, ``,`` or ``:``, with blanks and a minus), and digits inside strings must not change
+    a result. Reference: the standard library with the bounded hook (the slow path itself)."""
+    from grdkit.errors import InputError
+    from grdkit.io import loads_json
+
+    rng = np.random.default_rng(seed)
+    big = [2**63, -(2**63), 10**19, 10**40, 2**64]
+    for _ in range(40):
+        v = big[int(rng.integers(len(big)))] * (1 if rng.random() < 0.5 else -1)
+        gap = " " * int(rng.integers(0, 3)) + "\n" * int(rng.integers(0, 2))
+        digits = "0" * int(rng.integers(15, 30))
+        doc = rng.choice([f"[{gap}{v}{gap}]", f'{{"a":{gap}{v}}}', f'[1,{gap}{v},"{digits}"]',
+                          f'{{"c": "x:{digits}]", "k": [{v}]}}', f"{gap}{v}{gap}"])
+        with pytest.raises(InputError, match="out of range"):
+            loads_json("x.json", doc.encode())
+        ok = doc.replace(str(v), "1")
+        assert loads_json("x.json", ok.encode()) == json.loads(ok)
+    # digits in strings that look like numbers: the same value by both paths
+    s = json.dumps({"counts": ["a:" + "1" * 25 + "]", ",7" + "0" * 30, "x" * 3]})
+    assert loads_json("x.json", s.encode()) == json.loads(s)
