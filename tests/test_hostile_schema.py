@@ -216,3 +216,37 @@ def test_json_bound_prefilter_misses_no_long_integer(seed):
     # digits in strings that look like numbers: the same value by both paths
     s = json.dumps({"counts": ["a:" + "1" * 25 + "]", ",7" + "0" * 30, "x" * 3]})
     assert loads_json("x.json", s.encode()) == json.loads(s)
+
+
+def test_pysod_scalars_equal_the_library_steps():
+    """The Co-SOD scalars computed on a crop (weighted F) and without the E curve equal
+    PySODMetrics' own five ``step`` calls, for soft and binary maps, objects touching the
+    image border, empty and full ground truths."""
+    import py_sod_metrics as sod
+
+    from grdkit.evaluators.cosod import pysod_scalars
+
+    rng = np.random.default_rng(3)
+    for k in range(40):
+        h, w = (int(x) for x in rng.integers(8, 90, 2))
+        g = np.zeros((h, w), bool)
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        g[y0:y0 + int(rng.integers(1, h)), x0:x0 + int(rng.integers(1, w))] = True
+        if k % 10 == 0:
+            g[:] = k % 20 == 0  # full, then empty
+        p = np.zeros((h, w), np.uint8)
+        p[max(y0 - 3, 0):y0 + 5, max(x0 - 4, 0):x0 + 9] = 255
+        if k % 2:
+            p = (p // 2 + rng.integers(0, 40, (h, w))).astype(np.uint8)
+        if k % 7 == 0:
+            p[:] = 0
+        g255 = np.where(g, 255, 0).astype(np.uint8)
+        ms = [sod.MAE(), sod.Smeasure(alpha=0.5), sod.WeightedFmeasure(beta=1),
+              sod.FmeasureV2(metric_handlers={"fm": sod.FmeasureHandler(
+                  with_dynamic=False, with_adaptive=True, beta=0.3)}), sod.Emeasure()]
+        for m in ms:
+            m.step(pred=p, gt=g255)
+        ref = [ms[0].get_results()["mae"], ms[1].get_results()["sm"],
+               ms[2].get_results()["wfm"], ms[3].get_results()["fm"]["adaptive"],
+               ms[4].get_results()["em"]["adp"]]
+        np.testing.assert_allclose(pysod_scalars(p, g), ref, rtol=0, atol=1e-13)
