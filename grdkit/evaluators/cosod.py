@@ -237,9 +237,9 @@ def pysod_scalars(pred: np.ndarray, gt: np.ndarray) -> list[float]:
     Each metric object's ``step`` normalises the map again (``utils.prepare_data``) and
     ``Emeasure.step`` also computes the 256-threshold curve, which grdkit computes from counts
     (:func:`curves_from_counts`); here the map is prepared once and the library's per-metric
-    functions are called on it: ``MAE.cal_mae``, ``Smeasure.step``,
-    ``FmeasureV2.adaptively_binarizing`` through ``step``, ``Emeasure.cal_adaptive_em`` (with
-    the two attributes ``step`` sets), and ``WeightedFmeasure.cal_wfm`` on a crop: every pixel
+    functions are called on it as each ``step`` calls them: ``MAE.cal_mae``,
+    ``Smeasure.cal_sm``, ``FmeasureV2.adaptively_binarizing`` + ``FmeasureHandler``,
+    ``Emeasure.cal_adaptive_em`` (with the two attributes ``step`` sets), and ``WeightedFmeasure.cal_wfm`` on a crop: every pixel
     where ``|pred - gt|`` is non-zero lies in the box of ``gt | pred != 0``, the distance
     transform of a crop holding every GT pixel gives each pixel of it the same distance, and
     the 7 x 7 filter reads 3 pixels beyond a GT pixel, so the box grown by
@@ -260,11 +260,12 @@ def pysod_scalars(pred: np.ndarray, gt: np.ndarray) -> list[float]:
     gt255 = np.where(gt, 255, 0).astype(np.uint8)
     p, g = prepare_data(pred, gt255)  # what every step() does first
     mae = sod.MAE().cal_mae(p, g)
-    sm = sod.Smeasure(alpha=0.5)
-    sm.step(pred=pred, gt=gt255)
-    fm = sod.FmeasureV2(metric_handlers={"fm": sod.FmeasureHandler(
-        with_dynamic=False, with_adaptive=True, beta=BETA2)})
-    fm.step(pred=pred, gt=gt255)
+    sm = sod.Smeasure(alpha=0.5).cal_sm(p, g)
+    handler = sod.FmeasureHandler(with_dynamic=False, with_adaptive=True, beta=BETA2)
+    fg = np.count_nonzero(g)  # as FmeasureV2.step computes them
+    counts = sod.FmeasureV2(metric_handlers={"fm": handler}).adaptively_binarizing(
+        pred=p, gt=g, FG=fg, BG=g.size - fg)
+    f_adp = handler(**counts)
     em = sod.Emeasure()
     em.gt_fg_numel = np.count_nonzero(g)  # as Emeasure.step sets them
     em.gt_size = g.shape[0] * g.shape[1]
@@ -277,8 +278,8 @@ def pysod_scalars(pred: np.ndarray, gt: np.ndarray) -> list[float]:
         r0, r1 = max(rows[0] - WFM_MARGIN, 0), min(rows[-1] + WFM_MARGIN + 1, g.shape[0])
         c0, c1 = max(cols[0] - WFM_MARGIN, 0), min(cols[-1] + WFM_MARGIN + 1, g.shape[1])
         wfm = sod.WeightedFmeasure(beta=1).cal_wfm(p[r0:r1, c0:c1], g[r0:r1, c0:c1])
-    return [np.mean([mae]), sm.get_results()["sm"], np.mean([wfm]),
-            fm.get_results()["fm"]["adaptive"], np.mean([e_adp])]
+    # get_results(): the mean over the one pair stepped (float64)
+    return [float(np.mean(np.array([v], np.float64))) for v in (mae, sm, wfm, f_adp, e_adp)]
 
 
 def cosod_pair(pred: np.ndarray, gt: np.ndarray, protocol: str = "pysodmetrics") -> dict:
