@@ -374,11 +374,13 @@ def rle_areas(counts: list[str], hs: np.ndarray, ws: np.ndarray, size: int = REL
     return area, area_r
 
 
-def rle_intersections(pred: list[str], gt: list[str], hs: np.ndarray, ws: np.ndarray,
+def rle_intersections(pred: list, gt: list, hs: np.ndarray, ws: np.ndarray,
                       size: int = RELA_SIZE, mode: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray | None]:
     """Pixels of ``pred[k] AND gt[k]`` for many pairs of sound compressed RLEs of one size each
     (int64 ``(n,)``), and with ``mode`` the same after resizing both to ``size x size``.
+    ``pred`` and ``gt`` hold counts strings, or run lengths kept by a check
+    (:func:`grdkit.format.rlecheck.check_rles_runs`), one kind per list.
 
     Equal to ``masks.area(masks.intersection(p, g))`` (pycocotools ``merge``) and to
     :func:`pair_stats_resized`'s intersection. Written on runs: for each foreground run
@@ -386,13 +388,15 @@ def rle_intersections(pred: list[str], gt: list[str], hs: np.ndarray, ws: np.nda
     before ``e`` minus those before ``s``, found by one ``searchsorted`` over the runs of
     every pair laid end to end.
     """
-    from ..format.rlecheck import parse_runs
+    from ..format.rlecheck import parse_runs, runs_of
 
     n = len(pred)
     inter = np.zeros(n, np.int64)
     inter_r = np.zeros(n, np.int64) if mode else None
     for k0 in range(0, n, BATCH):
-        i0, i1 = _intersect(parse_runs(pred[k0:k0 + BATCH]), parse_runs(gt[k0:k0 + BATCH]),
+        p, g = pred[k0:k0 + BATCH], gt[k0:k0 + BATCH]
+        i0, i1 = _intersect(runs_of(p) if p and not isinstance(p[0], str) else parse_runs(p),
+                            runs_of(g) if g and not isinstance(g[0], str) else parse_runs(g),
                             hs[k0:k0 + BATCH], ws[k0:k0 + BATCH], size, mode)
         inter[k0:k0 + len(i0)] = i0
         if mode:

@@ -106,6 +106,7 @@ class GresEvaluator:
         # the profile's resolution for the resizing profiles (:func:`.functional.rle_areas`)
         self.gt_area = np.concatenate([ds.target_areas() for ds in gt.values()]).astype(
             np.int64) if rows else np.zeros(0, np.int64)
+        self._gt_runs = [r for ds in gt.values() for r in ds.target_runs()]  # row order
         self.gt_area_r = rle_areas(counts, self.height, self.width, prof.size,
                                    prof.resize)[1] if prof.resize else None
         arr = np.column_stack([info[:, :3], self.gt_area, info[:, 5]])
@@ -214,8 +215,10 @@ class GresEvaluator:
         both = np.flatnonzero((a > 0) & (g > 0))
         inter = np.zeros(len(batch), np.int64)
         inter_r = np.zeros(len(batch), np.int64)
-        i0, i1 = rle_intersections([batch[k].rle["counts"] for k in both],
-                                   [self.gt_rle(int(rows[k]))["counts"] for k in both],
+        pr = [batch[k].runs for k in both]
+        if any(x is None for x in pr):
+            pr = [batch[k].rle["counts"] for k in both]
+        i0, i1 = rle_intersections(pr, [self._gt_runs[int(rows[k])] for k in both],
                                    hs[both], ws[both], prof.size, mode)
         inter[both] = i0
         if mode:

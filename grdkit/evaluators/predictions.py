@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import InputError, quote
 from ..format import GresDataset, masks
-from ..format.rlecheck import check_rles, rle_problem
+from ..format.rlecheck import check_rles, check_rles_runs, rle_problem
 from ..io import loads_json, read_bytes
 from ..io.limits import MAX_JSON_INT
 from .pngmasks import list_mask_pngs, read_mask_png
@@ -99,7 +99,8 @@ class Prediction:
     truth already; :func:`check_predictions` validates every other Prediction. ``no_target``:
     the model's own no-target decision, or None (the mask decides). ``peak``: the record's
     optional ``"peak"`` as given (LTS §4.3; checked and scored by :mod:`.localisation`).
-    ``area``: the RLE's foreground pixels when a reader's check found them (else None).
+    ``area``, ``runs``: the RLE's foreground pixels and run lengths (int64) when a reader's
+    check found them (else None); the evaluator uses them instead of parsing again.
     """
 
     split: str
@@ -112,6 +113,7 @@ class Prediction:
     no_target: bool | None = None
     peak: Any = dataclasses.field(default=None, compare=False, repr=False)
     area: int | None = dataclasses.field(default=None, compare=False, repr=False)
+    runs: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class GroundTruth:
@@ -355,12 +357,12 @@ def _fast_records(recs: list[PredictionRecord], gt: GroundTruth) -> list[Predict
                     return None
         out.append((split, e, i, rle, r.score, r.no_target, r.peak, len(counts) - 1
                     if rle is not None and type(seg.counts) is str else -1))
-    ok, _, area = check_rles(counts, sizes)
+    ok, _, area, runs = check_rles_runs(counts, sizes)
     if not ok.all():
         return None
     area = area.tolist()
     return [Prediction(s_, e, i, rle, score, checked=True, no_target=nt, peak=peak,
-                       area=area[j] if j >= 0 else None)
+                       area=area[j] if j >= 0 else None, runs=runs[j] if j >= 0 else None)
             for s_, e, i, rle, score, nt, peak, j in out]
 
 

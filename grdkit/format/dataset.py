@@ -182,6 +182,7 @@ class GresDataset:
         self._by_expr: dict[int, list[Target]] | None = None
         self._by_image: dict[int, list[Target]] | None = None
         self._areas: np.ndarray | None = None
+        self._runs: list[np.ndarray] | None = None
 
     def target_areas(self) -> np.ndarray:
         """Foreground pixels of every target's mask, int64 ``(len(targets),)`` in file order
@@ -194,6 +195,13 @@ class GresDataset:
         if self._areas is None or len(self._areas) != len(self.targets):
             self.require_sound_masks()
         return self._areas
+
+    def target_runs(self) -> list[np.ndarray]:
+        """Run lengths of every target's RLE (int64 arrays, in file order), kept from the
+        load-time check like :meth:`target_areas`; for evaluators working on runs."""
+        if self._runs is None or len(self._runs) != len(self.targets):
+            self.require_sound_masks()
+        return self._runs
 
     def _reference_problems(self):
         return reference_problems(
@@ -332,7 +340,7 @@ class GresDataset:
         Raises:
             InputError: naming the first bad target and why.
         """
-        from .rlecheck import check_rles, rle_problem
+        from .rlecheck import check_rles_runs, rle_problem
 
         for k, t in enumerate(self.targets):
             im = self._images.get(t.image_id)
@@ -341,8 +349,8 @@ class GresDataset:
                                  f"the image's [{im.height}, {im.width}]",
                                  f"targets[{k}] (expression_id {t.expression_id}, image_id "
                                  f"{t.image_id})", "run `grdkit validate` on it")
-        ok, _, area = check_rles([t.segmentation["counts"] for t in self.targets],
-                                 [tuple(t.segmentation["size"]) for t in self.targets])
+        ok, _, area, runs = check_rles_runs([t.segmentation["counts"] for t in self.targets],
+                                            [tuple(t.segmentation["size"]) for t in self.targets])
         if not ok.all():
             k = int(np.flatnonzero(~ok)[0])
             t = self.targets[k]
@@ -351,7 +359,7 @@ class GresDataset:
                              f"targets[{k}] (expression_id {t.expression_id}, image_id "
                              f"{t.image_id})", f"{int((~ok).sum())} corrupt RLEs in all; run "
                              "`grdkit validate` on it")
-        self._areas = area
+        self._areas, self._runs = area, runs
 
     def to_dict(self) -> dict:
         """The JSON-ready object (required keys first, then extra keys in their stored order)."""

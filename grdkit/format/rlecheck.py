@@ -163,20 +163,44 @@ def check_rles(counts: list[str | bytes], sizes: list[tuple[int, int]]
         ``(ok, total, area)``: bool per mask (well-formed, no negative run, runs summing to
         h*w), the run-length sum and the foreground area (pixels) per mask.
     """
+    return check_rles_runs(counts, sizes, keep=False)[:3]
+
+
+def check_rles_runs(counts: list[str | bytes], sizes: list[tuple[int, int]], keep: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None]:
+    """:func:`check_rles`, plus (``keep``) each mask's run lengths: int64 arrays, views of the
+    parser's output, so a later pass (the evaluator's intersections) need not parse again."""
     n = len(counts)
-    if n > CHUNK:  # bound memory: the parser holds a few arrays per character
-        parts = [check_rles(counts[k:k + CHUNK], sizes[k:k + CHUNK]) for k in range(0, n, CHUNK)]
-        return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
     if n == 0:
-        return np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    r = parse_runs(counts)
-    total, area = r.sums()
-    negative = np.zeros(n, bool)
-    if r.values.size:
-        negative[r.seg[r.values < 0]] = True
-    hw = np.fromiter((int(h) * int(w) for h, w in sizes), np.int64, n)
-    ok = ~r.bad & ~negative & (total == hw)
-    return ok, total, area
+        return np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.int64), \
+            ([] if keep else None)
+    parts = []
+    runs: list[np.ndarray] | None = [] if keep else None
+    for k in range(0, n, CHUNK):  # bound memory and stay in cache: CHUNK masks per pass
+        r = parse_runs(counts[k:k + CHUNK])
+        m = len(r.bad)
+        total, area = r.sums()
+        negative = np.zeros(m, bool)
+        if r.values.size:
+            negative[r.seg[r.values < 0]] = True
+        hw = np.fromiter((int(h) * int(w) for h, w in sizes[k:k + CHUNK]), np.int64, m)
+        parts.append((~r.bad & ~negative & (total == hw), total, area))
+        if keep:
+            runs.extend(np.split(r.values, r.start[1:-1]))
+    ok, total, area = (np.concatenate([p[j] for p in parts]) for j in range(3))
+    return ok, total, area, runs
+
+
+def runs_of(arrays: list[np.ndarray]) -> Runs:
+    """:class:`Runs` of masks whose run lengths were kept (:func:`check_rles_runs`)."""
+    n = len(arrays)
+    lens = np.fromiter(map(len, arrays), np.int64, n)
+    start = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=start[1:])
+    values = np.concatenate(arrays) if n else np.zeros(0, np.int64)
+    seg = np.repeat(np.arange(n), lens)
+    fg = ((np.arange(values.size) - start[seg]) & 1) == 1
+    return Runs(values, start, np.zeros(n, bool), fg, seg)
 
 
 def rle_problem(counts: str | bytes, size: tuple[int, int]) -> str | None:
