@@ -345,20 +345,22 @@ def _starts(values: np.ndarray) -> np.ndarray:
     return np.cumsum(values) - values
 
 
-def rle_areas(counts: list[str], hs: np.ndarray, ws: np.ndarray, size: int = RELA_SIZE,
+def rle_areas(counts: list, hs: np.ndarray, ws: np.ndarray, size: int = RELA_SIZE,
               mode: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Foreground pixels of many sound compressed RLEs, and with ``mode`` (a
     :func:`resize_index` mode) of each mask resized to ``size x size`` (int64 ``(n,)`` each;
     the second is None without ``mode``). Equal to ``masks.area`` and to
     :func:`resized_area` (tests compare them); the strings must have passed
-    :func:`grdkit.format.rlecheck.check_rles`."""
-    from ..format.rlecheck import parse_runs
+    :func:`grdkit.format.rlecheck.check_rles`. ``counts`` may hold the run lengths that check
+    kept instead (:func:`grdkit.format.rlecheck.check_rles_runs`), one kind per list."""
+    from ..format.rlecheck import parse_runs, runs_of
 
     n = len(counts)
     area = np.zeros(n, np.int64)
     area_r = np.zeros(n, np.int64) if mode else None
     for k0 in range(0, n, BATCH):
-        r = parse_runs(counts[k0:k0 + BATCH])
+        c = counts[k0:k0 + BATCH]
+        r = runs_of(c) if c and not isinstance(c[0], str) else parse_runs(c)
         k = len(r.bad)
         fg = r.fg
         area[k0:k0 + k] = np.bincount(r.seg[fg], weights=r.values[fg], minlength=k)

@@ -107,7 +107,7 @@ class GresEvaluator:
         self.gt_area = np.concatenate([ds.target_areas() for ds in gt.values()]).astype(
             np.int64) if rows else np.zeros(0, np.int64)
         self._gt_runs = [r for ds in gt.values() for r in ds.target_runs()]  # row order
-        self.gt_area_r = rle_areas(counts, self.height, self.width, prof.size,
+        self.gt_area_r = rle_areas(self._gt_runs, self.height, self.width, prof.size,
                                    prof.resize)[1] if prof.resize else None
         arr = np.column_stack([info[:, :3], self.gt_area, info[:, 5]])
         self.group_idx = arr[:, 0]
@@ -204,8 +204,10 @@ class GresEvaluator:
         ar = np.zeros(len(batch), np.int64)  # and at the profile's (resizing profiles)
         known = [batch[k].area for k in with_rle]
         if mode or None in known:
-            pa, par = rle_areas([batch[k].rle["counts"] for k in with_rle], hs[with_rle],
-                                ws[with_rle], prof.size, mode)
+            runs = [batch[k].runs for k in with_rle]
+            if any(x is None for x in runs):
+                runs = [batch[k].rle["counts"] for k in with_rle]
+            pa, par = rle_areas(runs, hs[with_rle], ws[with_rle], prof.size, mode)
             a[with_rle] = pa
             if mode:
                 ar[with_rle] = par

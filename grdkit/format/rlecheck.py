@@ -168,8 +168,9 @@ def check_rles(counts: list[str | bytes], sizes: list[tuple[int, int]]
 
 def check_rles_runs(counts: list[str | bytes], sizes: list[tuple[int, int]], keep: bool = True
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray] | None]:
-    """:func:`check_rles`, plus (``keep``) each mask's run lengths: int64 arrays, views of the
-    parser's output, so a later pass (the evaluator's intersections) need not parse again."""
+    """:func:`check_rles`, plus (``keep``) each mask's run lengths: int32 arrays (views of one
+    array per batch), so a later pass (the evaluator's intersections) need not parse again;
+    meaningful only where ``ok``."""
     n = len(counts)
     if n == 0:
         return np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.int64), \
@@ -185,8 +186,8 @@ def check_rles_runs(counts: list[str | bytes], sizes: list[tuple[int, int]], kee
             negative[r.seg[r.values < 0]] = True
         hw = np.fromiter((int(h) * int(w) for h, w in sizes[k:k + CHUNK]), np.int64, m)
         parts.append((~r.bad & ~negative & (total == hw), total, area))
-        if keep:
-            runs.extend(np.split(r.values, r.start[1:-1]))
+        if keep:  # int32: every run of a sound mask is < 2^28 (half the memory of int64)
+            runs.extend(np.split(r.values.astype(np.int32), r.start[1:-1]))
     ok, total, area = (np.concatenate([p[j] for p in parts]) for j in range(3))
     return ok, total, area, runs
 
@@ -197,7 +198,7 @@ def runs_of(arrays: list[np.ndarray]) -> Runs:
     lens = np.fromiter(map(len, arrays), np.int64, n)
     start = np.zeros(n + 1, np.int64)
     np.cumsum(lens, out=start[1:])
-    values = np.concatenate(arrays) if n else np.zeros(0, np.int64)
+    values = np.concatenate(arrays).astype(np.int64) if n else np.zeros(0, np.int64)
     seg = np.repeat(np.arange(n), lens)
     fg = ((np.arange(values.size) - start[seg]) & 1) == 1
     return Runs(values, start, np.zeros(n, bool), fg, seg)
