@@ -324,10 +324,14 @@ class GresDataset:
                        for r in data["expressions"]]
         groups = [Group(r["id"], tuple(r["expression_ids"]), tuple(r["image_ids"]),
                         extra(r, "groups")) for r in data["groups"]]
+        def seg(s: dict) -> dict:  # checked above: {"size": [int, int], "counts": str}, extras
+            return s if len(s) == 2 else {"size": s["size"], "counts": s["counts"]}
+
+        n_req = _NFIELDS["targets"]
         targets = [Target(r["expression_id"], r["image_id"], r["positive"],
-                          {"size": [int(x) for x in r["segmentation"]["size"]],
-                           "counts": r["segmentation"]["counts"]},
-                          tuple(r["ann_ids"]), extra(r, "targets")) for r in data["targets"]]
+                          seg(r["segmentation"]), tuple(r["ann_ids"]),
+                          {} if len(r) == n_req else extra(r, "targets"))
+                   for r in data["targets"]]
         ds = cls(data["info"], images, expressions, groups, targets, path=path)
         ds.require_sound_masks()
         return ds

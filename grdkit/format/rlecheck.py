@@ -23,6 +23,8 @@ pycocotools itself, with hypothesis).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 CHUNK = 256  # masks parsed per numpy pass (the passes stay in cache: ~2x faster than 2048)
@@ -187,7 +189,8 @@ def check_rles_runs(counts: list[str | bytes], sizes: list[tuple[int, int]], kee
         hw = np.fromiter((int(h) * int(w) for h, w in sizes[k:k + CHUNK]), np.int64, m)
         parts.append((~r.bad & ~negative & (total == hw), total, area))
         if keep:  # int32: every run of a sound mask is < 2^28 (half the memory of int64)
-            runs.extend(np.split(r.values.astype(np.int32), r.start[1:-1]))
+            v, st = r.values.astype(np.int32), r.start.tolist()
+            runs.extend([v[a:b] for a, b in itertools.pairwise(st)])
     ok, total, area = (np.concatenate([p[j] for p in parts]) for j in range(3))
     return ok, total, area, runs
 
