@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write_text, read_json
+from ..io import atomic_write_text, loads_json, read_bytes
 from ..io.limits import MAX_JSON_INT, MAX_PIXELS, MAX_SIDE
 from .problems import RECORD_FIELDS, SECTIONS, record_problems, reference_problems
 
@@ -142,6 +142,82 @@ def _schema_ok(section: str, records: list) -> bool:
         if hw and (np.prod(np.array(hw, np.int64), axis=1) > MAX_PIXELS).any():
             return False
     return True
+
+
+# A whole file with no extra key anywhere (what grdkit's builders mostly write) is decoded
+# straight into these structs: types and bounds checked in C while parsing, no dicts built.
+# Any extra key, wrong type or bad JSON sends the file to the general path (dicts, the schema
+# per section above, record_problems naming the record), so messages stay the same.
+class _ImageStrict(_ImageRec, forbid_unknown_fields=True):
+    pass
+
+
+class _ExpressionStrict(_ExpressionRec, forbid_unknown_fields=True):
+    pass
+
+
+class _GroupStrict(_GroupRec, forbid_unknown_fields=True):
+    pass
+
+
+class _SegStrict(_SegRec, forbid_unknown_fields=True):
+    pass
+
+
+class _TargetStrict(msgspec.Struct, forbid_unknown_fields=True):
+    expression_id: _Id
+    image_id: _Id
+    positive: bool
+    segmentation: _SegStrict
+    ann_ids: list[_Id]
+
+
+class _FileStrict(msgspec.Struct, forbid_unknown_fields=True):
+    info: dict[str, Any]
+    images: list[_ImageStrict]
+    expressions: list[_ExpressionStrict]
+    groups: list[_GroupStrict]
+    targets: list[_TargetStrict]
+
+
+_STRICT = msgspec.json.Decoder(_FileStrict)
+
+
+def _small_ints(obj: Any, depth: int = 0) -> bool:
+    """Every integer in ``info`` (decoded without a type) is below 2^63 in magnitude, the bound
+    :func:`grdkit.io.loads_json` applies; False also for nesting deeper than 32 levels."""
+    if depth > 32:
+        return False
+    if isinstance(obj, int):
+        return abs(obj) < MAX_JSON_INT
+    if isinstance(obj, dict):
+        return all(_small_ints(v, depth + 1) for v in obj.values())
+    if isinstance(obj, list):
+        return all(_small_ints(v, depth + 1) for v in obj)
+    return True
+
+
+def _decode_strict(data: bytes, path: Path) -> GresDataset | None:
+    """The dataset of a file without extra keys, or None (the general path then reads it)."""
+    try:
+        f = _STRICT.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if not _small_ints(f.info):
+        return None
+    hw = [(r.height, r.width) for r in f.images] + [tuple(r.segmentation.size)
+                                                    for r in f.targets]
+    if hw and (np.prod(np.array(hw, np.int64), axis=1) > MAX_PIXELS).any():
+        return None
+    images = [Image(r.id, r.file_name, r.height, r.width) for r in f.images]
+    expressions = [Expression(r.id, r.text, r.group_id) for r in f.expressions]
+    groups = [Group(r.id, tuple(r.expression_ids), tuple(r.image_ids)) for r in f.groups]
+    targets = [Target(r.expression_id, r.image_id, r.positive,
+                      {"size": r.segmentation.size, "counts": r.segmentation.counts},
+                      tuple(r.ann_ids)) for r in f.targets]
+    ds = GresDataset(f.info, images, expressions, groups, targets, path=path)
+    ds.require_sound_masks()
+    return ds
 
 
 _KNOWN = {s: frozenset(k for k, _ in f) for s, f in RECORD_FIELDS.items()}
@@ -416,8 +492,11 @@ def load_dataset(path: str | Path) -> GresDataset:
     if path.is_dir():
         raise InputError(path, "is a folder; pass one split file such as val.json",
                          hint=f"choose one of {sorted(p.name for p in path.glob('*.json'))}")
-    data = read_json(path, "file", allow_nan=False)
-    return GresDataset.from_dict(data, path=path)
+    raw = read_bytes(path, "file")
+    ds = _decode_strict(raw, path)
+    if ds is not None:
+        return ds
+    return GresDataset.from_dict(loads_json(path, raw), path=path)
 
 
 def load_splits(folder: str | Path) -> dict[str, GresDataset]:
