@@ -27,14 +27,13 @@ the reference here, ``--cosod-pairs``); ``--workers 2`` >= 1.8x one worker at 2,
 idle cores); peak memory at GRD size < 250 MB. The interpreter's import of grdkit is not timed
 (``grdkit.evaluate`` is resolved before the clock starts); reading and checking both JSON files is.
 
-Measured (issue 30, 2 cores shared with 7 other engineers' jobs, load average 3.6-4.4 while
-measuring; ``--dense-pairs 1000 --cosod-pairs 300 --workers-pairs 2000``): GRES end to end
-10.6k pairs/s, 17.2x dense (v0.3 in the same conditions: ~1.6-1.9x slower in CPU time), peak
-166 MB; ``rela`` 9.2k pairs/s, ``rela-2023-05`` 7.7k pairs/s (v0.3: ~1k); Co-SOD
-(pysodmetrics) 1.64x PySODMetrics alone on raw arrays; ``--workers 2`` 1.18x one worker
-(not on idle cores: the target needs them). An earlier run at load 7.7 gave 7.3k pairs/s and
-34.3x dense, Co-SOD 1.86x: absolute rates and even the ratio to the dense reference move with
-the load, so quote a run together with its load average.
+Measured (issue 30; 2 cores shared with 7 other engineers' jobs; ``--dense-pairs 1000
+--cosod-pairs 300 --workers-pairs 2000``), load average 2.9 while measuring: GRES end to end
+22.0k pairs/s, 21.7x dense, peak 167 MB; ``rela`` 10.8k pairs/s, ``rela-2023-05`` 9.8k pairs/s
+(v0.3: ~1k); Co-SOD (pysodmetrics) 1.71x PySODMetrics alone on raw arrays (47 vs 28 pairs/s);
+``--workers 2`` 1.04x one worker (no idle core: the target needs two). At load 4.4 the same
+script gave 10.6k pairs/s and 17.2x; at 7.7, 7.3k and 34.3x: absolute rates and even the ratio
+to the dense reference move with the load, so quote a run together with its load average.
 
 Usage: python benchmarks/bench_eval.py [--dense-pairs 3000] [--cosod-pairs 600] [--workdir DIR]
         [--workers-pairs 2000] [--skip-extra] [--workers-only]
