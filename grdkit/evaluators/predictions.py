@@ -329,6 +329,7 @@ def _fast_records(recs: list[PredictionRecord], gt: GroundTruth) -> list[Predict
     out: list[tuple] = []
     counts: list[str] = []
     sizes: list[tuple[int, int]] = []
+    append, add = out.append, seen.add
     for r in recs:
         split = default if r.split is None else r.split
         ds = splits.get(split) if split is not None else None
@@ -338,25 +339,28 @@ def _fast_records(recs: list[PredictionRecord], gt: GroundTruth) -> list[Predict
         key = (split, e, i)
         if key in seen:
             return None
-        seen.add(key)
+        add(key)
         seg = r.segmentation
-        rle = None
-        if seg is not None:
+        j = -1
+        if seg is None:
+            rle = None
+        else:
             im = ds.image(i)
-            if seg.size != [im.height, im.width]:
+            size = seg.size
+            if len(size) != 2 or size[0] != im.height or size[1] != im.width:
                 return None
-            if type(seg.counts) is str:
-                rle = {"size": seg.size, "counts": seg.counts}
-                counts.append(seg.counts)
+            c = seg.counts
+            if type(c) is str:
+                rle = {"size": size, "counts": c}
+                j = len(counts)
+                counts.append(c)
                 sizes.append((im.height, im.width))
             else:  # uncompressed runs: checked and compressed one by one (rare)
                 try:
-                    rle = masks.to_rle({"size": seg.size, "counts": seg.counts}, im.height,
-                                       im.width)
+                    rle = masks.to_rle({"size": size, "counts": c}, im.height, im.width)
                 except masks.MaskError:
                     return None
-        out.append((split, e, i, rle, r.score, r.no_target, r.peak, len(counts) - 1
-                    if rle is not None and type(seg.counts) is str else -1))
+        append((split, e, i, rle, r.score, r.no_target, r.peak, j))
     ok, _, area, runs = check_rles_runs(counts, sizes)
     if not ok.all():
         return None
