@@ -111,24 +111,20 @@ def parse_runs(counts: list[str | bytes]) -> Runs:
     tok_start[1:] = tok_end[:-1] + 1
     c5 = c & np.uint8(0x1F)
     val = c5[tok_start].astype(np.int64)
+    val -= (val & 0x10) << 1  # a one-character number: 5 bits, bit 4 the sign (value - 32)
     multi = np.flatnonzero(tok_end > tok_start)  # most numbers are one character: the rest
     if multi.size:
         ms, me = tok_start[multi], tok_end[multi]
         length = me - ms + 1
-        v = val[multi]
+        v = c5[ms].astype(np.int64)
         for k in range(1, MAX_TOKEN):
             j = np.minimum(ms + k, me)
             v |= np.where(length > k, c5[j].astype(np.int64) << (5 * k), 0)
         long = length > MAX_TOKEN
         if long.any():  # pycocotools' C parser reads these differently
             bad[np.searchsorted(cend, me[long], "right")] = True
-        val[multi] = v
         sign = np.int64(1) << (5 * np.minimum(length, MAX_TOKEN))
-        neg = (c[me] & 0x10) != 0
-        val[multi[neg]] -= sign[neg]
-    one = np.flatnonzero(tok_end == tok_start)
-    neg1 = one[(c[tok_end[one]] & 0x10) != 0]
-    val[neg1] -= 32
+        val[multi] = np.where((c[me] & 0x10) != 0, v - sign, v)
     start = np.zeros(n + 1, np.int64)
     start[1:] = np.searchsorted(tok_end, cend, "left")
     per = np.diff(start)
