@@ -7,7 +7,45 @@ code 2, with no traceback.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+from typing import Any
+
+QUOTE_CHARS = 80  # a value quoted in a message is cut to this many characters
+PART_CHARS = 300  # any one part of a message (record, reason, hint), as a last bound
+_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+for _k, _v in {"maxlevel": 3, "maxtuple": 12, "maxlist": 12, "maxarray": 12, "maxdict": 6,
+               "maxset": 6, "maxfrozenset": 6, "maxdeque": 6, "maxstring": QUOTE_CHARS,
+               "maxlong": 40, "maxother": QUOTE_CHARS}.items():
+    setattr(_REPR, _k, _v)
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a value read from a
+    hostile input (a list of a million ids) must not become a megabyte line on stderr.
+
+    Built with the standard library's :mod:`reprlib` (bounded work: it looks at a few items of
+    each container and a few levels deep, whatever the value's size), then cut; a cut text ends
+    with ``...`` and, for a sized value, its length (``(list of 1000000 items)``).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<integer of {value.bit_length()} bits>"  # repr of a huge int is quadratic
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # a huge int nested in a container (int to str conversion limit)
+        text = f"<{type(value).__name__}>"
+    if len(text) <= limit and "..." not in text:
+        return text
+    size = ""
+    if isinstance(value, (str, bytes)):
+        size = f" ({len(value)} chars)"
+    elif isinstance(value, (list, tuple, dict, set, frozenset)):
+        size = f" ({type(value).__name__} of {len(value)} items)"
+    return f"{text[:limit].removesuffix('...')}...{size}"
+
+
+def _cut(text: str, limit: int = PART_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 class GrdkitError(Exception):
@@ -26,7 +64,10 @@ class InputError(GrdkitError):
 
     def __init__(self, path: str | Path | None, message: str, record: str | None = None,
                  hint: str | None = None) -> None:
-        self.path = None if path is None else str(path)
+        self.path = None if path is None else _cut(str(path), 4 * PART_CHARS)
+        record = None if record is None else _cut(str(record))
+        hint = None if hint is None else _cut(str(hint))
+        message = _cut(str(message))
         self.record = record
         self.hint = hint
         self.reason = message

@@ -228,6 +228,60 @@ def ecs_smeasure(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(max(0.5 * obj + 0.5 * region, 0.0))
 
 
+WFM_MARGIN = 3  # half of PySODMetrics' 7 x 7 Gaussian window (WeightedFmeasure.cal_wfm)
+
+
+def pysod_scalars(pred: np.ndarray, gt: np.ndarray) -> list[float]:
+    """The five :data:`SCALARS` of one pair by PySODMetrics' own code, without its wasted work.
+
+    Each metric object's ``step`` normalises the map again (``utils.prepare_data``) and
+    ``Emeasure.step`` also computes the 256-threshold curve, which grdkit computes from counts
+    (:func:`curves_from_counts`); here the map is prepared once and the library's per-metric
+    functions are called on it as each ``step`` calls them: ``MAE.cal_mae``,
+    ``Smeasure.cal_sm``, ``FmeasureV2.adaptively_binarizing`` + ``FmeasureHandler``,
+    ``Emeasure.cal_adaptive_em`` (with the two attributes ``step`` sets), and ``WeightedFmeasure.cal_wfm`` on a crop: every pixel
+    where ``|pred - gt|`` is non-zero lies in the box of ``gt | pred != 0``, the distance
+    transform of a crop holding every GT pixel gives each pixel of it the same distance, and
+    the 7 x 7 filter reads 3 pixels beyond a GT pixel, so the box grown by
+    :data:`WFM_MARGIN` (clipped to the image, where the filter's zero padding is the image's)
+    gives the same weighted errors; sums over the crop differ from the full image's only in
+    float rounding (tests compare with the library's ``step`` to 1e-13). ~2-3x the library's
+    five ``step`` calls on 480 x 640 maps with objects of a fifth of the image.
+
+    Args:
+        pred: uint8 ``(h, w)`` map in 0-255. gt: bool ``(h, w)``.
+
+    Returns:
+        ``[mae, s_measure, f_weighted, f_adaptive, e_adaptive]`` (:data:`SCALARS` order).
+    """
+    import py_sod_metrics as sod  # imported on first use: it pulls in scipy (slow)
+    from py_sod_metrics.utils import prepare_data
+
+    gt255 = np.where(gt, 255, 0).astype(np.uint8)
+    p, g = prepare_data(pred, gt255)  # what every step() does first
+    mae = sod.MAE().cal_mae(p, g)
+    sm = sod.Smeasure(alpha=0.5).cal_sm(p, g)
+    handler = sod.FmeasureHandler(with_dynamic=False, with_adaptive=True, beta=BETA2)
+    fg = np.count_nonzero(g)  # as FmeasureV2.step computes them
+    counts = sod.FmeasureV2(metric_handlers={"fm": handler}).adaptively_binarizing(
+        pred=p, gt=g, FG=fg, BG=g.size - fg)
+    f_adp = handler(**counts)
+    em = sod.Emeasure()
+    em.gt_fg_numel = np.count_nonzero(g)  # as Emeasure.step sets them
+    em.gt_size = g.shape[0] * g.shape[1]
+    e_adp = em.cal_adaptive_em(p, g)
+    if np.all(~g):  # WeightedFmeasure.step
+        wfm = 0
+    else:
+        rows = np.flatnonzero((g | (p != 0)).any(axis=1))
+        cols = np.flatnonzero((g | (p != 0)).any(axis=0))
+        r0, r1 = max(rows[0] - WFM_MARGIN, 0), min(rows[-1] + WFM_MARGIN + 1, g.shape[0])
+        c0, c1 = max(cols[0] - WFM_MARGIN, 0), min(cols[-1] + WFM_MARGIN + 1, g.shape[1])
+        wfm = sod.WeightedFmeasure(beta=1).cal_wfm(p[r0:r1, c0:c1], g[r0:r1, c0:c1])
+    # get_results(): the mean over the one pair stepped (float64)
+    return [float(np.mean(np.array([v], np.float64))) for v in (mae, sm, wfm, f_adp, e_adp)]
+
+
 def cosod_pair(pred: np.ndarray, gt: np.ndarray, protocol: str = "pysodmetrics") -> dict:
     """Co-SOD statistics of one pair.
 
@@ -245,18 +299,7 @@ def cosod_pair(pred: np.ndarray, gt: np.ndarray, protocol: str = "pysodmetrics")
     gt = np.asarray(gt) != 0
     tp, pp = threshold_counts(pred, gt, protocol)
     if protocol == "pysodmetrics":
-        import py_sod_metrics as sod  # imported on first use: it pulls in scipy (slow)
-
-        gt255 = np.where(gt, 255, 0).astype(np.uint8)
-        mae, sm, em, wfm = sod.MAE(), sod.Smeasure(alpha=0.5), sod.Emeasure(), \
-            sod.WeightedFmeasure(beta=1)
-        fm = sod.FmeasureV2(metric_handlers={"fm": sod.FmeasureHandler(
-            with_dynamic=False, with_adaptive=True, beta=BETA2)})
-        for m in (mae, sm, em, wfm, fm):
-            m.step(pred=pred, gt=gt255)
-        scal = [mae.get_results()["mae"], sm.get_results()["sm"],
-                wfm.get_results()["wfm"], fm.get_results()["fm"]["adaptive"],
-                em.get_results()["em"]["adp"]]
+        scal = pysod_scalars(pred, gt)
     else:
         x = pred / 255.0
         norm = (x - x.min()) / (x.max() - x.min() + _EPS_ECS)

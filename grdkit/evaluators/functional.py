@@ -290,3 +290,151 @@ def gres_metrics(inter, union, gt_pos, pred_pos, profile: Profile | None = None
     n = len(np.asarray(gt_pos))
     sums = group_sums(inter, union, gt_pos, pred_pos, np.zeros(n, np.int64), 1, profile)[0]
     return metrics_from_sums(sums, profile)
+
+
+# -- the per-pair statistics of many pairs at once, from the runs of their RLEs -----------------
+# pycocotools' merge / area / decode are C, but called once per pair from Python they cost more
+# than the arithmetic (v0.3 spent ~0.7 s on 31.6k pairs there); the functions below compute the
+# same integers for a whole batch with numpy passes over the run lengths
+# (:func:`grdkit.format.rlecheck.parse_runs`), and count the pixels of a nearest-resized mask
+# without decoding it: nearest resizing keeps each source pixel ``(y, x)`` ``r[y] * m[x]``
+# times, where ``r[y]`` / ``m[x]`` count the output rows / columns whose source index
+# (:func:`resize_index`) is ``y`` / ``x``; so the resized area of a run of column-major pixels
+# ``[s, e)`` is ``W(e) - W(s)`` with ``W(p) = M[p // h] * out + m[p // h] * R[p % h]``
+# (``M``, ``R``: exclusive cumulative sums of ``m``, ``r``), and resizing commutes with AND,
+# so the resized intersection is the resized area of the intersection.
+BATCH = 256  # masks parsed per numpy pass (keeps the passes in cache; ~2x faster than 2048)
+
+
+class _Weights:
+    """Tables of ``W`` (module comment above) for the image sizes of a batch of pairs."""
+
+    def __init__(self, hs: np.ndarray, ws: np.ndarray, size: int, mode: str):
+        self.size = size
+        self.h = hs
+        self.roff, r_tab = _tables(hs, size, mode, rows=True)
+        self.moff, m_tab, big_m = _tables(ws, size, mode, rows=False)
+        self.r_tab, self.m_tab, self.big_m = r_tab, m_tab, big_m
+
+    def at(self, pair: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``W`` of local positions ``p`` (int64) of pairs ``pair``."""
+        h = self.h[pair]
+        x = p // h
+        y = p - x * h
+        mi = self.moff[pair] + x
+        return self.big_m[mi] * self.size + self.m_tab[mi] * self.r_tab[self.roff[pair] + y]
+
+
+def _tables(sides: np.ndarray, size: int, mode: str, rows: bool):
+    uniq, inv = np.unique(sides, return_inverse=True)
+    parts, big = [], []
+    for s in uniq:
+        counts = np.bincount(resize_index(int(s), size, mode), minlength=int(s) + 1)
+        if rows:  # R[y] = output rows whose source row is < y
+            parts.append(np.concatenate(([0], np.cumsum(counts)[:-1])))
+        else:
+            parts.append(counts)
+            big.append(np.concatenate(([0], np.cumsum(counts)[:-1])))
+    lens = np.array([len(p) for p in parts], np.int64)
+    offs = np.concatenate(([0], np.cumsum(lens)[:-1]))[inv]
+    if rows:
+        return offs, np.concatenate(parts).astype(np.int64)
+    return offs, np.concatenate(parts).astype(np.int64), np.concatenate(big).astype(np.int64)
+
+
+def _starts(values: np.ndarray) -> np.ndarray:
+    return np.cumsum(values) - values
+
+
+def rle_areas(counts: list, hs: np.ndarray, ws: np.ndarray, size: int = RELA_SIZE,
+              mode: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Foreground pixels of many sound compressed RLEs, and with ``mode`` (a
+    :func:`resize_index` mode) of each mask resized to ``size x size`` (int64 ``(n,)`` each;
+    the second is None without ``mode``). Equal to ``masks.area`` and to
+    :func:`resized_area` (tests compare them); the strings must have passed
+    :func:`grdkit.format.rlecheck.check_rles`. ``counts`` may hold the run lengths that check
+    kept instead (:func:`grdkit.format.rlecheck.check_rles_runs`), one kind per list."""
+    from ..format.rlecheck import parse_runs, runs_of
+
+    n = len(counts)
+    area = np.zeros(n, np.int64)
+    area_r = np.zeros(n, np.int64) if mode else None
+    for k0 in range(0, n, BATCH):
+        c = counts[k0:k0 + BATCH]
+        r = runs_of(c) if c and not isinstance(c[0], str) else parse_runs(c)
+        k = len(r.bad)
+        fg = r.fg
+        area[k0:k0 + k] = np.bincount(r.seg[fg], weights=r.values[fg], minlength=k)
+        if mode:
+            hh, ww = hs[k0:k0 + k], ws[k0:k0 + k]
+            wt = _Weights(hh, ww, size, mode)
+            start = _starts(r.values)  # global; local = global - offset of its mask
+            off = np.concatenate(([0], np.cumsum(hh * ww)[:-1]))
+            seg = r.seg[fg]
+            s = start[fg] - off[seg]
+            wl = wt.at(seg, s + r.values[fg]) - wt.at(seg, s)
+            area_r[k0:k0 + k] = np.bincount(seg, weights=wl, minlength=k)
+    return area, area_r
+
+
+def rle_intersections(pred: list, gt: list, hs: np.ndarray, ws: np.ndarray,
+                      size: int = RELA_SIZE, mode: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels of ``pred[k] AND gt[k]`` for many pairs of sound compressed RLEs of one size each
+    (int64 ``(n,)``), and with ``mode`` the same after resizing both to ``size x size``.
+    ``pred`` and ``gt`` hold counts strings, or run lengths kept by a check
+    (:func:`grdkit.format.rlecheck.check_rles_runs`), one kind per list.
+
+    Equal to ``masks.area(masks.intersection(p, g))`` (pycocotools ``merge``) and to
+    :func:`pair_stats_resized`'s intersection. Written on runs: for each foreground run
+    ``[s, e)`` of the prediction, the ground truth's foreground pixels (or resized pixels)
+    before ``e`` minus those before ``s``, found by one ``searchsorted`` over the runs of
+    every pair laid end to end.
+    """
+    from ..format.rlecheck import parse_runs, runs_of
+
+    n = len(pred)
+    inter = np.zeros(n, np.int64)
+    inter_r = np.zeros(n, np.int64) if mode else None
+    for k0 in range(0, n, BATCH):
+        p, g = pred[k0:k0 + BATCH], gt[k0:k0 + BATCH]
+        i0, i1 = _intersect(runs_of(p) if p and not isinstance(p[0], str) else parse_runs(p),
+                            runs_of(g) if g and not isinstance(g[0], str) else parse_runs(g),
+                            hs[k0:k0 + BATCH], ws[k0:k0 + BATCH], size, mode)
+        inter[k0:k0 + len(i0)] = i0
+        if mode:
+            inter_r[k0:k0 + len(i0)] = i1
+    return inter, inter_r
+
+
+def _intersect(rp, rg, hh: np.ndarray, ww: np.ndarray, size: int, mode: str | None):
+    """:func:`rle_intersections` of one batch of parsed runs."""
+    k = len(rp.bad)
+    off = np.concatenate(([0], np.cumsum(hh * ww)[:-1]))
+    gv, pv, gfg = rg.values, rp.values, rg.fg
+    gs = _starts(gv)  # every mask sums to h*w: starts are global positions
+    before = _starts(np.where(gfg, gv, 0))
+    fg = rp.fg
+    seg = rp.seg[fg]
+    ps = _starts(pv)[fg]
+    pe = ps + pv[fg]
+    ts = np.searchsorted(gs, ps, "right") - 1  # the GT run holding each start / end
+    te = np.searchsorted(gs, pe, "right") - 1
+
+    def covered(x, t):
+        return before[t] + np.where(gfg[t], np.minimum(x - gs[t], gv[t]), 0)
+
+    inter = np.bincount(seg, weights=covered(pe, te) - covered(ps, ts), minlength=k)
+    if not mode:
+        return inter, None
+    wt = _Weights(hh, ww, size, mode)
+    gseg = rg.seg
+    gl = gs - off[gseg]
+    wbefore = _starts(np.where(gfg, wt.at(gseg, gl + gv) - wt.at(gseg, gl), 0))
+
+    def wcovered(x, t):
+        pair = gseg[t]
+        part = wt.at(pair, np.maximum(x - off[pair], gl[t])) - wt.at(pair, gl[t])
+        return wbefore[t] + np.where(gfg[t], part, 0)
+
+    return inter, np.bincount(seg, weights=wcovered(pe, te) - wcovered(ps, ts), minlength=k)

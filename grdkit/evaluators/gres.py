@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..format import GresDataset, masks
 from . import breakdowns as bd
 from .cosod import COSOD_PROTOCOLS, SCALARS, cosod_pair, n_thresholds
-from .functional import mask_stats, pair_stats, pair_stats_resized, resized_area
+from .functional import rle_areas, rle_intersections
 from .predictions import GroundTruth, Prediction, check_predictions
 from .profiles import get_profile
 from .report import Report, assemble_report
@@ -76,7 +76,7 @@ class GresEvaluator:
         self.gt = GroundTruth(gt)
         self.min_pixels = int(min_pixels)
         self.cosod = bool(cosod)
-        rows, self.groups, labels = [], [], []
+        rows, self.groups, labels, counts = [], [], [], []
         any_kind = False
         self.row_of: dict[tuple[str, int, int], int] = {}
         group_index: dict[tuple[str, int], int] = {}
@@ -85,18 +85,32 @@ class GresEvaluator:
             for g in ds.groups:
                 group_index[(split, g.id)] = len(self.groups)
                 self.groups.append((split, g.id))
-            for t in ds.targets:
-                ex = ds.expression(t.expression_id)
-                self.row_of[(split, t.expression_id, t.image_id)] = len(rows)
-                rows.append((group_index[(split, ex.group_id)], t.expression_id, t.image_id,
-                             masks.area(t.segmentation), t.positive))
+            expr_labels = {}  # per expression: its group row, length bin and kind
+            for ex in ds.expressions:
                 neg = ex.extra.get("is_negative")
                 any_kind |= neg is not None
-                labels.append((bd.target_type(t.positive, len(t.ann_ids)),
-                               bd.length_bin(bd.words(ex.text)), bd.kind(neg)))
-        arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
+                expr_labels[ex.id] = (group_index[(split, ex.group_id)],
+                                      bd.length_bin(bd.words(ex.text)), bd.kind(neg))
+            for t in ds.targets:
+                gi, length, kind = expr_labels[t.expression_id]
+                self.row_of[(split, t.expression_id, t.image_id)] = len(rows)
+                seg = t.segmentation
+                rows.append((gi, t.expression_id, t.image_id, seg["size"][0], seg["size"][1],
+                             t.positive))
+                counts.append(seg["counts"])
+                labels.append((bd.target_type(t.positive, len(t.ann_ids)), length, kind))
+        info = np.array(rows, dtype=np.int64).reshape(-1, 6)
+        self.height, self.width = info[:, 3], info[:, 4]
+        prof = self.profile
+        # every GT area at once from its runs (the strings passed the load-time check), and at
+        # the profile's resolution for the resizing profiles (:func:`.functional.rle_areas`)
+        self.gt_area = np.concatenate([ds.target_areas() for ds in gt.values()]).astype(
+            np.int64) if rows else np.zeros(0, np.int64)
+        self._gt_runs = [r for ds in gt.values() for r in ds.target_runs()]  # row order
+        self.gt_area_r = rle_areas(self._gt_runs, self.height, self.width, prof.size,
+                                   prof.resize)[1] if prof.resize else None
+        arr = np.column_stack([info[:, :3], self.gt_area, info[:, 5]])
         self.group_idx = arr[:, 0]
-        self.gt_area = arr[:, 3]
         self.gt_pos = arr[:, 4].astype(bool)
         self.keys = list(self.row_of)
         lab = np.array(labels, dtype=np.int64).reshape(-1, 3)
@@ -105,9 +119,9 @@ class GresEvaluator:
         h = hashlib.sha256()
         h.update(json.dumps([list(gt), self.groups]).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
-        for ds in gt.values():  # the masks themselves, not only their areas
-            for t in ds.targets:
-                h.update(t.segmentation["counts"].encode("ascii"))
+        # the masks themselves, not only their areas (one update of the concatenation is the
+        # same digest as one update per string)
+        h.update("".join(counts).encode("ascii"))
         self.fingerprint = h.hexdigest()
         self.reset()
 
@@ -146,43 +160,88 @@ class GresEvaluator:
         Raises:
             InputError: an invalid prediction, or a pair already processed.
         """
-        pending = []  # Co-SOD work for the worker processes: (row, map or RLE, GT RLE)
-        for p in check_predictions(predictions, self.gt):
+        batch = check_predictions(predictions, self.gt)
+        n = len(batch)
+        rows = np.empty(n, np.int64)
+        for k, p in enumerate(batch):
             row = self.row_of.get((p.split, p.expression_id, p.image_id))
             if row is None:  # a Prediction checked against another ground truth
                 raise InputError(None, "prediction for a pair this ground truth does not have",
                                  f"(split {p.split!r}, expression_id {p.expression_id}, "
                                  f"image_id {p.image_id})")
-            if self.has_pred[row]:
-                raise InputError(None, "pair predicted twice", f"(split {p.split!r}, "
-                                 f"expression_id {p.expression_id}, image_id {p.image_id})")
+            rows[k] = row
+        twice = self.has_pred[rows] | _repeated(rows)
+        if twice.any():
+            p = batch[int(np.flatnonzero(twice)[0])]
+            raise InputError(None, "pair predicted twice", f"(split {p.split!r}, "
+                             f"expression_id {p.expression_id}, image_id {p.image_id})")
+        self._add_stats(batch, rows)
+        if not self.cosod:
+            return
+        pending = []  # Co-SOD work for the worker processes: (row, map or RLE, GT RLE)
+        for p, row in zip(batch, rows.tolist()):  # the map as submitted (no-target: GRES only)
             gt_rle = self.gt_rle(row)
-            gt_area = int(self.gt_area[row])
-            prof = self.profile
-            if p.no_target is not None:  # the model's own decision; the mask enters U as is
-                pos = not p.no_target
-                pa = masks.area(p.rle) if p.rle is not None else 0
-                inter, union = mask_stats(p.rle, gt_rle, gt_area, prof)
-                if not prof.masks_only and not pos:
-                    inter = 0
-                    if not self.gt_pos[row]:
-                        union = 0
-            else:
-                pa, inter, union, pos = pair_stats(p.rle, gt_rle, gt_area, self.min_pixels)
-                if prof.resize is not None:
-                    inter, union = pair_stats_resized(p.rle, pos, gt_rle, gt_area, prof.size,
-                                                      prof.resize)
-            self.has_pred[row] = True
-            self.pred_area[row], self.inter[row], self.union[row] = pa, inter, union
-            self.pred_pos[row] = pos
-            if self.cosod:  # the map as submitted: the no-target decision is GRES-only
-                if self.workers > 1:
-                    pending.append((row, p.soft if p.soft is not None else p.rle, gt_rle))
-                    continue
-                self._cosod_row(row, _dense_map(p.soft if p.soft is not None else p.rle,
-                                                gt_rle), gt_rle)
+            if self.workers > 1:
+                pending.append((row, p.soft if p.soft is not None else p.rle, gt_rle))
+                continue
+            self._cosod_row(row, _dense_map(p.soft if p.soft is not None else p.rle, gt_rle),
+                            gt_rle)
         if pending:
             self._cosod_parallel(pending)
+
+    def _add_stats(self, batch: list[Prediction], rows: np.ndarray) -> None:
+        """Per-pair I, U, prediction area and decision of a checked batch, all pairs at once
+        (:func:`.functional.rle_areas`, :func:`.functional.rle_intersections`; the rules are
+        the module header's and :func:`.functional.pair_stats`' / ``mask_stats``')."""
+        prof = self.profile
+        mode = prof.resize
+        has = np.array([p.rle is not None for p in batch], bool)
+        nt_given = np.array([p.no_target is not None for p in batch], bool)
+        nt = np.array([bool(p.no_target) for p in batch], bool)
+        with_rle = np.flatnonzero(has)
+        hs, ws = self.height[rows], self.width[rows]
+        a = np.zeros(len(batch), np.int64)  # the mask's pixels at its own resolution
+        ar = np.zeros(len(batch), np.int64)  # and at the profile's (resizing profiles)
+        known = [batch[k].area for k in with_rle]
+        if mode or None in known:
+            runs = [batch[k].runs for k in with_rle]
+            if any(x is None for x in runs):
+                runs = [batch[k].rle["counts"] for k in with_rle]
+            pa, par = rle_areas(runs, hs[with_rle], ws[with_rle], prof.size, mode)
+            a[with_rle] = pa
+            if mode:
+                ar[with_rle] = par
+        else:  # areas found by the reader's RLE check
+            a[with_rle] = known
+        g = self.gt_area[rows]
+        both = np.flatnonzero((a > 0) & (g > 0))
+        inter = np.zeros(len(batch), np.int64)
+        inter_r = np.zeros(len(batch), np.int64)
+        pr = [batch[k].runs for k in both]
+        if any(x is None for x in pr):
+            pr = [batch[k].rle["counts"] for k in both]
+        i0, i1 = rle_intersections(pr, [self._gt_runs[int(rows[k])] for k in both],
+                                   hs[both], ws[both], prof.size, mode)
+        inter[both] = i0
+        if mode:
+            inter_r[both] = i1
+            gr = self.gt_area_r[rows]
+            a_, g_, i_ = ar, gr, inter_r
+        else:
+            a_, g_, i_ = a, g, inter
+        # without a decision: fewer than min_pixels pixels is "no target", an empty mask
+        pos = np.where(nt_given, ~nt, (a >= self.min_pixels) & (a > 0))
+        scored = pos | nt_given  # a decision's mask is measured as submitted
+        i_out = np.where(scored, i_, 0)
+        u_out = np.where(scored, a_ + g_ - i_, g_)
+        if not prof.masks_only:  # ReLA: a no-target decision adds I = 0, and U = 0 on a negative
+            i_out = np.where(nt_given & nt, 0, i_out)
+            u_out = np.where(nt_given & nt & ~self.gt_pos[rows], 0, u_out)
+        self.has_pred[rows] = True
+        self.pred_area[rows] = np.where(nt_given | pos, a, 0)
+        self.inter[rows] = i_out
+        self.union[rows] = u_out
+        self.pred_pos[rows] = pos
 
     def _cosod_parallel(self, tasks: list) -> None:
         """Score ``(row, map or RLE, GT RLE)`` tasks in worker processes (a pool kept for the
@@ -262,14 +321,22 @@ class GresEvaluator:
         prof = self.profile
         if prof.resize is not None:  # a missing pair adds its GT's area at 480 x 480 to U
             union = union.copy()
-            for r in missing:
-                if self.gt_area[r]:
-                    union[r] = resized_area(self.gt_rle(int(r)), prof.size, prof.resize)
+            union[missing] = self.gt_area_r[missing]
         return assemble_report(
             inter=self.inter, union=union, gt_pos=self.gt_pos, pred_pos=self.pred_pos,
             has_pred=self.has_pred, group_idx=self.group_idx, groups=self.groups,
             splits=list(self.gt.splits), cosod=cosod, config=cfg, bootstrap=bootstrap,
             seed=seed, labels=self.labels, profile=self.profile)
+
+
+def _repeated(rows: np.ndarray) -> np.ndarray:
+    """True at every occurrence of a value after its first (bool, like ``rows``)."""
+    out = np.zeros(len(rows), bool)
+    if len(rows) > 1:
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        out[order[1:]] = srt[1:] == srt[:-1]
+    return out
 
 
 def _dense_map(pred, gt_rle: dict) -> np.ndarray:

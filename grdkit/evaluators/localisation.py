@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, quote
 from ..format import GresDataset, masks
 
 
@@ -32,14 +32,14 @@ def peak_accuracy(records: list[dict], dataset: GresDataset, path: Any = None) -
         if not isinstance(r, dict) or "peak" not in r:
             continue
         e, i, peak = r.get("expression_id"), r.get("image_id"), r["peak"]
-        where = f"predictions[{k}] (expression_id {e!r}, image_id {i!r})"
+        where = f"predictions[{k}] (expression_id {quote(e)}, image_id {quote(i)})"
         if not dataset.has_target(e, i):
             raise InputError(path, "unknown pair", where, "predict only pairs of the dataset")
         im = dataset.image(i)
         if not (isinstance(peak, list) and len(peak) == 2
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in peak)
                 and 0 <= peak[0] < im.width and 0 <= peak[1] < im.height):
-            raise InputError(path, f"peak {peak!r} is not [x, y] inside the {im.width}x"
+            raise InputError(path, f"peak {quote(peak)} is not [x, y] inside the {im.width}x"
                              f"{im.height} image", where)
         t = dataset.target(e, i)
         if not t.positive:

@@ -34,17 +34,59 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, quote
 from ..format import GresDataset, masks
-from ..format.rlecheck import check_rles, rle_problem
-from ..io import read_json
+from ..format.rlecheck import check_rles, check_rles_runs, rle_problem
+from ..io import loads_json, read_bytes
+from ..io.limits import MAX_JSON_INT
 from .pngmasks import list_mask_pngs, read_mask_png
 
 _RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' compressed alphabet: chr(48) .. chr(111)
+
+# -- the schema of each JSON input, one per input, applied by msgspec while decoding ------------
+# (the shipped ``format/schema/predictions.schema.json`` says the same; a test compares them).
+# Types are checked before any value is used (a list as ``split`` never reaches a dict lookup),
+# integers are bounded like every JSON integer grdkit reads (:mod:`grdkit.io.limits`), and a
+# JSON float is finite by construction (msgspec refuses NaN, Infinity and overflowing numbers).
+JsonInt = Annotated[int, msgspec.Meta(ge=-(MAX_JSON_INT - 1), le=MAX_JSON_INT - 1)]
+
+
+class RLERecord(msgspec.Struct):
+    """A COCO RLE as submitted: ``size`` [h, w], ``counts`` compressed string or run list."""
+
+    size: list[JsonInt]
+    counts: str | list[JsonInt]
+
+
+class PredictionRecord(msgspec.Struct):
+    """One ``preds.json`` record (module header); unknown keys are ignored."""
+
+    expression_id: JsonInt
+    image_id: JsonInt
+    segmentation: RLERecord | None  # required; null = no target
+    split: str | None = None
+    score: float | None = None
+    no_target: bool | None = None
+    peak: Any = None  # checked by :mod:`.localisation`
+
+
+class NoTargetRecord(msgspec.Struct):
+    """One record of the PNG folder's ``no_target.json`` sidecar."""
+
+    expression_id: JsonInt
+    image_id: JsonInt
+    no_target: bool
+    split: str | None = None
+
+
+_PREDICTIONS = msgspec.json.Decoder(list[PredictionRecord])
+_SIDECAR = msgspec.json.Decoder(list[NoTargetRecord])
+_PREDICTIONS_HINT = "write a JSON list of predictions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +99,8 @@ class Prediction:
     truth already; :func:`check_predictions` validates every other Prediction. ``no_target``:
     the model's own no-target decision, or None (the mask decides). ``peak``: the record's
     optional ``"peak"`` as given (LTS §4.3; checked and scored by :mod:`.localisation`).
+    ``area``, ``runs``: the RLE's foreground pixels and run lengths (int64) when a reader's
+    check found them (else None); the evaluator uses them instead of parsing again.
     """
 
     split: str
@@ -68,6 +112,8 @@ class Prediction:
     checked: bool = dataclasses.field(default=False, compare=False, repr=False)
     no_target: bool | None = None
     peak: Any = dataclasses.field(default=None, compare=False, repr=False)
+    area: int | None = dataclasses.field(default=None, compare=False, repr=False)
+    runs: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class GroundTruth:
@@ -83,13 +129,16 @@ class GroundTruth:
         return len(self.splits) > 1
 
     def resolve_split(self, split: Any, where: str, path: Any) -> str:
+        if split is not None and not isinstance(split, str):
+            raise InputError(path, f"split {quote(split)} is not a string", where,
+                             "write the split's name, e.g. \"val\"")
         if split is None:
             if self.multi:
                 raise InputError(path, "has no 'split' but the ground truth has splits "
                                  f"{sorted(self.splits)}", where, "add \"split\" to each record")
             return next(iter(self.splits))
         if split not in self.splits:
-            raise InputError(path, f"split {split!r} is not in the ground truth "
+            raise InputError(path, f"split {quote(split)} is not in the ground truth "
                              f"{sorted(self.splits)}", where)
         return split
 
@@ -106,7 +155,7 @@ def _check_rle(seg: Any, h: int, w: int, where: str, path: Any) -> dict | None:
                          "or null", where)
     size = seg["size"]
     if not (isinstance(size, list) and len(size) == 2 and all(_int(x) for x in size)):
-        raise InputError(path, f"segmentation size {size!r} is not [height, width]", where)
+        raise InputError(path, f"segmentation size {quote(size)} is not [height, width]", where)
     if size != [h, w]:
         raise InputError(path, f"segmentation size {size} differs from the image size [{h}, {w}]",
                          where, "encode the mask at the image's original resolution")
@@ -139,7 +188,7 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
         if not isinstance(r, dict):
             raise InputError(path, f"is a {type(r).__name__}, not an object", where)
         e, i = r.get("expression_id"), r.get("image_id")
-        where = f"predictions[{k}] (expression_id {e!r}, image_id {i!r})"
+        where = f"predictions[{k}] (expression_id {quote(e)}, image_id {quote(i)})"
         if not _int(e) or not _int(i):
             raise InputError(path, "expression_id and image_id must be integers", where)
         if "segmentation" not in r:
@@ -157,11 +206,11 @@ def parse_prediction_records(records: Any, gt: GroundTruth, path: Any = None) ->
         if score is not None:
             if not isinstance(score, (int, float)) or isinstance(score, bool) \
                     or not math.isfinite(score):
-                raise InputError(path, f"score {score!r} is not a finite number", where)
+                raise InputError(path, f"score {quote(score)} is not a finite number", where)
             score = float(score)
         nt = r.get("no_target")
         if nt is not None and not isinstance(nt, bool):
-            raise InputError(path, f"no_target {nt!r} is not true or false", where,
+            raise InputError(path, f"no_target {quote(nt)} is not true or false", where,
                              "write the model's no-target decision as a JSON boolean, or omit it")
         im = ds.image(i)
         out.append(Prediction(split, e, i, _check_rle(r["segmentation"], im.height, im.width,
@@ -207,7 +256,7 @@ def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
         where = f"predictions[{k}] (expression_id {p.expression_id}, image_id {p.image_id})"
         ds = gt.splits.get(p.split)
         if ds is None or not ds.has_target(p.expression_id, p.image_id):
-            raise InputError(None, f"unknown pair in split {p.split!r}", where,
+            raise InputError(None, f"unknown pair in split {quote(p.split)}", where,
                              "predict only pairs of the dataset")
         im = ds.image(p.image_id)
         if p.rle is not None:
@@ -215,7 +264,8 @@ def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
             if rle is not p.rle:
                 batch[k] = p = dataclasses.replace(p, rle=rle)
         if p.no_target is not None and not isinstance(p.no_target, bool):
-            raise InputError(None, f"no_target {p.no_target!r} is not a bool or None", where)
+            raise InputError(None, f"no_target {quote(p.no_target)} is not a bool or None",
+                             where)
         if p.soft is not None and (not isinstance(p.soft, np.ndarray) or p.soft.dtype != np.uint8
                                    or p.soft.shape != (im.height, im.width)):
             raise InputError(None, "soft map must be a uint8 array of the image's size "
@@ -227,9 +277,97 @@ def check_predictions(predictions: Iterable[Prediction | dict], gt: GroundTruth
 
 def read_prediction_json(path: str | Path, gt: GroundTruth) -> list[Prediction]:
     """Read and validate ``preds.json``; :class:`InputError` on any bad record."""
-    records = read_json(path, "predictions file", "write a JSON list of predictions",
-                        allow_nan=False)
-    return parse_prediction_records(records, gt, Path(path))
+    data = read_bytes(path, "predictions file", _PREDICTIONS_HINT)
+    return decode_predictions(data, Path(path), gt)
+
+
+def decode_predictions(data: bytes, path: Path, gt: GroundTruth) -> list[Prediction]:
+    """Decode and validate the bytes of ``preds.json`` (read from ``path``, named in errors).
+
+    The fast path: msgspec decodes straight into :class:`PredictionRecord` (the schema: types
+    and integer bounds checked in C, no intermediate dicts), then one pass checks pairs, sizes
+    and duplicates and one vectorised pass checks every RLE (:func:`check_rles`). Any problem
+    hands the file to :func:`parse_prediction_records`, which names the first bad record in
+    the words every grdkit reader uses; so the slow, explaining path runs only on a bad file.
+
+    Raises:
+        InputError: malformed JSON (line and column), or the first bad record (its index,
+            ids, what is wrong; values quoted are cut to ~80 characters).
+    """
+    try:
+        recs = _PREDICTIONS.decode(data)
+    except msgspec.ValidationError as e:
+        return _explain(data, path, gt, str(e))
+    except (msgspec.DecodeError, RecursionError):
+        # malformed JSON (named with line and column by the standard parser), or JSON msgspec
+        # refuses and the standard parser accepts (a lone UTF-16 surrogate in a string)
+        return parse_prediction_records(loads_json(path, data, _PREDICTIONS_HINT), gt, path)
+    out = _fast_records(recs, gt)
+    if out is None:
+        return _explain(data, path, gt, "a record fails a check")
+    return out
+
+
+def _explain(data: bytes, path: Path, gt: GroundTruth, schema_error: str) -> list[Prediction]:
+    """Name the first bad record of a file the fast path refused (raises InputError)."""
+    records = loads_json(path, data, _PREDICTIONS_HINT)
+    parse_prediction_records(records, gt, path)  # raises, naming the record
+    where = None  # the record checks accept what the schema refuses: say what the schema says
+    m = re.search(r"\$\[(\d+)\]", schema_error)
+    if m:
+        where = f"predictions[{m.group(1)}]"
+    raise InputError(path, f"does not match the predictions schema: {quote(schema_error, 200)}",
+                     where, "see grdkit/format/schema/predictions.schema.json")
+
+
+def _fast_records(recs: list[PredictionRecord], gt: GroundTruth) -> list[Prediction] | None:
+    """Prediction objects of schema-valid records, or None at the first problem (pair, size,
+    duplicate, RLE integrity), which :func:`parse_prediction_records` then names."""
+    default = None if gt.multi else next(iter(gt.splits))
+    splits = gt.splits
+    seen: set[tuple] = set()
+    out: list[tuple] = []
+    counts: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    append, add = out.append, seen.add
+    for r in recs:
+        split = default if r.split is None else r.split
+        ds = splits.get(split) if split is not None else None
+        e, i = r.expression_id, r.image_id
+        if ds is None or not ds.has_target(e, i):
+            return None
+        key = (split, e, i)
+        if key in seen:
+            return None
+        add(key)
+        seg = r.segmentation
+        j = -1
+        if seg is None:
+            rle = None
+        else:
+            im = ds.image(i)
+            size = seg.size
+            if len(size) != 2 or size[0] != im.height or size[1] != im.width:
+                return None
+            c = seg.counts
+            if type(c) is str:
+                rle = {"size": size, "counts": c}
+                j = len(counts)
+                counts.append(c)
+                sizes.append((im.height, im.width))
+            else:  # uncompressed runs: checked and compressed one by one (rare)
+                try:
+                    rle = masks.to_rle({"size": size, "counts": c}, im.height, im.width)
+                except masks.MaskError:
+                    return None
+        append((split, e, i, rle, r.score, r.no_target, r.peak, j))
+    ok, _, area, runs = check_rles_runs(counts, sizes)
+    if not ok.all():
+        return None
+    area = area.tolist()
+    return [Prediction(s_, e, i, rle, score, checked=True, no_target=nt, peak=peak,
+                       area=area[j] if j >= 0 else None, runs=runs[j] if j >= 0 else None)
+            for s_, e, i, rle, score, nt, peak, j in out]
 
 
 def read_png_mask(path: Path, h: int, w: int, where: str) -> np.ndarray:
@@ -286,8 +424,25 @@ def read_no_target_sidecar(path: Path, gt: GroundTruth) -> dict[tuple[str, int, 
     """
     if not path.exists():
         return {}
-    records = read_json(path, "no-target sidecar", "write a JSON list of {expression_id, "
-                        "image_id, no_target}", allow_nan=False)
+    hint = "write a JSON list of {expression_id, image_id, no_target}"
+    data = read_bytes(path, "no-target sidecar", hint)
+    try:
+        _SIDECAR.decode(data)  # the schema: types checked before any value is used
+        schema_error = None
+    except msgspec.ValidationError as e:
+        schema_error = str(e)
+    except (msgspec.DecodeError, RecursionError):
+        schema_error = None  # malformed JSON: named by the standard parser below
+    records = loads_json(path, data, hint)
+    out = _sidecar_records(path, records, gt)
+    if schema_error is not None:  # the checks below accept what the schema refuses
+        raise InputError(path, f"does not match the sidecar schema: {quote(schema_error, 200)}",
+                         hint=hint)
+    return out
+
+
+def _sidecar_records(path: Path, records: Any, gt: GroundTruth
+                     ) -> dict[tuple[str, int, int], bool]:
     if not isinstance(records, list):
         raise InputError(path, f"top level is a {type(records).__name__}, expected a list")
     out: dict[tuple[str, int, int], bool] = {}
@@ -296,11 +451,11 @@ def read_no_target_sidecar(path: Path, gt: GroundTruth) -> dict[tuple[str, int, 
         if not isinstance(r, dict):
             raise InputError(path, f"is a {type(r).__name__}, not an object", where)
         e, i, nt = r.get("expression_id"), r.get("image_id"), r.get("no_target")
-        where = f"records[{k}] (expression_id {e!r}, image_id {i!r})"
+        where = f"records[{k}] (expression_id {quote(e)}, image_id {quote(i)})"
         if not _int(e) or not _int(i):
             raise InputError(path, "expression_id and image_id must be integers", where)
         if not isinstance(nt, bool):
-            raise InputError(path, f"no_target {nt!r} is not true or false", where)
+            raise InputError(path, f"no_target {quote(nt)} is not true or false", where)
         split = gt.resolve_split(r.get("split"), where, path)
         if not gt.splits[split].has_target(e, i):
             raise InputError(path, f"unknown pair (expression_id {e}, image_id {i}) in split "
