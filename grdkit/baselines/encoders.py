@@ -30,6 +30,7 @@ depend on the padding of the batch it is in.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..io import LIMITS, open_regular, read_bytes
 
 DEFAULT_VISION = "efficientnet_lite0"
 DEFAULT_TEXT = "all-MiniLM-L6-v2"
@@ -140,10 +142,9 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
         full.load_state_dict(map_lite0(state, full), strict=True)
     elif weights is not None:
         p = Path(weights)
-        if not p.is_file():
-            raise InputError(p, "vision weights not found")
+        data = read_bytes(p, "vision weights", limit=LIMITS["checkpoint"])  # checked opener
         try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise InputError(p, f"cannot be read as a state dict: {e}") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
@@ -370,14 +371,12 @@ def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
             non-number, NaN or an infinity (named by line number), or an empty file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "GloVe file not found", hint="give a local glove.*.txt file")
     words: list[str] = []
     row: dict[str, int] = {}
     buf = bytearray()
     dim = None
     digest = hashlib.sha256()
-    with open(p, "rb") as f:
+    with open_regular(p, "GloVe file", LIMITS["text"], "give a local glove.*.txt file") as f:
         for n, raw in enumerate(f, 1):
             digest.update(raw)
             try:

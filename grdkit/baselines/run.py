@@ -8,6 +8,7 @@ same way.
 from __future__ import annotations
 
 import contextlib
+import io
 import pickle
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..io import read_json
+from ..io import LIMITS, read_bytes, read_json
 from . import MODELS, model_class, model_default, model_options
 
 
@@ -223,8 +224,9 @@ def read_checkpoint(path: str | Path) -> dict:
     Raises:
         InputError: unreadable, truncated, or not a grdkit checkpoint.
     """
+    data = read_bytes(path, "checkpoint", limit=LIMITS["checkpoint"])  # checked opener
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
         raise InputError(path, f"cannot be read as a checkpoint: {str(e)[:200]}") from None
     if not isinstance(ck, dict) or "model" not in ck:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..baselines import MODELS
+from ..baselines.options import apply_to_command
 from ..io import check_outputs, ensure_writable
 from .ui import out, progress_bar, table
 
@@ -203,6 +204,9 @@ def train_cmd(ctx, model, data, img_root, out_dir, epochs, batch_size, accum_ste
         row.update({f"val {k}": round(res["val"][k], 2) for k in ("gres_miou", "t_acc", "n_acc")
                     if res["val"].get(k) is not None})
     out.print(table(f"trained {model} -> {out_dir}", [row]))
+
+
+apply_to_command(train_cmd)  # option types from the one schema (grdkit.baselines.options)
 
 
 @click.command("predict")

@@ -45,7 +45,11 @@ def list_cmd():
 
 
 def _sets(values: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs, VALUE read as JSON (else a string), each checked by the run options'
+    one schema (:func:`grdkit.baselines.options.check_run_option`)."""
     import json
+
+    from ..baselines.options import check_run_option
 
     res = {}
     for v in values:
@@ -53,9 +57,10 @@ def _sets(values: tuple[str, ...]) -> dict:
         if not sep or not k:
             raise click.BadParameter(f"{v!r} is not KEY=VALUE", param_hint="--set")
         try:
-            res[k] = json.loads(raw)
+            val = json.loads(raw)  # NaN, 1e999: floats, refused as not finite below
         except ValueError:
-            res[k] = raw
+            val = raw
+        res[k] = check_run_option(k, val, f"--set {k}")
     return res
 
 
@@ -130,7 +135,7 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
                              hint="download it in the layout named (paths relative to "
                                   "--data-root), or choose --rows that do not need it")
     ex = Executor(out_dir, data_root, device, None if launcher == "none" else launcher, nproc,
-                  log=lambda m: err.print(f"[dim]{m}[/]"))
+                  log=lambda m: err.print(m, style="dim"))
     summary = ex.run(plan)
     cells = results.collect(plan, out_dir)
     res = out_dir / "results" / recipe.name

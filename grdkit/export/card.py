@@ -10,6 +10,7 @@ filled by ``grdkit export hf``), ``{{recipe}}``, ``{{statistics}}``, ``{{sources
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from importlib import resources
@@ -18,7 +19,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..format import GresDataset, dumps
 from ..format.stats import dataset_stats, summary_rows
-from ..io import Commit
+from ..io import Commit, open_regular
 from ..registry import DATASETS
 
 
@@ -135,7 +136,7 @@ def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
 def _is_split_file(path: Path) -> bool:
     """A canonical split file written by grdkit (its first record is ``"info"``)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.readline().strip() == "{" and f.readline().startswith('"info":')
-    except (OSError, UnicodeDecodeError):
+        with open_regular(path, "split file") as b, io.TextIOWrapper(b, encoding="utf-8") as f:
+            return f.readline(16).strip() == "{" and f.readline(16).startswith('"info":')
+    except (OSError, UnicodeDecodeError, InputError):
         return False

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image as PILImage
 
 from ..errors import InputError
+from .files import LIMITS, open_regular, read_bytes
 from .limits import MAX_PIXELS, size_problem
 
 # PIL warns above MAX_IMAGE_PIXELS and raises above twice it; grdkit checks the header itself
@@ -84,9 +85,10 @@ def open_image(source: str | Path | bytes, size: tuple[int, int] | None = None,
             :func:`~grdkit.io.limits.size_problem`'s bounds, or not ``size``.
     """
     where = name if name is not None else (None if isinstance(source, bytes) else source)
-    src = io.BytesIO(source) if isinstance(source, bytes) else source
+    src = io.BytesIO(source) if isinstance(source, bytes) else \
+        open_regular(source, "image file", LIMITS["image"], record=record)  # checked opener
     try:
-        with warnings.catch_warnings():
+        with src, warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(src) as im:
                 _check_header(im, size, where, record)
@@ -94,8 +96,6 @@ def open_image(source: str | Path | bytes, size: tuple[int, int] | None = None,
                 yield im
     except InputError:
         raise
-    except FileNotFoundError:
-        raise InputError(where, "image file not found", record) from None
     except (*IMAGE_ERRORS, PILImage.DecompressionBombWarning) as e:
         raise InputError(where, f"cannot be read as an image: {e}", record,
                          "replace the file with a complete image") from None
@@ -139,12 +139,8 @@ def read_image_file(img_root: str | Path, file_name: object, size: tuple[int, in
     """The checked bytes of an image named by a record: :func:`image_path`, then
     :func:`check_image_bytes`. Raises :class:`InputError` as those do, or when unreadable."""
     path = image_path(img_root, file_name, record)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "image file not found", record, "check --img-root") from None
-    except OSError as e:
-        raise InputError(path, f"cannot be read: {e}", record) from None
+    data = read_bytes(path, "image file", "check --img-root", limit=LIMITS["image"],
+                      record=record)
     check_image_bytes(data, size, record, path)
     return data
 
@@ -157,14 +153,13 @@ def image_size(path: str | Path, record: str | None = None) -> tuple[int, int]:
             :func:`~grdkit.io.limits.size_problem`'s bounds.
     """
     try:
-        with warnings.catch_warnings():
+        with open_regular(path, "image file", LIMITS["image"], record=record) as f, \
+                warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as im:
+            with PILImage.open(f) as im:
                 _check_header(im, None, path, record)
                 return im.height, im.width
     except InputError:
         raise
-    except FileNotFoundError:
-        raise InputError(path, "image file not found", record) from None
     except (*IMAGE_ERRORS, PILImage.DecompressionBombWarning) as e:
         raise InputError(path, f"cannot be read as an image: {e}", record) from None

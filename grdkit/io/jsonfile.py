@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .files import LIMITS, read_bytes
 from .limits import MAX_JSON_INT
 
 
@@ -47,15 +48,12 @@ def read_json(path: str | Path, what: str = "file", hint: str | None = None,
             a NaN coordinate, score or metric would silently change a result).
 
     Raises:
-        InputError: missing, unreadable, not UTF-8, or invalid JSON (line and column named).
+        InputError: missing, not a regular file, above ``LIMITS["json"]`` bytes
+            (:func:`grdkit.io.files.read_bytes`), unreadable, not UTF-8, or invalid JSON (line
+            and column named).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, f"{what} not found") from None
-    except OSError as e:
-        raise InputError(path, f"cannot be read: {e}") from None
+    data = read_bytes(path, what, limit=LIMITS["json"])  # the checked opener: no FIFO, bounded
     return loads_json(path, data, hint, allow_nan)
 
 

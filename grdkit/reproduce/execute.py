@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import atomic_write_text, read_json
+from ..io import atomic_write_text, open_regular, read_json
 from . import api
 from .plan import Plan, Step
 
@@ -35,10 +36,14 @@ class RunSummary:
 
 
 def _sha_file(path: Path) -> str:
+    """sha256 of a regular file (the checked opener: a FIFO or a device is refused, and at most
+    the size checked at opening is read)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+    with open_regular(path, "input file") as f:
+        left = os.fstat(f.fileno()).st_size
+        while left > 0 and (chunk := f.read(min(left, 1 << 20))):
             h.update(chunk)
+            left -= len(chunk)
     return h.hexdigest()[:16]
 
 
