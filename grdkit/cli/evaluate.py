@@ -103,12 +103,12 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
              **{k: fmt(k, g[k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
             for g in worst]))
     if failures:
-        out.print(table("[red]gate failed[/]", [
+        out.print(table("gate failed", [
             {"metric": f["metric"], "value": fmt(f["metric"], f["value"]),
              "limit": fmt(f["metric"], f["limit"]), "reason": f["reason"]} for f in failures]))
         return 1
     if gates or base is not None:
-        out.print("[green]gate passed[/]")
+        out.print("gate passed", style="green")
     return 0
 
 

@@ -15,6 +15,7 @@ is false.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 
 import click
@@ -117,16 +118,40 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+_TERMINATED: list[int] = []
+
+
+def _terminate(signum, frame) -> None:
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: every `finally` and temp-file cleanup runs
+
+
+def handle_sigterm() -> None:
+    """Treat SIGTERM (what CI runners, SLURM and ``timeout`` send) like Ctrl-C: raise
+    ``KeyboardInterrupt`` in the main thread, so every ``finally`` / ``except BaseException``
+    cleanup (:class:`grdkit.io.Commit`, :func:`grdkit.io.atomic_write_bytes`) removes its temp
+    files, then exit 143 (128 + 15). Installed by :func:`main` only (not on import), and only
+    in the main thread (Python's rule for signal handlers)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; map every input and usage error to one line on stderr and exit code 2."""
+    """Run the CLI; map every input and usage error to one line on stderr and exit code 2.
+
+    Interrupts (Ctrl-C, and SIGTERM: :func:`handle_sigterm`) print ``grdkit: aborted`` and exit
+    130 (143 for SIGTERM) after the temp files are removed."""
+    handle_sigterm()
     try:
         rv = cli.main(args=argv, prog_name="grdkit", standalone_mode=False)
     except GrdkitError as e:
         click.echo(f"grdkit: error: {_one_line(e)}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("grdkit: aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("grdkit: aborted" + (" (SIGTERM)" if _TERMINATED else ""), err=True)
+        sys.exit(143 if _TERMINATED else 130)
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx is not None else "grdkit"
         click.echo(f"grdkit: error: {_one_line(e.format_message())} (see {where} --help)",

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..io import atomic_write_text, check_outputs
+from ..io import atomic_write_text, check_outputs, lock_folder
 from .ui import err, out
 
 
@@ -136,7 +136,8 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
                                   "--data-root), or choose --rows that do not need it")
     ex = Executor(out_dir, data_root, device, None if launcher == "none" else launcher, nproc,
                   log=lambda m: err.print(m, style="dim"))
-    summary = ex.run(plan)
+    with lock_folder(out_dir):  # a second reproduce into this --out is refused (issue 30, G)
+        summary = ex.run(plan)
     cells = results.collect(plan, out_dir)
     res = out_dir / "results" / recipe.name
     res.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# markup=False: user text (file names, expressions, --names, paths) reaches these consoles and
+# tables; a "[/]" in it would raise rich's MarkupError, and "[red]" would restyle output. Styles
+# are given as arguments (``out.print(text, style="green")``), never as markup (issue 30, B).
+out = Console(highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
 
 
 @contextmanager
@@ -22,8 +25,8 @@ def progress_bar(enabled: bool = True) -> Iterator:
     if not enabled:
         yield lambda it, desc, total: it
         return
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=False)
+    prog = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False)
 
     def track(it: Iterable, desc: str, total: int) -> Iterable:
         if not prog.live.is_started:

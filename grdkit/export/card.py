@@ -124,7 +124,7 @@ def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
                          hint="check that the input holds records")
     texts = {out / f"{split}.json": dumps(ds) for split, ds in datasets.items()}
     texts[out / "README.md"] = render_card(datasets, notes)
-    with Commit() as c:  # every file or none: never a split of this build beside older ones
+    with Commit(lock=out) as c:  # every file or none, --out locked: never a mix of two builds
         for path, text in texts.items():
             c.write_text(path, text)
         for stale in sorted(out.glob("*.json")):

@@ -269,7 +269,7 @@ def export_hf(splits: dict[str, GresDataset], out: str | Path, img_root: str | P
     out = Path(out)
     embed = img_root is not None
     result: dict = {}
-    with Commit() as commit:  # every shard and the card, or nothing: see the module header
+    with Commit(lock=out) as commit:  # every shard and the card, or nothing; --out locked
         for config in configs:
             feats = features(config, embed)
             schema = feats.arrow_schema

@@ -13,7 +13,14 @@
   that can build plain data only and never run code.
 """
 
-from .atomic import Commit, atomic_write_bytes, atomic_write_text, check_outputs, ensure_writable
+from .atomic import (
+                     Commit,
+                     atomic_write_bytes,
+                     atomic_write_text,
+                     check_outputs,
+                     ensure_writable,
+                     lock_folder,
+)
 from .files import LIMITS, check_regular, open_regular, read_bytes
 from .jsonfile import loads_json, read_json
 from .pickles import NumpyUnpickler, SafeUnpickler, load_pickle, loads_pickle
@@ -31,6 +38,7 @@ __all__ = [
            "load_pickle",
            "loads_json",
            "loads_pickle",
+           "lock_folder",
            "open_regular",
            "read_bytes",
            "read_json",
