@@ -11,7 +11,7 @@ from ..evaluators import evaluate, load_ground_truth, merge_states, write_curves
 from ..evaluators.cosod import COSOD_PROTOCOLS
 from ..evaluators.functional import PROTOCOLS
 from ..evaluators.names import NAMINGS, labels
-from ..evaluators.report import Report, check_gate, comparability_problems, fmt
+from ..evaluators.report import Report, check_gate, check_report, comparability_problems, fmt
 from ..io import Commit, check_outputs, read_json
 from ..plots import MISSING
 from .ui import out, progress_bar, table
@@ -54,9 +54,7 @@ def _finish(report: Report, json_out, markdown_out, baseline, max_drop, fail_und
     lab = labels(names, (*report.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
     base = None
     if baseline is not None:
-        base = read_json(baseline, "baseline report")
-        if not isinstance(base, dict) or not isinstance(base.get("metrics"), dict):
-            raise InputError(baseline, "is not a grdkit JSON report (no 'metrics' object)")
+        base = check_report(read_json(baseline, "baseline report"), baseline)
         problems = comparability_problems(report.config, base.get("config") or {})
         if problems:
             raise InputError(baseline, f"cannot be a baseline: it {problems[0]}",
