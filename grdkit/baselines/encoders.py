@@ -276,8 +276,15 @@ class TextEncoder(nn.Module):
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar on every model build
         self.name = name
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        try:  # a folder of the wrong files, or weights transformers refuses to unpickle
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError,
+                pickle.UnpicklingError) as e:
+            raise InputError(path, f"cannot be loaded as a transformers text model: "
+                             f"{' '.join(str(e).split())[:200]}",
+                             hint="pass a local transformers folder (config.json, tokenizer, "
+                                  "safetensors weights)") from None
         self.max_length = max_length
         hidden = int(self.model.config.hidden_size)
         self.gru = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True) if gru \
@@ -367,8 +374,10 @@ def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
     would take ~6x the memory of the 2.2M-word release).
 
     Raises:
-        InputError: missing file, a line that is not UTF-8, with fewer than d numbers, a
-            non-number, NaN or an infinity (named by line number), or an empty file.
+        InputError: missing file (or not a regular file: :func:`grdkit.io.open_regular`), a
+            word2vec header line (``N D``), a dimension other than the file name's
+            (``glove.6B.300d.txt``: 300), a line that is not UTF-8, with fewer than d numbers,
+            a non-number, NaN or an infinity (named by line number), or an empty file.
     """
     p = Path(path)
     words: list[str] = []
@@ -388,7 +397,17 @@ def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
                 if not line.strip():
                     continue
                 raise InputError(p, "is not a GloVe line (word and vector)", f"line {n}")
-            dim = dim or len(parts) - 1
+            if dim is None:
+                if len(parts) == 2 and all(x.isdigit() for x in parts):
+                    raise InputError(p, f"starts with the header line {line.strip()!r}: a "
+                                     "word2vec text file, not GloVe", f"line {n}",
+                                     "drop the header line (GloVe has none)")
+                dim = len(parts) - 1
+                m = re.search(r"\.(\d+)d\.txt$", p.name)
+                if m and int(m.group(1)) != dim:
+                    raise InputError(p, f"vectors have {dim} numbers, the file name says "
+                                     f"{m.group(1)}", f"line {n}",
+                                     "give the GloVe file the model is meant for, unmodified")
             if len(parts) - 1 < dim:
                 raise InputError(p, f"vector has {len(parts) - 1} numbers, the first line has "
                                  f"{dim}", f"line {n}")

@@ -273,9 +273,21 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 raise InputError(out / "config.json", f"{key} differs from this run's",
                                  hint="resume with the same model options")
         ck = read_checkpoint(ckpt_path)
+        for key, kind in (("optimizer", dict), ("scheduler", dict), ("epoch", int),
+                          ("step", int)):  # what a resume needs, checked before use
+            if not isinstance(ck.get(key), kind) or isinstance(ck.get(key), bool):
+                raise InputError(ckpt_path, f"cannot be resumed: {key!r} is missing or not "
+                                 f"{'an object' if kind is dict else 'an integer'}",
+                                 hint="resume from a checkpoint written by grdkit train, or "
+                                      "train afresh without --resume")
         check_fits(model, ck["model"], ckpt_path)
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+        try:
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            raise InputError(ckpt_path, f"cannot be resumed: its optimizer or scheduler state "
+                             f"does not fit ({' '.join(str(e).split())[:160]})",
+                             hint="resume with the same options, or train afresh") from None
         start_epoch, step = ck["epoch"] + 1, ck["step"]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -231,7 +231,35 @@ def read_checkpoint(path: str | Path) -> dict:
         raise InputError(path, f"cannot be read as a checkpoint: {str(e)[:200]}") from None
     if not isinstance(ck, dict) or "model" not in ck:
         raise InputError(path, "is not a grdkit checkpoint (no 'model')")
+    check_tensor_storage(ck, path)
     return ck
+
+
+def check_tensor_storage(obj, path: str | Path, where: str = "") -> None:
+    """Every tensor in ``obj`` (nested dicts / lists) views no more than its real storage.
+
+    ``weights_only`` loading builds a tensor from (storage, shape, stride) as the file states
+    them: a 1 kB file can declare a 200000 x 200000 tensor of stride 0 over one element, and
+    any later whole-tensor operation (the NaN check, ``load_state_dict``'s copy) would then
+    allocate 160 GB. A tensor must be non-overlapping and dense, and ``numel x element size``
+    at most its storage's bytes (issue 30, I).
+
+    Raises:
+        InputError: naming the tensor's key.
+    """
+    if isinstance(obj, torch.Tensor):
+        need = obj.numel() * obj.element_size()
+        have = obj.untyped_storage().nbytes()
+        if need > have or (obj.numel() > 1 and not obj.is_non_overlapping_and_dense()):
+            raise InputError(path, f"tensor {where or '(top)'} declares {tuple(obj.shape)} "
+                             f"over {have} bytes of storage (overlapping or larger than its "
+                             "data)", hint="use a checkpoint written by grdkit train")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_tensor_storage(v, path, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for k, v in enumerate(obj):
+            check_tensor_storage(v, path, f"{where}[{k}]")
 
 
 def check_fits(model: torch.nn.Module, state: dict, path: str | Path) -> None:

@@ -109,13 +109,45 @@ def finite_floats(command: click.Command) -> None:
 
 finite_floats(cli)
 
+
+def _follow_links(ctx, param, value):
+    from ..io.images import set_follow_links
+
+    set_follow_links(value)
+    return value
+
+
+# every command that reads images under an image root takes the same opt-in, which sets the one
+# setting every image reader follows (grdkit.io.images.set_follow_links)
+LINK_COMMANDS = (("validate",), ("show",), ("export", "hf"), ("train",), ("predict",),
+                 ("cache",), ("convert", "cosod"))
+
+
+def add_follow_links(root: click.Group) -> None:
+    """Add ``--follow-links`` to every command of :data:`LINK_COMMANDS`."""
+    for path in LINK_COMMANDS:
+        cmd = root
+        for name in path:
+            cmd = cmd.commands[name]
+        cmd.params.append(click.Option(
+            ["--follow-links"], is_flag=True, expose_value=False, is_eager=True,
+            callback=_follow_links,
+            help="Follow links that lead outside the image root (a root assembled from "
+                 "symlinked folders, e.g. images/coco -> /data/coco/train2014), for roots you "
+                 "trust; default off: such links are refused. Recorded in convert's outputs."))
+
+
+add_follow_links(cli)
+
 # what the OS or a library raises on a hostile or impossible input (module header)
 INPUT_FAILURES = (OSError, RecursionError, OverflowError, MemoryError,
                   PILImage.DecompressionBombError)
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    # undecodable bytes of a path (surrogate escapes) shown as \udcff, never a UnicodeEncodeError
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return " ".join(text.split())
 
 
 _TERMINATED: list[int] = []
@@ -144,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     Interrupts (Ctrl-C, and SIGTERM: :func:`handle_sigterm`) print ``grdkit: aborted`` and exit
     130 (143 for SIGTERM) after the temp files are removed."""
     handle_sigterm()
+    from ..io.images import set_follow_links
+
+    set_follow_links(False)  # per run: only this run's --follow-links turns it on
     try:
         rv = cli.main(args=argv, prog_name="grdkit", standalone_mode=False)
     except GrdkitError as e:

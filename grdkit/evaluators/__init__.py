@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import naming
 from ..format import GresDataset, load_dataset, load_splits
 from ..io import Commit
 from ..progress import Progress, tracked
@@ -77,12 +78,14 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     gt = load_ground_truth(dataset)
     ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod, protocol=protocol,
                        cosod_protocol=cosod_protocol, workers=workers)
-    preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
+    with naming(predictions):  # every record error names the predictions file (class K)
+        preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
     batches = [preds[k:k + CHUNK] for k in range(0, len(preds), CHUNK)]
     try:
-        for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)",
-                             len(batches)):
-            ev.process(batch)
+        with naming(predictions):
+            for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)",
+                                 len(batches)):
+                ev.process(batch)
     finally:
         ev.close()
     if save_state is not None:
@@ -91,7 +94,8 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)
     report = ev.evaluate(strict=strict, bootstrap=bootstrap, seed=seed, config=cfg)
-    loc = localisation(preds, gt)
+    with naming(predictions):
+        loc = localisation(preds, gt)
     if loc is not None:  # LTS §4.3, from the optional "peak" keys (:mod:`.localisation`)
         report.metrics["loc_acc"] = loc["loc_acc"]
         report.counts["loc_pairs"] = loc["loc_pairs"]

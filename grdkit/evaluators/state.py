@@ -71,8 +71,9 @@ def read_state(path: str | Path) -> dict:
         raise InputError(path, f"is not a grdkit evaluation state: {e}") from None
     try:
         meta = json.loads(str(st["meta"]))
-        ok = meta.get("format") == STATE_FORMAT
-    except (KeyError, ValueError, AttributeError):
+        ok = meta.get("format") == STATE_FORMAT and isinstance(meta.get("fingerprint"), str) \
+            and all(k in meta for k in OPTIONS) and isinstance(meta.get("splits"), list)
+    except (KeyError, ValueError, AttributeError, RecursionError):
         ok = False
     if not ok:
         raise InputError(path, "is not a grdkit evaluation state",

@@ -12,6 +12,7 @@ the header's size is checked against it and against the recorded size first).
 
 from __future__ import annotations
 
+import contextvars
 import io
 import os
 import warnings
@@ -33,6 +34,24 @@ PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, PILImage.DecompressionBombError)
 
 
+_FOLLOW_LINKS: contextvars.ContextVar[bool] = contextvars.ContextVar("follow_links",
+                                                                    default=False)
+
+
+def set_follow_links(on: bool) -> None:
+    """Opt in (``--follow-links``) to image roots whose links lead outside them, e.g.
+    ``images/coco -> /data/coco/train2014`` (a root assembled from symlinked folders for union
+    training). Off by default: a dataset's ``file_name`` then cannot reach a file outside the
+    root through a link. Every reader (:func:`image_path`) follows this one setting, so
+    ``convert``, ``validate``, ``show``, ``export`` and the baselines agree."""
+    _FOLLOW_LINKS.set(bool(on))
+
+
+def follow_links() -> bool:
+    """Whether links leaving the image root are followed (:func:`set_follow_links`)."""
+    return _FOLLOW_LINKS.get()
+
+
 def image_path(img_root: str | Path, file_name: object, record: str | None = None) -> Path:
     """The file ``img_root / file_name``, refused when it could leave the image root.
 
@@ -43,7 +62,8 @@ def image_path(img_root: str | Path, file_name: object, record: str | None = Non
 
     Raises:
         InputError: ``file_name`` is not a non-empty string, is absolute, holds ``..``, a
-            backslash or a NUL, or resolves (symlinks followed) outside ``img_root``.
+            backslash or a NUL, or resolves (symlinks followed) outside ``img_root`` (unless
+            :func:`set_follow_links` opted in).
     """
     root = Path(img_root)
     fix = "file_name must be a path relative to the image root, inside it"
@@ -59,9 +79,11 @@ def image_path(img_root: str | Path, file_name: object, record: str | None = Non
         real = os.path.realpath(path)
     except (OSError, ValueError) as e:
         raise InputError(path, f"cannot be resolved: {e}", record) from None
-    if os.path.commonpath([real_root, real]) != real_root:
+    if os.path.commonpath([real_root, real]) != real_root and not follow_links():
         raise InputError(root, f"file_name {file_name!r} is a link that leaves the image root "
-                         f"(to {real})", record, fix)
+                         f"(to {real})", record,
+                         "keep images inside --img-root, or pass --follow-links if you trust "
+                         "the links of this root")
     return path
 
 

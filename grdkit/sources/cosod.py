@@ -38,8 +38,17 @@ class CosodGroup:
 
 
 def _entries(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if not p.name.startswith(".") and p.name not in _IGNORED)
+    out = sorted(p for p in folder.iterdir()
+                 if not p.name.startswith(".") and p.name not in _IGNORED)
+    for p in out:  # a name of bytes that are not UTF-8 cannot be written to JSON (file_name)
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = p.name.encode("utf-8", "surrogateescape")[:80]
+            raise InputError(folder, f"holds a name that is not UTF-8: {shown!r}",
+                             hint="rename it (grdkit writes file names to JSON, as UTF-8)"
+                             ) from None
+    return out
 
 
 def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
