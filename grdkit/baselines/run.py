@@ -250,7 +250,11 @@ def check_tensor_storage(obj, path: str | Path, where: str = "") -> None:
     if isinstance(obj, torch.Tensor):
         need = obj.numel() * obj.element_size()
         have = obj.untyped_storage().nbytes()
-        if need > have or (obj.numel() > 1 and not obj.is_non_overlapping_and_dense()):
+        shape, stride = obj.shape, obj.stride()
+        reach = (obj.storage_offset() + sum((n - 1) * abs(st) for n, st in zip(shape, stride))
+                 + 1) * obj.element_size() if obj.numel() else 0
+        zero = any(st == 0 and n > 1 for n, st in zip(shape, stride))  # one element, many views
+        if need > have or reach > have or zero:
             raise InputError(path, f"tensor {where or '(top)'} declares {tuple(obj.shape)} "
                              f"over {have} bytes of storage (overlapping or larger than its "
                              "data)", hint="use a checkpoint written by grdkit train")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.files import check_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"
@@ -54,6 +55,8 @@ def _entries(folder: Path) -> list[Path]:
 def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for p in _entries(folder):
+        if p.suffix.lower() in suffixes and not p.is_dir():  # a FIFO or device: named as such
+            check_regular(p, f"{what.split()[-1]} file", record=f"group {folder.name!r}")
         if not p.is_file() or p.suffix.lower() not in suffixes:
             raise InputError(p, f"is not {what} file ({' / '.join(suffixes)})",
                              f"group {folder.name!r}",
