@@ -1224,3 +1224,29 @@ def test_image_root_of_links_needs_follow_links_everywhere(tmp_path, capsys):
     code, _, err = run_cli(["show", out / "test.json", "--img-root", root / "images", "--out",
                             tmp_path / "s.png"], capsys)  # the setting does not leak between runs
     assert code == 2 and "--follow-links" in err
+
+
+class _Run:
+    def __reduce__(self):
+        return (os.system, ("touch ran-code",))
+
+
+def test_text_model_folder_holding_a_pickle(tmp_path, monkeypatch):
+    """Class I: transformers refuses a pickled ``pytorch_model.bin`` (weights_only); that is an
+    input error naming the folder, and nothing ran."""
+    pytest.importorskip("transformers")
+    import pickle
+
+    from grdkit.baselines.encoders import TextEncoder, bundled_text_path
+
+    src = bundled_text_path()
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    for f in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json"):
+        shutil.copy(src / f, folder / f)
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Run()}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="cannot be loaded as a transformers text model"):
+        TextEncoder(str(folder))
+    assert not (tmp_path / "ran-code").exists()

@@ -97,7 +97,8 @@ def _scalar(key: str, v: Any, t: click.ParamType, where: str) -> Any:
     elif not isinstance(v, str) or not v:
         raise bad("a non-empty string")
     try:
-        return t.convert(v, None, None)
+        t.convert(v, None, None)  # the range check; the value is kept as given (1 stays an
+        return v                  # int: step keys of reproduce hash the config as written)
     except click.BadParameter:
         kind = "an integer" if isinstance(t, click.IntRange) else "a finite number"
         raise bad(f"{kind} {_range(t)}") from None
@@ -137,7 +138,7 @@ def check_run_option(key: str, value: Any, where: str) -> Any:
         where: the file or flag named in messages (``"--set"``, ``"recipes/lts/table6.yaml"``).
 
     Returns:
-        The value, converted by the option's click type.
+        The value, unchanged (checked by the option's click type).
 
     Raises:
         InputError: a wrong type, out of range, not finite, or not one of the choices.

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import atomic_write_text, open_regular, read_json
+from ..io import atomic_write_text, open_regular, read_bytes, read_json
 from . import api
 from .plan import Plan, Step
 
@@ -200,7 +200,7 @@ class Executor:
         run = self.out / "runs" / step.key
         started = run / "reproduce-inputs.txt"
         resume = (run / "checkpoint.pt").exists() and started.exists() \
-            and started.read_text() == inputs
+            and read_bytes(started, "reproduce-inputs.txt", limit=4096) == inputs.encode()
         if run.exists() and not resume:
             shutil.rmtree(run)  # a partial run of other inputs (or one without checkpoint)
         run.mkdir(parents=True, exist_ok=True)
@@ -249,7 +249,7 @@ class Executor:
 
 def _torchrun_main(request: str) -> None:
     """Entry point of ``--launcher torchrun``: one training from a request file."""
-    r = json.loads(Path(request).read_text())
+    r = read_json(request, "torchrun request")
     api.train(r["cfg"], [Path(p) for p in r["data"]], Path(r["img_root"]), Path(r["out"]),
               r["resume"])
 
