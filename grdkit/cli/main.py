@@ -15,6 +15,7 @@ is false.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 
@@ -151,23 +152,34 @@ def _one_line(text: str) -> str:
 
 
 _TERMINATED: list[int] = []
+_MAIN_PID: list[int] = []
 
 
 def _terminate(signum, frame) -> None:
+    if _MAIN_PID and os.getpid() != _MAIN_PID[-1]:
+        # a forked worker (evaluation pool, DataLoader) inherited the handler: it ends as a
+        # worker would without it; the main process does the cleanup
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     _TERMINATED.append(signum)
     raise KeyboardInterrupt  # SIGTERM as Ctrl-C: every `finally` and temp-file cleanup runs
 
 
-def handle_sigterm() -> None:
+def handle_sigterm():
     """Treat SIGTERM (what CI runners, SLURM and ``timeout`` send) like Ctrl-C: raise
     ``KeyboardInterrupt`` in the main thread, so every ``finally`` / ``except BaseException``
     cleanup (:class:`grdkit.io.Commit`, :func:`grdkit.io.atomic_write_bytes`) removes its temp
     files, then exit 143 (128 + 15). Installed by :func:`main` only (not on import), and only
-    in the main thread (Python's rule for signal handlers)."""
+    in the main thread (Python's rule for signal handlers). Returns the previous handler (None
+    when nothing was installed), which :func:`main` puts back when it returns."""
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _MAIN_PID.append(os.getpid())
+    _TERMINATED.clear()
+    return signal.signal(signal.SIGTERM, _terminate)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,7 +187,15 @@ def main(argv: list[str] | None = None) -> None:
 
     Interrupts (Ctrl-C, and SIGTERM: :func:`handle_sigterm`) print ``grdkit: aborted`` and exit
     130 (143 for SIGTERM) after the temp files are removed."""
-    handle_sigterm()
+    previous = handle_sigterm()
+    try:
+        _run(argv)
+    finally:  # an in-process caller (tests, notebooks) gets its own handler back
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> None:
     from ..io.images import set_follow_links
 
     set_follow_links(False)  # per run: only this run's --follow-links turns it on
