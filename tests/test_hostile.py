@@ -912,6 +912,11 @@ def test_markup_in_user_text_is_printed_as_is(corpus, capsys, text):
     assert code == 0 and rep.exists(), se
     hostile(["eval", d / f"missing{text}.json", "--gt", corpus["gt"]], capsys,
             contains=[f"missing{text}.json"])
+    board = d / f"board{text}.md"
+    code, so, se = run_cli(["leaderboard", rep, rep, "--names", f"{text},b{text}",
+                            "--markdown", board], capsys)
+    assert code == 0 and "Traceback" not in so + se, se
+    assert f"b{text}" in board.read_text()
 
 
 # -- class E: recipe values and --set through one typed, range-checked schema -----------------
