@@ -811,6 +811,10 @@ def _special_cases(c: dict, kind: str) -> list[tuple[str, list, Path]]:
     PILImage.fromarray(np.zeros((10, 10), np.uint8)).save(folder / "1" / "1.png")
     _special(kind, folder / "no_target.json")
     cases.append(("no_target.json", ["eval", folder, "--gt", gt], folder / "no_target.json"))
+    pngs = d / "pngs2"
+    (pngs / "1").mkdir(parents=True)
+    _special(kind, pngs / "1" / "2.png")
+    cases.append(("prediction PNG", ["eval", pngs, "--gt", gt], pngs / "1" / "2.png"))
     cases.append(("--baseline", ["eval", preds, "--gt", gt, "--baseline", sp("b.json")],
                   d / "b.json"))
     cases.append(("state", ["eval", "merge", sp("s.npz"), "--gt", gt], d / "s.npz"))
@@ -871,7 +875,7 @@ def test_special_files_as_every_input_kind(corpus, capsys):
             assert "FIFO" in res["err"] or "character device" in res["err"], (what, res)
         assert res["seconds"] < 15, (what, res)
         kinds.add(what)
-    assert len(kinds) >= 19
+    assert len(kinds) >= 20
 
 
 def test_checked_opener_refuses_before_reading(tmp_path):

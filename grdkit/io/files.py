@@ -35,7 +35,7 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 LIMITS = {
     "json": 4 * GiB,
     "pickle": 4 * GiB,
-    "image": 256 * MiB,
+    "image": 1 * GiB,
     "checkpoint": 16 * GiB,
     "state": 4 * GiB,
     "text": 16 * GiB,
