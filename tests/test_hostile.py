@@ -1049,7 +1049,7 @@ def test_commit_rolls_back_a_rename_that_fails_part_way(tmp_path, monkeypatch, f
         return real(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
-    with pytest.raises(PermissionError), Commit() as c:
+    with pytest.raises(InputError, match="cannot be replaced"), Commit() as c:
         c.write_text(tmp_path / "a.json", "new a")
         c.write_text(tmp_path / "b.json", "new b")
         c.write_text(tmp_path / "c.json", "new c")
@@ -1269,3 +1269,25 @@ def test_text_model_folder_holding_a_pickle(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="cannot be loaded as a transformers text model"):
         TextEncoder(str(folder))
     assert not (tmp_path / "ran-code").exists()
+
+
+def test_immutable_split_file_leaves_the_earlier_build(tmp_path, capsys):
+    """Class G, the issue's reproducer: ``chattr +i B/val.json`` then a second build with
+    another seed: exit 2 naming val.json, every file of the first build as it was, no temp
+    file (needs chattr and the right to use it: root on ext4 / overlayfs)."""
+    from grdkit.testing.synth import demo_root
+
+    out = tmp_path / "B"
+    base = ["build", "g-refcocog", "--refer-root", demo_root(), "--out", out, "--min-images",
+            "1", "--no-progress"]
+    assert run_cli(base, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(out / "val.json")],
+                                        capture_output=True, check=False).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        hostile([*base, "--seed", "7"], capsys, contains=["val.json", "cannot be replaced"])
+    finally:
+        subprocess.run([chattr, "-i", str(out / "val.json")], check=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -178,9 +178,16 @@ class Commit:
             for path, tmp in self._temps.items():
                 os.replace(tmp, path)
                 placed.append(path)
-        except BaseException:
+        except BaseException as e:
             self._roll_back(placed, backups, removed)
             self.abort()
+            if isinstance(e, OSError):
+                from ..errors import InputError
+
+                raise InputError(e.filename, f"cannot be replaced ({e.strerror or e}); nothing "
+                                 "of this run was written, the earlier files are as they were",
+                                 hint="make it writable (chmod, chattr -i) or choose another "
+                                      "--out") from None
             raise
         self._temps.clear()
         for b in [*backups.values(), *removed.values()]:
