@@ -47,6 +47,7 @@ import torch.distributed as dist
 from ..errors import InputError
 from ..format import GresDataset, load_dataset
 from ..io import atomic_write_bytes, atomic_write_text, read_json
+from ..io.images import follow_links
 from ..progress import Progress, tracked
 from .data import EpochBatches, GroupDataset, build_store, collate, load_training_sets
 from .predict import predict_with_model
@@ -234,6 +235,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str
 def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device, rank,
            world) -> dict:
     ds, sources = load_training_sets(data)  # one split or the union of several (issue 17)
+    if follow_links():  # --follow-links: the image root's links were trusted (issue 30)
+        sources = [{**s, "follow_links": True} for s in sources]
     cfg = replace(cfg, data_sources=sources)
     val_ds = None if val_data is None else (
         val_data if isinstance(val_data, GresDataset) else load_dataset(val_data))

@@ -135,7 +135,8 @@ def add_follow_links(root: click.Group) -> None:
             callback=_follow_links,
             help="Follow links that lead outside the image root (a root assembled from "
                  "symlinked folders, e.g. images/coco -> /data/coco/train2014), for roots you "
-                 "trust; default off: such links are refused. Recorded in convert's outputs."))
+                 "trust; default off: such links are refused. Recorded in the outputs of "
+                 "convert cosod (info.recipe) and train (config.json data_sources)."))
 
 
 add_follow_links(cli)
