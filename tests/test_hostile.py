@@ -892,6 +892,9 @@ def test_checked_opener_refuses_before_reading(tmp_path):
     p = tmp_path / "x.json"
     p.write_bytes(b"0123456789")
     assert read_bytes(p, "file") == b"0123456789"
+    assert read_bytes(p, what="file", limit=10) == b"0123456789"
+    with open_regular(p, "file", mode="r") as f:
+        assert f.read() == "0123456789"
     with pytest.raises(InputError, match="above grdkit's bound"):
         read_bytes(p, "file", limit=9)
     with pytest.raises(InputError, match="a folder"):
@@ -1299,3 +1302,21 @@ def test_immutable_split_file_leaves_the_earlier_build(tmp_path, capsys):
     finally:
         subprocess.run([chattr, "-i", str(out / "val.json")], check=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("drop", ["optimizer", "scheduler", "step"])
+def test_resume_from_a_checkpoint_missing_its_state(corpus, capsys, drop):
+    """Class I: ``--resume`` from a checkpoint without ``optimizer`` (or ``scheduler``,
+    ``step``): exit 2 naming the checkpoint and the key, the checkpoint untouched."""
+    torch = pytest.importorskip("torch")
+    run = corpus["dir"] / "run"
+    argv = ["train", "lts", "--data", corpus["gt"], "--img-root", corpus["img"], "--out", run,
+            "--size", "64", "--max-steps", "0", "--workers", "0", "--no-progress"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    del ck[drop]
+    torch.save(ck, run / "checkpoint.pt")
+    before = (run / "checkpoint.pt").read_bytes()
+    hostile([*argv, "--resume"], capsys, contains=["checkpoint.pt", repr(drop)])
+    assert (run / "checkpoint.pt").read_bytes() == before

@@ -85,21 +85,27 @@ def check_regular(path: str | Path, what: str = "file", limit: int | None = None
 
 
 def open_regular(path: str | Path, what: str = "file", limit: int | None = None,
-                 hint: str | None = None, record: str | None = None) -> io.BufferedReader:
-    """Open a regular input file for binary reading, never blocking (module header).
+                 hint: str | None = None, record: str | None = None, *, mode: str = "rb"):
+    """Open a regular input file for reading, never blocking (module header).
 
     Args:
         path: the file (symlinks are followed, to a regular file only).
         what: how the file is called in messages (e.g. ``"predictions file"``).
         limit: the largest size accepted, in bytes (None: no bound; see :data:`LIMITS`).
         hint: how to fix it; record: the record that names the file, if any.
+        mode: ``"rb"`` (bytes) or ``"r"`` (UTF-8 text, strict: an undecodable byte raises
+            ``UnicodeDecodeError`` when read).
 
     Returns:
-        A binary file object (``io.BufferedReader``), to be closed by the caller (``with``).
+        A file object (``io.BufferedReader``, or ``io.TextIOWrapper`` for ``"r"``), to be
+        closed by the caller (``with``).
 
     Raises:
         InputError: see :func:`check_regular`; or the file changed between check and open.
+        ValueError: a ``mode`` other than ``"rb"`` / ``"r"``.
     """
+    if mode not in ("rb", "r"):
+        raise ValueError(f"open_regular reads only: mode 'rb' or 'r', not {mode!r}")
     st = check_regular(path, what, limit, hint, record)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -115,7 +121,8 @@ def open_regular(path: str | Path, what: str = "file", limit: int | None = None,
         if limit is not None and st2.st_size > limit:
             raise InputError(path, f"{what} is {_fmt(st2.st_size)}, above grdkit's bound of "
                              f"{_fmt(limit)} for it", record, hint)
-        return os.fdopen(fd, "rb")
+        f = os.fdopen(fd, "rb")
+        return f if mode == "rb" else io.TextIOWrapper(f, encoding="utf-8", errors="strict")
     except BaseException:
         os.close(fd)
         raise
