@@ -951,16 +951,17 @@ def test_set_values_go_through_the_schema(capsys, setting, text):
 def test_schema_is_the_cli_train_options():
     """One schema: grdkit train's options carry the types of RUN_OPTIONS (same bounds)."""
     from grdkit.baselines.options import RUN_OPTIONS
-    from grdkit.cli.baselines import train_cmd
+    from grdkit.cli.baselines import cache_cmd, predict_cmd, train_cmd
 
     seen = 0
-    for p in train_cmd.params:
-        if p.name in RUN_OPTIONS and not getattr(p, "is_flag", False):
-            want, got = RUN_OPTIONS[p.name], p.type
-            for attr in ("min", "max", "min_open", "max_open", "choices"):
-                assert getattr(got, attr, None) == getattr(want, attr, None), (p.name, attr)
-            seen += 1
-    assert seen >= 20
+    for cmd in (train_cmd, predict_cmd, cache_cmd):
+        for p in cmd.params:
+            if p.name in RUN_OPTIONS and not getattr(p, "is_flag", False):
+                want, got = RUN_OPTIONS[p.name], p.type
+                for attr in ("min", "max", "min_open", "max_open", "choices"):
+                    assert getattr(got, attr, None) == getattr(want, attr, None), (p.name, attr)
+                seen += 1
+    assert seen >= 28
 
 
 def _recipe(tmp_path, mutate=None, text=None) -> Path:

@@ -68,10 +68,12 @@ RUN_OPTIONS: dict[str, click.ParamType] = {
     "margin": click.FloatRange(min=0),
     "mirror_weight": click.FloatRange(min=0),
     "max_words": click.IntRange(min=1),
+    # prediction options (grdkit predict, a recipe's predict / predict_options)
+    "min_pixels": click.IntRange(min=1),
 }
 LISTS = frozenset({"milestones"})  # options whose value is a list of the type
 NULLABLE = frozenset({"batch_size", "threshold", "max_steps", "preset", "width", "fusion",
-                      "max_words"})  # None means "the default"
+                      "max_words", "min_pixels"})  # None means "the default"
 
 
 def _scalar(key: str, v: Any, t: click.ParamType, where: str) -> Any:

@@ -261,6 +261,9 @@ def predict_cmd(run_dir, data, img_root, out_path, device, min_pixels, threshold
                       f"{loc['loc_acc']:.2f}% of {loc['loc_pairs']} targeted pairs")
 
 
+apply_to_command(predict_cmd)
+
+
 @click.command("cache")
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Canonical split file whose images and positive masks are stored.")
@@ -288,3 +291,6 @@ def cache_cmd(data, img_root, size, cache_dir, no_progress):
     nbytes = sum(f.stat().st_size for f in store.folder.iterdir())
     out.print(f"Store {store.folder}: {len(store.image_row)} images, {len(store.mask_row)} "
               f"masks at {size} px, {nbytes / 2**20:.1f} MiB")
+
+
+apply_to_command(cache_cmd)
