@@ -138,16 +138,16 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
                   log=lambda m: err.print(m, style="dim"))
     with lock_folder(out_dir):  # a second reproduce into this --out is refused (issue 30, G)
         summary = ex.run(plan)
-    cells = results.collect(plan, out_dir)
-    res = out_dir / "results" / recipe.name
-    res.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(res / "table.md", results.to_markdown(cells, recipe.title))
-    atomic_write_text(res / "table.csv", results.to_csv(cells))
-    atomic_write_text(res / "table.json", results.to_json(cells, plan))
-    boards = results.leaderboards(plan, out_dir)
-    if boards:
-        atomic_write_text(res / "leaderboard.md", boards)
-    why = results.plot(cells, res / "plot.png", recipe.name)
+        cells = results.collect(plan, out_dir)
+        res = out_dir / "results" / recipe.name
+        res.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(res / "table.md", results.to_markdown(cells, recipe.title))
+        atomic_write_text(res / "table.csv", results.to_csv(cells))
+        atomic_write_text(res / "table.json", results.to_json(cells, plan))
+        boards = results.leaderboards(plan, out_dir)
+        if boards:
+            atomic_write_text(res / "leaderboard.md", boards)
+        why = results.plot(cells, res / "plot.png", recipe.name)
     out.print(results.to_rich(cells, f"{recipe.name}: {recipe.title}"))
     for line in results.legend(cells):
         out.print(f"  {line}")
