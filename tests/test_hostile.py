@@ -1321,3 +1321,13 @@ def test_resume_from_a_checkpoint_missing_its_state(corpus, capsys, drop):
     before = (run / "checkpoint.pt").read_bytes()
     hostile([*argv, "--resume"], capsys, contains=["checkpoint.pt", repr(drop)])
     assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_second_reproduce_into_one_out_is_refused(tmp_path, capsys):
+    from grdkit.io import lock_folder
+
+    out = tmp_path / "runs"
+    with lock_folder(out):
+        hostile(["reproduce", "lts/table6", "--rows", "s320", "--smoke", "--out", out], capsys,
+                contains=["another grdkit run", str(out)])
+    assert not (out / "toy-data").exists()

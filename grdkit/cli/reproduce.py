@@ -115,6 +115,8 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
         return 0
     if out_dir is None:
         raise click.UsageError("--out is required (except with --dry-run)")
+    # a second reproduce into this --out is refused, from here to the end (issue 30, G)
+    click.get_current_context().with_resource(lock_folder(out_dir))
     from ..reproduce import results
     from ..reproduce.execute import Executor, missing_data
 
@@ -136,18 +138,17 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
                                   "--data-root), or choose --rows that do not need it")
     ex = Executor(out_dir, data_root, device, None if launcher == "none" else launcher, nproc,
                   log=lambda m: err.print(m, style="dim"))
-    with lock_folder(out_dir):  # a second reproduce into this --out is refused (issue 30, G)
-        summary = ex.run(plan)
-        cells = results.collect(plan, out_dir)
-        res = out_dir / "results" / recipe.name
-        res.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(res / "table.md", results.to_markdown(cells, recipe.title))
-        atomic_write_text(res / "table.csv", results.to_csv(cells))
-        atomic_write_text(res / "table.json", results.to_json(cells, plan))
-        boards = results.leaderboards(plan, out_dir)
-        if boards:
-            atomic_write_text(res / "leaderboard.md", boards)
-        why = results.plot(cells, res / "plot.png", recipe.name)
+    summary = ex.run(plan)
+    cells = results.collect(plan, out_dir)
+    res = out_dir / "results" / recipe.name
+    res.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(res / "table.md", results.to_markdown(cells, recipe.title))
+    atomic_write_text(res / "table.csv", results.to_csv(cells))
+    atomic_write_text(res / "table.json", results.to_json(cells, plan))
+    boards = results.leaderboards(plan, out_dir)
+    if boards:
+        atomic_write_text(res / "leaderboard.md", boards)
+    why = results.plot(cells, res / "plot.png", recipe.name)
     out.print(results.to_rich(cells, f"{recipe.name}: {recipe.title}"))
     for line in results.legend(cells):
         out.print(f"  {line}")
