@@ -64,6 +64,12 @@ def _sets(values: tuple[str, ...]) -> dict:
     return res
 
 
+def _lock(out_dir: Path) -> None:
+    """Lock ``--out`` until the command ends (click closes the resource): a second reproduce
+    into it is refused (issue 30, G). Taken after the checks, so a refused run creates nothing."""
+    click.get_current_context().with_resource(lock_folder(out_dir))
+
+
 @reproduce_group.command("run")
 @click.argument("name")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
@@ -115,8 +121,6 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
         return 0
     if out_dir is None:
         raise click.UsageError("--out is required (except with --dry-run)")
-    # a second reproduce into this --out is refused, from here to the end (issue 30, G)
-    click.get_current_context().with_resource(lock_folder(out_dir))
     from ..reproduce import results
     from ..reproduce.execute import Executor, missing_data
 
@@ -125,6 +129,7 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
 
         if data_root is not None:
             raise click.UsageError("--smoke writes its own toy data; drop --data-root")
+        _lock(out_dir)
         data_root = write_toy_data(out_dir / "toy-data")
         device = "cpu"
     elif data_root is None:
@@ -136,6 +141,7 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
             raise InputError(data_root, "lacks data this recipe needs: " + " | ".join(lacking),
                              hint="download it in the layout named (paths relative to "
                                   "--data-root), or choose --rows that do not need it")
+        _lock(out_dir)
     ex = Executor(out_dir, data_root, device, None if launcher == "none" else launcher, nproc,
                   log=lambda m: err.print(m, style="dim"))
     summary = ex.run(plan)
