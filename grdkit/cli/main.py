@@ -178,7 +178,7 @@ def handle_sigterm():
 
     if threading.current_thread() is not threading.main_thread():
         return None
-    _MAIN_PID.append(os.getpid())
+    _MAIN_PID[:] = [os.getpid()]
     _TERMINATED.clear()
     return signal.signal(signal.SIGTERM, _terminate)
 
