@@ -147,6 +147,9 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise InputError(p, f"cannot be read as a state dict: {e}") from None
+        from .run import check_tensor_storage
+
+        check_tensor_storage(state, p)  # no tensor views more than its storage holds
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:
             full.load_state_dict(state, strict=True)

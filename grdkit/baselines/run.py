@@ -249,7 +249,12 @@ def check_tensor_storage(obj, path: str | Path, where: str = "") -> None:
     """
     if isinstance(obj, torch.Tensor):
         need = obj.numel() * obj.element_size()
-        have = obj.untyped_storage().nbytes()
+        try:
+            have = obj.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):  # sparse, nested, meta: no plain storage
+            raise InputError(path, f"tensor {where or '(top)'} is not a dense tensor "
+                             f"({obj.layout})", hint="use a checkpoint written by grdkit train"
+                             ) from None
         shape, stride = obj.shape, obj.stride()
         reach = (obj.storage_offset() + sum((n - 1) * abs(st) for n, st in zip(shape, stride))
                  + 1) * obj.element_size() if obj.numel() else 0
