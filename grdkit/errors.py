@@ -8,6 +8,8 @@ code 2, with no traceback.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +82,22 @@ class InputError(GrdkitError):
         if hint:
             text += f" (fix: {hint})"
         super().__init__(text)
+
+    def with_path(self, path: str | Path) -> InputError:
+        """The same error naming ``path`` (when it names no file yet)."""
+        return self if self.path is not None else InputError(path, self.reason, self.record,
+                                                             self.hint)
+
+
+@contextmanager
+def naming(path: object) -> Iterator[None]:
+    """Errors about records of one input name that input: an :class:`InputError` raised inside
+    without a file (e.g. ``predictions[0]: peak ...`` from a parser handed the records) is
+    re-raised naming ``path`` (issue 30, K). ``path`` that is not a file name (an in-memory
+    list) leaves errors as they are."""
+    try:
+        yield
+    except InputError as e:
+        if e.path is None and isinstance(path, (str, Path)):
+            raise e.with_path(path) from None
+        raise

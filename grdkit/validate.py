@@ -224,7 +224,7 @@ def check_images(img_root: Path, images: list[dict], report: ValidationReport, f
         except InputError as e:
             add("image_path", "error", where, e.reason)
             continue
-        if not p.is_file():
+        if not p.exists():  # a FIFO or a device: refused as unreadable by the checked opener
             add("image_missing", "error", where, f"{p} does not exist")
             continue
         try:
@@ -311,7 +311,7 @@ def validate_path(path: str | Path, img_root: str | Path | None = None) -> Valid
     img_root = Path(img_root) if img_root is not None else None
     if img_root is not None and not img_root.is_dir():
         raise InputError(img_root, "image root folder not found")
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a file, or a FIFO / device: the opener says
         report = ValidationReport(str(path), "canonical")
         check_canonical(read_json(path), str(path), report, img_root)
         return report

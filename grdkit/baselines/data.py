@@ -40,7 +40,7 @@ from ..errors import InputError
 from ..format import GresDataset, dumps, load_dataset
 from ..format import masks as rle
 from ..format.derive import union
-from ..io import read_json
+from ..io import check_regular, read_json
 from ..io.images import image_path, open_image
 from ..progress import Progress, tracked
 from ..torch import GRESDataset, sample_group  # noqa: F401  (sample_group: re-exported)
@@ -98,6 +98,12 @@ class ResizedStore:
         self._shapes = ((len(self.image_row), s, s, 3), (len(self.mask_row), math.ceil(s * s / 8)))
 
     def _open(self) -> None:  # lazily, in each worker process (memmaps are not pickled)
+        for name, shape in (("images.u8", self._shapes[0]), ("masks.bits", self._shapes[1])):
+            st = check_regular(self.folder / name, "store file")  # never a FIFO or a device
+            if st.st_size < math.prod(shape):
+                raise InputError(self.folder / name, f"store file holds {st.st_size} bytes, "
+                                 f"its index needs {math.prod(shape)}",
+                                 hint="delete the store folder; it is rebuilt on first use")
         self._images = np.memmap(self.folder / "images.u8", np.uint8, "r", shape=self._shapes[0])
         self._masks = np.memmap(self.folder / "masks.bits", np.uint8, "r", shape=self._shapes[1])
 

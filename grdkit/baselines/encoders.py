@@ -30,6 +30,7 @@ depend on the padding of the batch it is in.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..io import LIMITS, open_regular, read_bytes
 
 DEFAULT_VISION = "efficientnet_lite0"
 DEFAULT_TEXT = "all-MiniLM-L6-v2"
@@ -148,12 +150,14 @@ def load_timm(name: str = DEFAULT_VISION, weights: str | Path | None = "bundled"
         full.load_state_dict(map_lite0(state, full), strict=True)
     elif weights is not None:
         p = Path(weights)
-        if not p.is_file():
-            raise InputError(p, "vision weights not found")
+        data = read_bytes(p, "vision weights", limit=LIMITS["checkpoint"])  # checked opener
         try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except (RuntimeError, OSError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise InputError(p, f"cannot be read as a state dict: {e}") from None
+        from .run import check_tensor_storage
+
+        check_tensor_storage(state, p)  # no tensor views more than its storage holds
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         head = str(cfg.get("classifier") or "")
         try:
@@ -311,8 +315,15 @@ class TextEncoder(nn.Module):
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar on every model build
         self.name = name
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        try:  # a folder of the wrong files, or weights transformers refuses to unpickle
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError,
+                pickle.UnpicklingError) as e:
+            raise InputError(path, f"cannot be loaded as a transformers text model: "
+                             f"{' '.join(str(e).split())[:200]}",
+                             hint="pass a local transformers folder (config.json, tokenizer, "
+                                  "safetensors weights)") from None
         self.max_length = max_length
         hidden = int(self.model.config.hidden_size)
         self.gru = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True) if gru \
@@ -403,18 +414,18 @@ def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
     would take ~6x the memory of the 2.2M-word release).
 
     Raises:
-        InputError: missing file, a line that is not UTF-8, with fewer than d numbers, a
-            non-number, NaN or an infinity (named by line number), or an empty file.
+        InputError: missing file (or not a regular file: :func:`grdkit.io.open_regular`), a
+            word2vec header line (``N D``), a dimension other than the file name's
+            (``glove.6B.300d.txt``: 300), a line that is not UTF-8, with fewer than d numbers,
+            a non-number, NaN or an infinity (named by line number), or an empty file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "GloVe file not found", hint="give a local glove.*.txt file")
     words: list[str] = []
     row: dict[str, int] = {}
     buf = bytearray()
     dim = None
     digest = hashlib.sha256()
-    with open(p, "rb") as f:
+    with open_regular(p, "GloVe file", LIMITS["text"], "give a local glove.*.txt file") as f:
         for n, raw in enumerate(f, 1):
             digest.update(raw)
             try:
@@ -426,7 +437,17 @@ def read_glove(path: str | Path) -> tuple[list[str], torch.Tensor, str]:
                 if not line.strip():
                     continue
                 raise InputError(p, "is not a GloVe line (word and vector)", f"line {n}")
-            dim = dim or len(parts) - 1
+            if dim is None:
+                if len(parts) == 2 and all(x.isdigit() for x in parts):
+                    raise InputError(p, f"starts with the header line {line.strip()!r}: a "
+                                     "word2vec text file, not GloVe", f"line {n}",
+                                     "drop the header line (GloVe has none)")
+                dim = len(parts) - 1
+                m = re.search(r"\.(\d+)d\.txt$", p.name)
+                if m and int(m.group(1)) != dim:
+                    raise InputError(p, f"vectors have {dim} numbers, the file name says "
+                                     f"{m.group(1)}", f"line {n}",
+                                     "give the GloVe file the model is meant for, unmodified")
             if len(parts) - 1 < dim:
                 raise InputError(p, f"vector has {len(parts) - 1} numbers, the first line has "
                                  f"{dim}", f"line {n}")

@@ -48,6 +48,7 @@ import torch.distributed as dist
 from ..errors import InputError
 from ..format import GresDataset, load_dataset
 from ..io import atomic_write_bytes, atomic_write_text, read_json
+from ..io.images import follow_links
 from ..progress import Progress, tracked
 from .data import EpochBatches, GroupDataset, build_store, collate, load_training_sets
 from .predict import validate_with_model
@@ -241,6 +242,8 @@ def train(cfg: TrainConfig, data: str | Path | GresDataset | list, img_root: str
 def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, device, rank,
            world, log_dir=None) -> dict:
     ds, sources = load_training_sets(data)  # one split or the union of several (issue 17)
+    if follow_links():  # --follow-links: the image root's links were trusted (issue 30)
+        sources = [{**s, "follow_links": True} for s in sources]
     cfg = replace(cfg, data_sources=sources)
     val_ds = None if val_data is None else (
         val_data if isinstance(val_data, GresDataset) else load_dataset(val_data))
@@ -281,9 +284,21 @@ def _train(cfg, data, img_root, out, resume, progress, val_data, cache_dir, devi
                 raise InputError(out / "config.json", f"{key} differs from this run's",
                                  hint="resume with the same model options")
         ck = read_checkpoint(ckpt_path)
+        for key, kind in (("optimizer", dict), ("scheduler", dict), ("epoch", int),
+                          ("step", int)):  # what a resume needs, checked before use
+            if not isinstance(ck.get(key), kind) or isinstance(ck.get(key), bool):
+                raise InputError(ckpt_path, f"cannot be resumed: {key!r} is missing or not "
+                                 f"{'an object' if kind is dict else 'an integer'}",
+                                 hint="resume from a checkpoint written by grdkit train, or "
+                                      "train afresh without --resume")
         check_fits(model, ck["model"], ckpt_path)
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+        try:
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            raise InputError(ckpt_path, f"cannot be resumed: its optimizer or scheduler state "
+                             f"does not fit ({' '.join(str(e).split())[:160]})",
+                             hint="resume with the same options, or train afresh") from None
         start_epoch, step = ck["epoch"] + 1, ck["step"]
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

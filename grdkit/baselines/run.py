@@ -8,6 +8,7 @@ same way.
 from __future__ import annotations
 
 import contextlib
+import io
 import pickle
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..io import read_json
+from ..io import LIMITS, read_bytes, read_json
 from . import MODELS, model_class, model_default, model_options
 
 
@@ -295,13 +296,51 @@ def read_checkpoint(path: str | Path) -> dict:
     Raises:
         InputError: unreadable, truncated, or not a grdkit checkpoint.
     """
+    data = read_bytes(path, "checkpoint", limit=LIMITS["checkpoint"])  # checked opener
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
         raise InputError(path, f"cannot be read as a checkpoint: {str(e)[:200]}") from None
     if not isinstance(ck, dict) or "model" not in ck:
         raise InputError(path, "is not a grdkit checkpoint (no 'model')")
+    check_tensor_storage(ck, path)
     return ck
+
+
+def check_tensor_storage(obj, path: str | Path, where: str = "") -> None:
+    """Every tensor in ``obj`` (nested dicts / lists) views no more than its real storage.
+
+    ``weights_only`` loading builds a tensor from (storage, shape, stride) as the file states
+    them: a 1 kB file can declare a 200000 x 200000 tensor of stride 0 over one element, and
+    any later whole-tensor operation (the NaN check, ``load_state_dict``'s copy) would then
+    allocate 160 GB. A tensor must be non-overlapping and dense, and ``numel x element size``
+    at most its storage's bytes (issue 30, I).
+
+    Raises:
+        InputError: naming the tensor's key.
+    """
+    if isinstance(obj, torch.Tensor):
+        need = obj.numel() * obj.element_size()
+        try:
+            have = obj.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):  # sparse, nested, meta: no plain storage
+            raise InputError(path, f"tensor {where or '(top)'} is not a dense tensor "
+                             f"({obj.layout})", hint="use a checkpoint written by grdkit train"
+                             ) from None
+        shape, stride = obj.shape, obj.stride()
+        reach = (obj.storage_offset() + sum((n - 1) * abs(st) for n, st in zip(shape, stride))
+                 + 1) * obj.element_size() if obj.numel() else 0
+        zero = any(st == 0 and n > 1 for n, st in zip(shape, stride))  # one element, many views
+        if need > have or reach > have or zero:
+            raise InputError(path, f"tensor {where or '(top)'} declares {tuple(obj.shape)} "
+                             f"over {have} bytes of storage (overlapping or larger than its "
+                             "data)", hint="use a checkpoint written by grdkit train")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_tensor_storage(v, path, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for k, v in enumerate(obj):
+            check_tensor_storage(v, path, f"{where}[{k}]")
 
 
 def check_fits(model: torch.nn.Module, state: dict, path: str | Path) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..format import GresDataset, masks
+from ..io.images import follow_links, read_image_file
 from ..progress import Progress, tracked
 from ..sources.cosod import read_cosod_folders
 from ..sources.images import any_mask, image_size
@@ -98,6 +99,8 @@ def build_cosod(images: str | Path, masks_root: str | Path, negatives: int = 0, 
         for img, msk in g.pairs:
             k += 1
             h, w = image_size(images / img)
+            # the whole file decoded, the path kept inside the root: as validate reads it
+            read_image_file(images, img, (h, w), f"group {g.name!r}")
             m = any_mask(masks_root / msk, h, w, threshold, f"group {g.name!r}")
             asm.add_image(k, img, h, w)
             if m.any():
@@ -134,5 +137,6 @@ def build_cosod(images: str | Path, masks_root: str | Path, negatives: int = 0, 
     recipe = {"source": "Co-SOD group folders", "expression": "folder name, _ as space",
               "threshold": threshold, "negatives": negatives, "seed": seed,
               "negatives_certified": False,
-              "empty_masks": "certified negative pairs of their own group"}
+              "empty_masks": "certified negative pairs of their own group",
+              **({"follow_links": True} if follow_links() else {})}
     return asm.dataset(NAME, "test", recipe, {}), report

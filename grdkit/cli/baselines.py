@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..baselines import MODELS
+from ..baselines.options import apply_to_command
 from ..io import check_outputs, ensure_writable
 from .ui import Output, format_option, no_progress_option, out, progress_bar, split_file
 
@@ -250,6 +251,9 @@ def train_cmd(ctx, model, data, split, img_root, out_dir, epochs, batch_size, ac
     o.emit(row)
 
 
+apply_to_command(train_cmd)  # option types from the one schema (grdkit.baselines.options)
+
+
 @click.command("predict")
 @click.option("--checkpoint", "run_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -308,6 +312,9 @@ def predict_cmd(run_dir, data, split, img_root, out_path, device, min_pixels, th
                       f"{loc['loc_acc']:.2f}% of {loc['loc_pairs']} targeted pairs")
 
 
+apply_to_command(predict_cmd)
+
+
 @click.command("cache")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
               help="Canonical split file (or built folder, with --split) whose images and "
@@ -340,3 +347,6 @@ def cache_cmd(data, split, img_root, size, cache_dir, no_progress):
     nbytes = sum(f.stat().st_size for f in store.folder.iterdir())
     out.print(f"Store {store.folder}: {len(store.image_row)} images, {len(store.mask_row)} "
               f"masks at {size} px, {nbytes / 2**20:.1f} MiB")
+
+
+apply_to_command(cache_cmd)

@@ -84,7 +84,7 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
                                output_format)
     if refer_root is None:
         refer_root = demo_root()
-        err.print(f"[bold]No --refer-root given: using grdkit's bundled demo sample[/] "
+        err.print(f"No --refer-root given: using grdkit's bundled demo sample "
                   f"({refer_root}), small synthetic refer-format data. Pass --refer-root "
                   "for real RefCOCO / RefCOCO+ / RefCOCOg.")
     split_by = spec.check_split_by(split_by)
@@ -106,7 +106,7 @@ def build_cmd(ctx, dataset, refer_root, out_dir, split_by, min_images, neg_ratio
                "its grouping rule is unpublished, so counts need not match)")
     short = {s: v for s, v in report.splits.items() if v["negative_shortfall_groups"]}
     for s, v in short.items():
-        err.print(f"[yellow]warning:[/] {s}: {v['negative_shortfall_groups']} groups got "
+        err.print(f"warning: {s}: {v['negative_shortfall_groups']} groups got "
                   f"{v['negative_shortfall_images']} fewer negatives than requested "
                   "(pool too small).")
     o.text(f"Wrote {', '.join(str(p) for p in paths)}")
@@ -117,7 +117,7 @@ def _build_res(dataset, refer_root, out_dir, split_by, no_progress, output_forma
     spec = dataset_spec(dataset)
     if refer_root is None:
         refer_root = demo_root()
-        err.print(f"[bold]No --refer-root given: using grdkit's bundled demo sample[/] "
+        err.print(f"No --refer-root given: using grdkit's bundled demo sample "
                   f"({refer_root}), small synthetic refer-format data.")
     split_by = spec.check_split_by(split_by)
     with progress_bar(not no_progress) as track:
@@ -137,7 +137,7 @@ def _build_res(dataset, refer_root, out_dir, split_by, no_progress, output_forma
                + (" (counts every split, released or not)" if dataset == "refcocog" else ""))
     skipped = sum(rp["empty_sentences"] for rp in report.splits.values())
     if skipped:
-        err.print(f"[yellow]note:[/] {skipped} empty sentences skipped (counted in the card)")
+        err.print(f"note: {skipped} empty sentences skipped (counted in the card)")
     o.text(f"Wrote {', '.join(str(p) for p in paths)}")
     o.emit()
 

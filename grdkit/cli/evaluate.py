@@ -21,7 +21,7 @@ from ..evaluators import (
 from ..evaluators.cosod import COSOD_PROTOCOLS
 from ..evaluators.functional import PROTOCOLS
 from ..evaluators.names import NAMINGS, labels
-from ..evaluators.report import Report, check_gate, comparability_problems, fmt
+from ..evaluators.report import Report, check_gate, check_report, comparability_problems, fmt
 from ..io import Commit, check_outputs, read_json
 from ..plots import MISSING
 from .ui import (
@@ -79,9 +79,7 @@ def _gate(report, json_out, markdown_out, baseline, max_drop, fail_under, per_gr
     lab = labels(names, (*report.metrics, "gres_miou", "ciou", "n_acc", "t_acc"))
     base = None
     if baseline is not None:
-        base = read_json(baseline, "baseline report")
-        if not isinstance(base, dict) or not isinstance(base.get("metrics"), dict):
-            raise InputError(baseline, "is not a grdkit JSON report (no 'metrics' object)")
+        base = check_report(read_json(baseline, "baseline report"), baseline)
         problems = comparability_problems(report.config, base.get("config") or {})
         if problems:
             raise InputError(baseline, f"cannot be a baseline: it {problems[0]}",
@@ -138,11 +136,11 @@ def _gate(report, json_out, markdown_out, baseline, max_drop, fail_under, per_gr
              **{k: fmt(k, g[k]) for k in ("gres_miou", "ciou", "n_acc", "t_acc")}}
             for g in worst])
     if failures:
-        o.table("[red]gate failed[/]", [
+        o.table("gate failed", [
             {"metric": f["metric"], "value": fmt(f["metric"], f["value"]),
              "limit": fmt(f["metric"], f["limit"]), "reason": f["reason"]} for f in failures])
     elif gated:
-        o.text("[green]gate passed[/]")
+        o.text("gate passed", style="green")
 
     def show():
         if stdout_doc is not None:
@@ -440,6 +438,6 @@ def report_cmd(per_pair, gt_path, out_dir, preds, img_root, gallery, max_thumbs,
     o.table("metrics (%)", [{"metric": lab[k], "value": fmt(k, v)}
                             for k, v in report.metrics.items()])
     if failures:
-        o.text("[red]gate failed[/]")
+        o.text("gate failed", style="red")
     o.emit(report.to_dict())
     return 1 if failures else 0

@@ -147,7 +147,7 @@ def convert_cosod_cmd(images, masks_root, out_dir, negatives, seed, no_progress)
         err.print("note: negatives drawn from other groups are not certified (an image may "
                   "show another group's object)")
     if report.shortfall_groups:
-        err.print(f"[yellow]warning:[/] {report.shortfall_groups} groups got "
+        err.print(f"warning: {report.shortfall_groups} groups got "
                   f"{report.shortfall_images} fewer negatives than requested (pool too small).")
     out.print(f"Wrote {', '.join(str(p) for p in paths)}")
 
@@ -190,7 +190,7 @@ def validate_cmd(path, img_root, json_out, show, output_format):
                 {"severity": p.severity, "kind": p.kind, "record": p.record,
                  "message": p.message} for p in shown])
     style = "red" if n_err else "green"
-    o.text(f"[{style}]{n_err} errors, {n_warn} warnings[/]")
+    o.text(f"{n_err} errors, {n_warn} warnings", style=style)
     o.emit(report.to_dict())
     return 1 if n_err else 0
 

@@ -15,6 +15,8 @@ is false.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
 
 import click
@@ -185,36 +187,109 @@ def finite_floats(command: click.Command) -> None:
 finite_floats(cli)
 common_options(cli)
 
+
+def _follow_links(ctx, param, value):
+    from ..io.images import set_follow_links
+
+    set_follow_links(value)
+    return value
+
+
+# every command that reads images under an image root takes the same opt-in, which sets the one
+# setting every image reader follows (grdkit.io.images.set_follow_links)
+LINK_COMMANDS = (("validate",), ("show",), ("export", "hf"), ("train",), ("predict",),
+                 ("cache",), ("convert", "cosod"))
+
+
+def add_follow_links(root: click.Group) -> None:
+    """Add ``--follow-links`` to every command of :data:`LINK_COMMANDS`."""
+    for path in LINK_COMMANDS:
+        cmd = root
+        for name in path:
+            cmd = cmd.commands[name]
+        cmd.params.append(click.Option(
+            ["--follow-links"], is_flag=True, expose_value=False, is_eager=True,
+            callback=_follow_links,
+            help="Follow links that lead outside the image root (a root assembled from "
+                 "symlinked folders, e.g. images/coco -> /data/coco/train2014), for roots you "
+                 "trust; default off: such links are refused. Recorded in the outputs of "
+                 "convert cosod (info.recipe) and train (config.json data_sources)."))
+
+
+add_follow_links(cli)
+
 # what the OS or a library raises on a hostile or impossible input (module header)
 INPUT_FAILURES = (OSError, RecursionError, OverflowError, MemoryError,
                   PILImage.DecompressionBombError)
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    # undecodable bytes of a path (surrogate escapes) shown as \udcff, never a UnicodeEncodeError
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return " ".join(text.split())
+
+
+_TERMINATED: list[int] = []
+_MAIN_PID: list[int] = []
+
+
+def _terminate(signum, frame) -> None:
+    if _MAIN_PID and os.getpid() != _MAIN_PID[-1]:
+        # a forked worker (evaluation pool, DataLoader) inherited the handler: it ends as a
+        # worker would without it; the main process does the cleanup
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: every `finally` and temp-file cleanup runs
+
+
+def handle_sigterm():
+    """Treat SIGTERM (what CI runners, SLURM and ``timeout`` send) like Ctrl-C: raise
+    ``KeyboardInterrupt`` in the main thread, so every ``finally`` / ``except BaseException``
+    cleanup (:class:`grdkit.io.Commit`, :func:`grdkit.io.atomic_write_bytes`) removes its temp
+    files, then exit 143 (128 + 15). Installed by :func:`main` only (not on import), and only
+    in the main thread (Python's rule for signal handlers). Returns the previous handler (None
+    when nothing was installed), which :func:`main` puts back when it returns."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _MAIN_PID[:] = [os.getpid()]
+    _TERMINATED.clear()
+    return signal.signal(signal.SIGTERM, _terminate)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI (:func:`run_cli`) with stdout made :class:`~.ui.PipeSafe`: a reader that
-    closes early (``| head``) costs neither an output file nor the exit code."""
+    closes early (``| head``) costs neither an output file nor the exit code.
+
+    Interrupts (Ctrl-C, and SIGTERM: :func:`handle_sigterm`) print ``grdkit: aborted`` and exit
+    130 (143 for SIGTERM) after the temp files are removed."""
     if not isinstance(sys.stdout, PipeSafe):
         sys.stdout = PipeSafe(sys.stdout)
+    previous = handle_sigterm()
     try:
         run_cli(argv)
     finally:
         sys.stdout.flush()  # PipeSafe: never raises on a closed pipe
+        if previous is not None:  # an in-process caller (tests, notebooks) gets its handler back
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run_cli(argv: list[str] | None = None) -> None:
     """Run the CLI; map every input and usage error to one line on stderr and exit code 2."""
+    from ..io.images import set_follow_links
+
+    set_follow_links(False)  # per run: only this run's --follow-links turns it on
     try:
         rv = cli.main(args=argv, prog_name="grdkit", standalone_mode=False)
     except GrdkitError as e:
         click.echo(f"grdkit: error: {_one_line(e)}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("grdkit: aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("grdkit: aborted" + (" (SIGTERM)" if _TERMINATED else ""), err=True)
+        sys.exit(143 if _TERMINATED else 130)
     except click.exceptions.NoArgsIsHelpError as e:  # a bare group (grdkit convert): its help
         click.echo(e.ctx.get_help())
         sys.exit(0)

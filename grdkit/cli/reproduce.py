@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..io import atomic_write_text, check_outputs
+from ..io import atomic_write_text, check_outputs, lock_folder
 from .ui import DefaultGroup, Output, err, format_option, out
 
 
@@ -64,7 +64,11 @@ def list_cmd(output_format):
 
 
 def _sets(values: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs, VALUE read as JSON (else a string), each checked by the run options'
+    one schema (:func:`grdkit.baselines.options.check_run_option`)."""
     import json
+
+    from ..baselines.options import check_run_option
 
     res = {}
     for v in values:
@@ -72,10 +76,17 @@ def _sets(values: tuple[str, ...]) -> dict:
         if not sep or not k:
             raise click.BadParameter(f"{v!r} is not KEY=VALUE", param_hint="--set")
         try:
-            res[k] = json.loads(raw)
+            val = json.loads(raw)  # NaN, 1e999: floats, refused as not finite below
         except ValueError:
-            res[k] = raw
+            val = raw
+        res[k] = check_run_option(k, val, f"--set {k}")
     return res
+
+
+def _lock(out_dir: Path) -> None:
+    """Lock ``--out`` until the command ends (click closes the resource): a second reproduce
+    into it is refused (issue 30, G). Taken after the checks, so a refused run creates nothing."""
+    click.get_current_context().with_resource(lock_folder(out_dir))
 
 
 @reproduce_group.command("run", hidden=True)
@@ -152,6 +163,7 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
 
         if data_root is not None:
             raise click.UsageError("--smoke writes its own toy data; drop --data-root")
+        _lock(out_dir)
         data_root = write_toy_data(out_dir / "toy-data")
         device = "cpu"
     elif data_root is None:
@@ -178,8 +190,9 @@ def run_cmd(name, data_root, out_dir, rows, dry_run, smoke, sets, device, launch
                              hint="pass the weights with --set KEY=PATH and download the data "
                                   "in the layout named (paths relative to --data-root), or "
                                   "choose --rows that do not need them")
+        _lock(out_dir)
     ex = Executor(out_dir, data_root, device, None if launcher == "none" else launcher, nproc,
-                  log=lambda m: err.print(f"[dim]{m}[/]"))
+                  log=lambda m: err.print(m, style="dim"))
     summary = ex.run(plan)
     cells = results.collect(plan, out_dir)
     res = out_dir / "results" / recipe.name

@@ -40,8 +40,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
+# markup=False everywhere: user text (file names, expressions, --names, paths) reaches these
+# consoles and tables; a "[/]" in it would raise rich's MarkupError and "[red]" would restyle
+# output. Styles are given as arguments (``out.print(text, style="green")``), never as markup
+# (issue 30, class B).
 log = logging.getLogger("grdkit")
 
 LOG_FORMATS = ("auto", "bar", "lines")
@@ -61,7 +64,8 @@ def _is_tty(stream) -> bool:
 def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     tty = _is_tty(stream)
-    return Console(file=stream, highlight=False, width=None if tty else WIDE, soft_wrap=not tty)
+    return Console(file=stream, highlight=False, markup=False, width=None if tty else WIDE,
+                   soft_wrap=not tty)
 
 
 class _Stream:
@@ -73,8 +77,7 @@ class _Stream:
 
     def print(self, *objects, **kwargs) -> None:
         if self.stderr:  # notes and warnings are log records (levels honoured, -q hides notes)
-            plain = " ".join(Text.from_markup(o).plain if isinstance(o, str) else str(o)
-                             for o in objects)
+            plain = " ".join(str(o) for o in objects)  # no markup (module comment)
             level = logging.INFO
             if plain.lower().startswith("warning:"):
                 level, plain = logging.WARNING, plain[len("warning:"):].lstrip()
@@ -107,7 +110,7 @@ _TTY_CONSOLE: list[Console] = []
 
 def _tty_console() -> Console:
     if not _TTY_CONSOLE or _TTY_CONSOLE[0].file is not sys.stderr:
-        _TTY_CONSOLE[:] = [Console(file=sys.stderr, highlight=False)]
+        _TTY_CONSOLE[:] = [Console(file=sys.stderr, highlight=False, markup=False)]
     return _TTY_CONSOLE[0]
 
 
@@ -200,8 +203,9 @@ def progress_bar(enabled: bool = True) -> Iterator:
     if lines_mode():
         yield LineProgress()
         return
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=_tty_console(), transient=False)
+    prog = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=_tty_console(),
+                    transient=False)
 
     def track(it: Iterable, desc: str, total: int) -> Iterable:
         if not prog.live.is_started:
@@ -239,7 +243,7 @@ def table(title: str, rows: list[dict], columns: list[str] | None = None) -> Tab
 
 
 def _plain(s) -> str:
-    return Text.from_markup(s).plain if isinstance(s, str) else str(s)
+    return str(s)  # text is never markup (module comment)
 
 
 def markdown_table(title: str, rows: list[dict], columns: list[str] | None = None) -> str:
@@ -292,9 +296,10 @@ class Output:
     def table(self, title: str, rows: list[dict], columns: list[str] | None = None) -> None:
         self.parts.append(("table", title, rows, columns))
 
-    def text(self, line: str) -> None:
-        """A note line (rich markup allowed); on stderr with csv and json."""
-        self.parts.append(("text", line))
+    def text(self, line: str, style: str | None = None) -> None:
+        """A note line (plain text, never markup; ``style`` e.g. "red" on a terminal); on
+        stderr with csv and json."""
+        self.parts.append(("text", line, style))
 
     def tables(self) -> list[dict]:
         """``[{"title", "rows"}]``: the default JSON object of a command without --json."""
@@ -319,7 +324,7 @@ class Output:
                 elif self.fmt == "markdown":
                     chunks.append(_plain(p[1]) + "\n")
                 else:
-                    out.print(p[1])
+                    out.print(p[1], style=p[2])
             elif self.fmt == "table":
                 out.print(table(p[1], p[2], p[3]))
             elif self.fmt == "markdown":

@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import naming
 from ..format import GresDataset, load_dataset, load_splits
 from ..io import Commit
 from ..progress import Progress, tracked
@@ -82,15 +83,18 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
     gt = load_ground_truth(dataset)
     ev = GresEvaluator(gt, min_pixels=min_pixels, cosod=cosod, protocol=protocol,
                        cosod_protocol=cosod_protocol, workers=workers)
-    preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
+    with naming(predictions):  # every record error names the predictions file (class K)
+        preds = load_predictions(predictions, GroundTruth(gt), keep_soft=cosod)
     batches = [preds[k:k + CHUNK] for k in range(0, len(preds), CHUNK)]
     try:
-        for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)",
-                             len(batches)):
-            ev.process(batch)
+        with naming(predictions):
+            for batch in tracked(progress, batches, f"evaluating ({CHUNK} pairs a step)",
+                                 len(batches)):
+                ev.process(batch)
     finally:
         ev.close()
-    loc = localisation(preds, gt)
+    with naming(predictions):
+        loc = localisation(preds, gt)
     if save_state is not None:  # the shard's localisation counts travel with it (eval merge)
         state.save_state(ev, save_state, commit, None if loc is None else {
             "hits": round((loc["loc_acc"] or 0.0) * loc["loc_pairs"] / 100),

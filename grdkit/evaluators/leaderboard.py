@@ -12,7 +12,6 @@ unless ``force=True``. Units as in the reports: GRES metrics in percent, Co-SOD 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from ..errors import InputError
 from ..io import read_json
 from .cosod import COSOD_METRICS
 from .functional import METRICS
-from .report import LOWER_IS_BETTER, Report, comparability_problems, fmt
+from .report import LOWER_IS_BETTER, Report, check_report, comparability_problems, fmt
 
 
 @dataclass
@@ -86,15 +85,7 @@ def _load(src: Any, k: int) -> tuple[str, dict, str | None]:
         p = Path(src)
         d = read_json(p, "grdkit JSON report", "pass JSON reports written by grdkit's evaluation")
         where, stem = str(p), p.stem
-    if not isinstance(d, dict) or not isinstance(d.get("metrics"), dict) \
-            or not isinstance(d.get("config"), dict):
-        raise InputError(where, "is not a grdkit JSON report (no 'metrics' / 'config' object)",
-                         hint="pass JSON reports written by grdkit's evaluation")
-    for name, v in d["metrics"].items():  # a forged inf / NaN / text would rank first or crash
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                              or not math.isfinite(v)):
-            raise InputError(where, f"metric {name!r} is {v!r}, not a finite number or null",
-                             "metrics", "pass JSON reports written by grdkit's evaluation")
+    check_report(d, where)  # a forged inf / NaN / text / 1e9 would rank first or crash
     return where, d, stem
 
 

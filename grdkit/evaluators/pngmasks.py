@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.files import check_regular
 from ..io.images import image_size, open_image
 
 _INT = re.compile(r"-?\d+")
@@ -50,6 +51,8 @@ def list_mask_pngs(root: Path, skip: tuple[Path, ...] = ()) -> list[tuple[int, i
         for f in sorted(d.iterdir()):
             rel = f.relative_to(root)
             m = _PNG.fullmatch(f.name)
+            if m and not f.is_dir():  # a FIFO or a device named like a mask: said so
+                check_regular(f, "prediction mask", record=f"file {rel}")
             if not m or not f.is_file():
                 raise InputError(f, "is not <expression_id>/<image_id>.png", f"file {rel}", fix)
             key = (int(d.name), int(m.group(1)))

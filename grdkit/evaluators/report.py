@@ -12,11 +12,14 @@ curves (``Report.curves``) are kept on the object, not in the JSON (:mod:`.curve
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .breakdowns import all_breakdowns
 from .cosod import COSOD_METRICS, cosod_metrics
 from .functional import METRICS, SUM_FIELDS, confusion, group_sums, metrics_from_sums
@@ -145,6 +148,35 @@ def fmt(metric: str, v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v:.4f}" if metric in COSOD_METRICS else f"{v:.2f}"
+
+
+def check_report(d: object, where: str | Path,
+                 hint: str = "pass JSON reports written by grdkit's evaluation") -> dict:
+    """A report read back from JSON (a ``--baseline``, a leaderboard entry, a reproduce step's
+    evaluation), checked before any use: an object with ``metrics`` and ``config`` objects, and
+    every metric null or a finite number within its unit: Co-SOD metrics (:data:`COSOD_METRICS`)
+    in [0, 1], every other (GRES metrics, ``loc_acc``) a percentage in [0, 100]. A forged
+    ``1e9`` would otherwise rank first, a string would raise ``TypeError`` in a comparison.
+
+    Returns:
+        ``d``. Raises: InputError naming ``where`` and the metric.
+    """
+    if not isinstance(d, dict) or not isinstance(d.get("metrics"), dict) \
+            or not isinstance(d.get("config"), dict):
+        raise InputError(where, "is not a grdkit JSON report (no 'metrics' / 'config' object)",
+                         hint=hint)
+    for name, v in d["metrics"].items():
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v)):
+            raise InputError(where, f"metric {str(name)[:40]!r} is {shown}, not a finite "
+                             "number or null", "metrics", hint)
+        lo, hi = (0.0, 1.0) if name in COSOD_METRICS else (0.0, 100.0)
+        if v is not None and not lo <= v <= hi:
+            unit = "0-1" if hi == 1.0 else "%"
+            raise InputError(where, f"metric {str(name)[:40]!r} is {shown}, outside "
+                             f"[{lo:g}, {hi:g}] ({unit})", "metrics", hint)
+    return d
 
 
 def comparability_problems(config: dict, other: dict) -> list[str]:

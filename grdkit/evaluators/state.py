@@ -25,7 +25,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..format import GresDataset
-from ..io import Commit, atomic_write_bytes
+from ..io import LIMITS, Commit, atomic_write_bytes, open_regular
 from .gres import GresEvaluator
 
 STATE_FORMAT = "grdkit-eval-state/2"
@@ -67,16 +67,16 @@ def read_state(path: str | Path) -> dict:
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_regular(path, "state file", LIMITS["state"]) as f, \
+                np.load(f, allow_pickle=False) as z:
             st = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise InputError(path, "state file not found") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(path, f"is not a grdkit evaluation state: {e}") from None
     try:
         meta = json.loads(str(st["meta"]))
-        ok = meta.get("format") == STATE_FORMAT
-    except (KeyError, ValueError, AttributeError):
+        ok = meta.get("format") == STATE_FORMAT and isinstance(meta.get("fingerprint"), str) \
+            and all(k in meta for k in OPTIONS) and isinstance(meta.get("splits"), list)
+    except (KeyError, ValueError, AttributeError, RecursionError):
         ok = False
     if not ok:
         raise InputError(path, "is not a grdkit evaluation state",

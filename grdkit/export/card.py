@@ -17,6 +17,7 @@ canonical files, or the Parquet columns of an HF export) and ``{{include:FILE}}`
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from importlib import resources
@@ -25,7 +26,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..format import GresDataset, dumps
 from ..format.stats import dataset_stats, summary_rows
-from ..io import Commit
+from ..io import Commit, open_regular
 from ..registry import BIBTEX, DATASETS
 
 CANONICAL_STRUCTURE = """## Dataset structure
@@ -175,7 +176,7 @@ def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
                          hint="check that the input holds records")
     texts = {out / f"{split}.json": dumps(ds) for split, ds in datasets.items()}
     texts[out / "README.md"] = render_card(datasets, notes)
-    with Commit() as c:  # every file or none: never a split of this build beside older ones
+    with Commit(lock=out) as c:  # every file or none, --out locked: never a mix of two builds
         for path, text in texts.items():
             c.write_text(path, text)
         for stale in sorted(out.glob("*.json")):
@@ -187,7 +188,7 @@ def write_dataset(datasets: dict[str, GresDataset], out: str | Path,
 def _is_split_file(path: Path) -> bool:
     """A canonical split file written by grdkit (its first record is ``"info"``)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.readline().strip() == "{" and f.readline().startswith('"info":')
-    except (OSError, UnicodeDecodeError):
+        with open_regular(path, "split file") as b, io.TextIOWrapper(b, encoding="utf-8") as f:
+            return f.readline(16).strip() == "{" and f.readline(16).startswith('"info":')
+    except (OSError, UnicodeDecodeError, InputError):
         return False

@@ -465,7 +465,7 @@ def export_hf(splits: GresDataset | dict[str, GresDataset], out: str | Path,
     embed = img_root is not None
     configs = list(dict.fromkeys(configs))
     result: dict = {}
-    with Commit() as commit:  # every shard and the card, or nothing: see the module header
+    with Commit(lock=out) as commit:  # every shard and the card, or nothing; --out locked
         for config in configs:
             schema = arrow_schema(features(config, embed, mask_images))
             result[config] = {}

@@ -104,6 +104,26 @@ def load_base(ds: GresDataset, iid: int, img_root: Path | None) -> np.ndarray:
         return np.asarray(f.convert("RGB"), np.float32)
 
 
+CAPTION = 160  # characters of an expression shown in the header (the sheet is narrower)
+
+
+def _cut(text: str, n: int = CAPTION) -> str:
+    """User text bounded for drawing: PIL refuses text past 1M characters (ValueError) and
+    lays out every character it is given, whatever the sheet's width."""
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str) -> None:
+    """Draw ``text`` with PIL's default font; characters that font cannot encode (the bitmap
+    fallback is Latin-1 only) are drawn as ``\\u`` escapes instead of raising."""
+    font = ImageFont.load_default()
+    try:
+        draw.text(xy, text, fill="black", font=font)
+    except UnicodeEncodeError:
+        draw.text(xy, text.encode("latin-1", "backslashreplace").decode("latin-1"),
+                  fill="black", font=font)
+
+
 def _tile(ds: GresDataset, eid: int, iid: int, img_root: Path | None,
           pred: dict | None, has_pred: bool, score: tuple | None = None) -> PILImage.Image:
     im = ds.image(iid)
@@ -124,8 +144,7 @@ def _tile(ds: GresDataset, eid: int, iid: int, img_root: Path | None,
     label = caption(outcome, iou, t.positive) + ("  WHOLE IMAGE" if whole else "")
     canvas = PILImage.new("RGB", (TILE, tile.height + 18), "white")
     canvas.paste(tile, (0, 18))
-    ImageDraw.Draw(canvas).text((3, 3), f"{iid}: {label}", fill="black",
-                                font=ImageFont.load_default())
+    _text(ImageDraw.Draw(canvas), (3, 3), f"{iid}: {label}")
     return canvas
 
 
@@ -163,10 +182,9 @@ def render_group(ds: GresDataset, expression_id: int, img_root: str | Path | Non
                          (245, 245, 245))
     draw = ImageDraw.Draw(sheet)
     n_pos = sum(ds.target(expression_id, i).positive for i in g.image_ids)
-    draw.text((6, 8), f'"{e.text}"  (group {g.id}: {n_pos} positive, '
-              f"{len(g.image_ids) - n_pos} negative; green = ground truth"
-              f"{PRED_LEGEND if predictions is not None else ''})", fill="black",
-              font=ImageFont.load_default())
+    _text(draw, (6, 8), f'"{_cut(e.text)}"  (group {g.id}: {n_pos} positive, '
+          f"{len(g.image_ids) - n_pos} negative; green = ground truth"
+          f"{PRED_LEGEND if predictions is not None else ''})")
     y = header
     for r in range(rows):
         for c, t in enumerate(tiles[r * columns:(r + 1) * columns]):

@@ -5,8 +5,12 @@ A reader never sees a half-written file, and an interrupted run leaves the previ
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -42,15 +46,53 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextmanager
+def lock_folder(folder: str | Path, option: str = "--out") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for a run that writes into it.
+
+    The lock is ``fcntl.flock`` on the folder itself (no lock file is left behind; released by
+    the kernel when the process ends, even when killed). A second run writing into the same
+    folder is refused at once rather than mixing its files with the first's. On a platform
+    without ``fcntl`` (Windows) nothing is locked.
+
+    Raises:
+        InputError: another process holds the lock (``option`` named in the fix).
+    """
+    from ..errors import InputError
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(folder, "another grdkit run is writing into this folder (locked)",
+                             hint=f"wait for it to end, or choose another {option}") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class Commit:
     """Several output files committed as a whole: written to temp files, then renamed together.
 
     Every file is first written completely as a hidden temp file beside its destination
     (``.<name>.<random>.tmp``); only when all are written are they renamed into place (and the
     ``stale`` files removed). An error or an interrupt before that removes the temp files and
-    leaves every earlier output untouched. Use as a context manager::
+    leaves every earlier output untouched. If a rename fails part-way (a read-only or immutable
+    file, a full disk), the files already renamed are rolled back to their earlier content (kept
+    as hard links until the commit ends) and the stale files restored: the folder holds the
+    earlier run's files, never a mix (issue 30, G). With ``lock``, the folder is locked
+    (:func:`lock_folder`) from ``__enter__`` to the end, so a second writer is refused. Use as a
+    context manager::
 
-        with Commit() as c:
+        with Commit(lock=out) as c:
             c.write_text(out / "val.json", text)
             with open(c.temp_for(out / "shard.parquet"), "wb") as f: ...
             c.remove(out / "old-shard.parquet")
@@ -58,9 +100,10 @@ class Commit:
     Files of the folder that are not named are kept (an output folder may hold a user's files).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lock: str | Path | None = None, option: str = "--out") -> None:
         self._temps: dict[Path, Path] = {}
         self._stale: list[Path] = []
+        self._lock = None if lock is None else lock_folder(lock, option)
 
     def temp_for(self, path: str | Path) -> Path:
         """A fresh temp path beside ``path`` that becomes ``path`` at commit."""
@@ -95,12 +138,21 @@ class Commit:
         return dict(self._temps)
 
     def __enter__(self) -> Commit:  # noqa: PYI034 (Python 3.10 has no typing.Self)
+        if self._lock is not None:
+            self._lock.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-            return
+        try:
+            if exc_type is not None:
+                self.abort()
+                return
+            self._commit()
+        finally:
+            if self._lock is not None:
+                self._lock.__exit__(None, None, None)
+
+    def _commit(self) -> None:
         try:
             for path in self._temps:  # a rename that would fail, refused before the first
                 if path.is_dir():
@@ -113,12 +165,77 @@ class Commit:
         except BaseException:
             self.abort()
             raise
-        for path, tmp in self._temps.items():  # nothing but renames from here on
-            os.replace(tmp, path)
+        backups: dict[Path, Path] = {}  # destination -> its earlier content (a hard link)
+        placed: list[Path] = []
+        removed: dict[Path, Path] = {}  # stale file -> where it was moved aside
+        try:
+            for path in self._temps:
+                if os.path.lexists(path):
+                    backups[path] = self._aside(path, link=True)
+            for p in dict.fromkeys(self._stale):
+                if p not in self._temps and os.path.lexists(p):
+                    removed[p] = self._aside(p, link=False)
+            for path, tmp in self._temps.items():
+                os.replace(tmp, path)
+                placed.append(path)
+        except BaseException as e:
+            self._roll_back(placed, backups, removed)
+            self.abort()
+            if isinstance(e, OSError):
+                from ..errors import InputError
+
+                raise InputError(e.filename, f"cannot be replaced ({e.strerror or e}); nothing "
+                                 "of this run was written, the earlier files are as they were",
+                                 hint="make it writable (chmod, chattr -i) or choose another "
+                                      "--out") from None
+            raise
         self._temps.clear()
-        for p in self._stale:
-            if p.exists() and p not in self._temps:
-                p.unlink()
+        for b in [*backups.values(), *removed.values()]:
+            try:
+                os.unlink(b)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _aside(path: Path, link: bool) -> Path:
+        """A hidden name beside ``path`` holding its current content: a hard link (``link``:
+        the file stays in place), else a rename; a file system without hard links falls back to
+        a copy."""
+        fd, b = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+        os.close(fd)
+        os.unlink(b)
+        if not link:
+            os.replace(path, b)
+        else:
+            try:
+                os.link(path, b, follow_symlinks=False)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise  # EPERM (immutable), EACCES: this file cannot be replaced either
+                shutil.copy2(path, b, follow_symlinks=False)
+        return Path(b)
+
+    @staticmethod
+    def _roll_back(placed: list[Path], backups: dict[Path, Path],
+                   removed: dict[Path, Path]) -> None:
+        for path in placed:
+            try:
+                if path in backups:
+                    os.replace(backups.pop(path), path)
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
+        for b in backups.values():
+            try:
+                os.unlink(b)
+            except OSError:
+                pass
+        for p, b in removed.items():
+            try:
+                os.replace(b, p)
+            except OSError:
+                pass
 
     def abort(self) -> None:
         """Remove every temp file; the destinations are untouched."""

@@ -12,6 +12,7 @@ the header's size is checked against it and against the recorded size first).
 
 from __future__ import annotations
 
+import contextvars
 import io
 import os
 import warnings
@@ -22,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image as PILImage
 
 from ..errors import InputError
+from .files import LIMITS, open_regular, read_bytes
 from .limits import MAX_PIXELS, size_problem
 
 # PIL warns above MAX_IMAGE_PIXELS and raises above twice it; grdkit checks the header itself
@@ -30,6 +32,24 @@ PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # what PIL raises on unreadable, corrupt, truncated or oversized image files
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, PILImage.DecompressionBombError)
+
+
+_FOLLOW_LINKS: contextvars.ContextVar[bool] = contextvars.ContextVar("follow_links",
+                                                                    default=False)
+
+
+def set_follow_links(on: bool) -> None:
+    """Opt in (``--follow-links``) to image roots whose links lead outside them, e.g.
+    ``images/coco -> /data/coco/train2014`` (a root assembled from symlinked folders for union
+    training). Off by default: a dataset's ``file_name`` then cannot reach a file outside the
+    root through a link. Every reader (:func:`image_path`) follows this one setting, so
+    ``convert``, ``validate``, ``show``, ``export`` and the baselines agree."""
+    _FOLLOW_LINKS.set(bool(on))
+
+
+def follow_links() -> bool:
+    """Whether links leaving the image root are followed (:func:`set_follow_links`)."""
+    return _FOLLOW_LINKS.get()
 
 
 def image_path(img_root: str | Path, file_name: object, record: str | None = None) -> Path:
@@ -42,7 +62,8 @@ def image_path(img_root: str | Path, file_name: object, record: str | None = Non
 
     Raises:
         InputError: ``file_name`` is not a non-empty string, is absolute, holds ``..``, a
-            backslash or a NUL, or resolves (symlinks followed) outside ``img_root``.
+            backslash or a NUL, or resolves (symlinks followed) outside ``img_root`` (unless
+            :func:`set_follow_links` opted in).
     """
     root = Path(img_root)
     fix = "file_name must be a path relative to the image root, inside it"
@@ -58,9 +79,11 @@ def image_path(img_root: str | Path, file_name: object, record: str | None = Non
         real = os.path.realpath(path)
     except (OSError, ValueError) as e:
         raise InputError(path, f"cannot be resolved: {e}", record) from None
-    if os.path.commonpath([real_root, real]) != real_root:
+    if os.path.commonpath([real_root, real]) != real_root and not follow_links():
         raise InputError(root, f"file_name {file_name!r} is a link that leaves the image root "
-                         f"(to {real})", record, fix)
+                         f"(to {real})", record,
+                         "keep images inside --img-root, or pass --follow-links if you trust "
+                         "the links of this root")
     return path
 
 
@@ -84,9 +107,10 @@ def open_image(source: str | Path | bytes, size: tuple[int, int] | None = None,
             :func:`~grdkit.io.limits.size_problem`'s bounds, or not ``size``.
     """
     where = name if name is not None else (None if isinstance(source, bytes) else source)
-    src = io.BytesIO(source) if isinstance(source, bytes) else source
+    src = io.BytesIO(source) if isinstance(source, bytes) else \
+        open_regular(source, "image file", LIMITS["image"], record=record)  # checked opener
     try:
-        with warnings.catch_warnings():
+        with src, warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(src) as im:
                 _check_header(im, size, where, record)
@@ -94,8 +118,6 @@ def open_image(source: str | Path | bytes, size: tuple[int, int] | None = None,
                 yield im
     except InputError:
         raise
-    except FileNotFoundError:
-        raise InputError(where, "image file not found", record) from None
     except (*IMAGE_ERRORS, PILImage.DecompressionBombWarning) as e:
         raise InputError(where, f"cannot be read as an image: {e}", record,
                          "replace the file with a complete image") from None
@@ -139,12 +161,8 @@ def read_image_file(img_root: str | Path, file_name: object, size: tuple[int, in
     """The checked bytes of an image named by a record: :func:`image_path`, then
     :func:`check_image_bytes`. Raises :class:`InputError` as those do, or when unreadable."""
     path = image_path(img_root, file_name, record)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "image file not found", record, "check --img-root") from None
-    except OSError as e:
-        raise InputError(path, f"cannot be read: {e}", record) from None
+    data = read_bytes(path, "image file", "check --img-root", limit=LIMITS["image"],
+                      record=record)
     check_image_bytes(data, size, record, path)
     return data
 
@@ -157,14 +175,13 @@ def image_size(path: str | Path, record: str | None = None) -> tuple[int, int]:
             :func:`~grdkit.io.limits.size_problem`'s bounds.
     """
     try:
-        with warnings.catch_warnings():
+        with open_regular(path, "image file", LIMITS["image"], record=record) as f, \
+                warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as im:
+            with PILImage.open(f) as im:
                 _check_header(im, None, path, record)
                 return im.height, im.width
     except InputError:
         raise
-    except FileNotFoundError:
-        raise InputError(path, "image file not found", record) from None
     except (*IMAGE_ERRORS, PILImage.DecompressionBombWarning) as e:
         raise InputError(path, f"cannot be read as an image: {e}", record) from None

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from ..errors import InputError
+from .files import LIMITS, read_bytes
 from .limits import MAX_JSON_INT
 
 # Which bytes may hold an integer of 19 or more digits (|value| may reach 2^63): the bytes are
@@ -101,15 +102,12 @@ def read_json(path: str | Path, what: str = "file", hint: str | None = None,
             a NaN coordinate, score or metric would silently change a result).
 
     Raises:
-        InputError: missing, unreadable, not UTF-8, or invalid JSON (line and column named).
+        InputError: missing, not a regular file, above ``LIMITS["json"]`` bytes
+            (:func:`grdkit.io.files.read_bytes`), unreadable, not UTF-8, or invalid JSON (line
+            and column named).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, f"{what} not found") from None
-    except OSError as e:
-        raise InputError(path, f"cannot be read: {e}") from None
+    data = read_bytes(path, what, limit=LIMITS["json"])  # the checked opener: no FIFO, bounded
     return loads_json(path, data, hint, allow_nan)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .files import LIMITS, read_bytes
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -64,17 +65,6 @@ class NumpyUnpickler(SafeUnpickler):
         return getattr(mod, name)
 
 
-def read_bytes(path: str | Path, what: str, hint: str | None = None) -> bytes:
-    """The bytes of ``path``; :class:`InputError` ("<what> not found", or unreadable) otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, f"{what} not found", hint=hint)
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise InputError(path, f"cannot be read: {e}") from None
-
-
 def loads_pickle(path: str | Path, data: bytes, hint: str | None = None,
                  unpickler: type[pickle.Unpickler] = SafeUnpickler) -> Any:
     """Unpickle ``data`` (read from ``path``, named in errors) with a safe unpickler.
@@ -113,4 +103,4 @@ def loads_pickle(path: str | Path, data: bytes, hint: str | None = None,
 
 def load_pickle(path: str | Path, hint: str | None = None) -> Any:
     """Read and safely unpickle a file; see :func:`loads_pickle`."""
-    return loads_pickle(path, read_bytes(path, "pickle", hint), hint)
+    return loads_pickle(path, read_bytes(path, "pickle", hint, limit=LIMITS["pickle"]), hint)

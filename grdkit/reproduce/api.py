@@ -193,8 +193,11 @@ def train_config(model: str, preset: str | None, options: dict) -> tuple[dict, l
     does not have are kept under ``"pending"`` (and listed as ``train:<name>`` in the second
     value), so two rows that differ only by them keep distinct step keys.
     """
+    from ..baselines.options import check_run_option, check_run_options
     from ..baselines.run import PRESETS, TrainConfig, apply_preset
 
+    options = check_run_options(options, "run options")  # the one schema (class E)
+    preset = check_run_option("preset", preset, "run preset")
     cfg_fields = _config_fields() - {"model", "preset", "model_args"}
     config, args, missing, pending = {}, {}, [], {}
     for k, v in options.items():

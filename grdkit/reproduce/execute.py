@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import atomic_write_text, read_json
+from ..io import atomic_write_text, open_regular, read_bytes, read_json
 from . import api
 from .plan import Plan, Step
 
@@ -35,10 +36,14 @@ class RunSummary:
 
 
 def _sha_file(path: Path) -> str:
+    """sha256 of a regular file (the checked opener: a FIFO or a device is refused, and at most
+    the size checked at opening is read)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+    with open_regular(path, "input file") as f:
+        left = os.fstat(f.fileno()).st_size
+        while left > 0 and (chunk := f.read(min(left, 1 << 20))):
             h.update(chunk)
+            left -= len(chunk)
     return h.hexdigest()[:16]
 
 
@@ -94,8 +99,38 @@ class Executor:
         return self.out / "steps" / f"{step.id}.json"
 
     def record(self, step: Step) -> dict | None:
+        """The step's record when it is well-formed (an object whose ``id``, ``kind``,
+        ``inputs`` and ``outputs`` are strings, ``id`` and ``kind`` this step's); None when it
+        is absent or not (a forged or damaged record: the step runs again)."""
         p = self.record_path(step)
-        return read_json(p, "step record") if p.exists() else None
+        if not os.path.lexists(p):
+            return None
+        try:
+            rec = read_json(p, "step record")
+        except InputError:
+            return None
+        if not isinstance(rec, dict) or rec.get("id") != step.id or rec.get("kind") != step.kind \
+                or not all(isinstance(rec.get(k), str) for k in ("inputs", "outputs")):
+            return None
+        return rec
+
+    def _outputs_now(self, step: Step) -> str | None:
+        """The fingerprint of the step's outputs as they are now (None: missing or unreadable),
+        compared with the record's: an output changed since (a forged report, a replaced
+        checkpoint) makes the step run again."""
+        key = step.key
+        try:
+            if step.kind in ("build", "derive"):
+                d = self.data_dir(step.id)
+                return fingerprint(sorted(p for p in d.glob("*.json") if not
+                                          p.name.startswith("."))) if d.is_dir() else None
+            if step.kind == "train":
+                run = self.out / "runs" / step.key
+                return fingerprint([run / "config.json", run / "checkpoint.pt"])
+            folder = {"predict": "preds", "eval": "evals"}.get(step.kind)
+            return fingerprint([self.out / folder / f"{key}.json"]) if folder else None
+        except InputError:
+            return None
 
     def data_dir(self, step_id: str) -> Path:
         return self.out / "data" / step_id.split("-", 1)[1]
@@ -107,8 +142,12 @@ class Executor:
             return fingerprint([src / f for f in api.source_files(c["source"], c["options"])])
         h = hashlib.sha256()
         for d in step.deps:
-            rec = self.record_path_id(d)
-            h.update(read_json(rec, "step record")["outputs"].encode())
+            path = self.record_path_id(d)
+            rec = read_json(path, "step record")
+            if not isinstance(rec, dict) or not isinstance(rec.get("outputs"), str):
+                raise InputError(path, "is not a step record (no 'outputs' string)",
+                                 hint="delete it: that step runs again")
+            h.update(rec["outputs"].encode())
         return h.hexdigest()[:16]
 
     def record_path_id(self, step_id: str) -> Path:
@@ -135,9 +174,12 @@ class Executor:
                 continue
             inputs = self._inputs(step)
             rec = self.record(step)
-            if rec is not None and rec.get("inputs") == inputs:
+            if rec is not None and rec["inputs"] == inputs \
+                    and rec["outputs"] == self._outputs_now(step):
                 summary.skipped.append(step.id)
                 continue
+            if os.path.lexists(self.record_path(step)) and rec is None:
+                self.log(f"{step.id}: its record is not a valid step record; running it again")
             self.log(f"{step.id}: {step.kind} {step.label}")
             t0 = time.perf_counter()
             outputs = getattr(self, f"_{step.kind}")(step, plan, inputs)
@@ -169,7 +211,7 @@ class Executor:
         run = self.out / "runs" / step.key
         started = run / "reproduce-inputs.txt"
         resume = (run / "checkpoint.pt").exists() and started.exists() \
-            and started.read_text() == inputs
+            and read_bytes(started, "reproduce-inputs.txt", limit=4096) == inputs.encode()
         if run.exists() and not resume:
             shutil.rmtree(run)  # a partial run of other inputs (or one without checkpoint)
         run.mkdir(parents=True, exist_ok=True)
@@ -218,7 +260,7 @@ class Executor:
 
 def _torchrun_main(request: str) -> None:
     """Entry point of ``--launcher torchrun``: one training from a request file."""
-    r = json.loads(Path(request).read_text())
+    r = read_json(request, "torchrun request")
     api.train(r["cfg"], [Path(p) for p in r["data"]], Path(r["img_root"]), Path(r["out"]),
               r["resume"])
 

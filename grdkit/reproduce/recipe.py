@@ -34,7 +34,9 @@ from typing import Any
 
 import yaml
 
+from ..baselines.options import check_run_option, check_run_options
 from ..errors import InputError
+from ..io import LIMITS, read_bytes
 
 STATUSES = ("ours", "published", "not-implemented")
 DERIVATIONS = ("res-setting",)
@@ -128,7 +130,7 @@ class Recipe:
 def _keys(where: str, d: Any, spec: dict[str, bool], path: str) -> dict:
     if not isinstance(d, dict):
         raise InputError(path, f"{where} must be a mapping, not {type(d).__name__}")
-    unknown = sorted(set(d) - set(spec))
+    unknown = sorted(map(str, set(d) - set(spec)))  # keys of several types: no TypeError
     if unknown:
         raise InputError(path, f"{where}: unknown key {unknown[0]!r}",
                          hint=f"allowed: {', '.join(spec)}")
@@ -211,9 +213,12 @@ def parse_recipe(raw: Any, path: str = "<recipe>") -> Recipe:
                                  tuple(ref(f"{where}.train", t) for t in train),
                                  ref(f"{where}.test", b["test"]),
                                  _str(f"{where}.profile", b["profile"], path), tuple(metrics),
-                                 _map(f"{where}.train_options", b.get("train_options"), path),
-                                 _map(f"{where}.predict_options", b.get("predict_options"),
-                                      path)))
+                                 check_run_options(
+                                     _map(f"{where}.train_options", b.get("train_options"),
+                                          path), f"{path}: {where}.train_options"),
+                                 check_run_options(
+                                     _map(f"{where}.predict_options", b.get("predict_options"),
+                                          path), f"{path}: {where}.predict_options")))
     ids = [b.id for b in benches]
     if len(set(ids)) != len(ids):
         raise InputError(path, "benchmark ids must be unique")
@@ -230,9 +235,12 @@ def parse_recipe(raw: Any, path: str = "<recipe>") -> Recipe:
         run = None
         if r.get("run") is not None:
             ru = _keys(f"{where}.run", r["run"], _RUN, path)
-            run = RunRecipe(_str(f"{where}.run.model", ru["model"], path), ru.get("preset"),
-                            _map(f"{where}.run.train", ru.get("train"), path),
-                            _map(f"{where}.run.predict", ru.get("predict"), path))
+            run = RunRecipe(_str(f"{where}.run.model", ru["model"], path),
+                            check_run_option("preset", ru.get("preset"), f"{path}: {where}.run"),
+                            check_run_options(_map(f"{where}.run.train", ru.get("train"), path),
+                                              f"{path}: {where}.run.train"),
+                            check_run_options(_map(f"{where}.run.predict", ru.get("predict"),
+                                                   path), f"{path}: {where}.run.predict"))
         if status == "ours" and run is None:
             raise InputError(path, f"{where}: a row with status 'ours' needs 'run'")
         if status == "ours" and any(not b.train for b in benches):
@@ -267,6 +275,40 @@ def parse_recipe(raw: Any, path: str = "<recipe>") -> Recipe:
                   top.get("notes") or "", path, unavailable)
 
 
+MAX_YAML_NODES = 100_000  # a shipped recipe expands to ~2,000 nodes
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses a document whose aliases expand past
+    :data:`MAX_YAML_NODES` nodes (a "billion laughs" alias bomb: a 2 kB file that expands to
+    billions of values); anchors and aliases below the bound (the shipped recipes share their
+    metric lists with ``&m`` / ``*m``) are read as usual. The expanded size is counted on the
+    composed node graph, where an alias is a shared node, before any Python object is built."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            size: dict[int, int] = {}
+
+            def expanded(n) -> int:
+                if id(n) in size:
+                    return size[id(n)]
+                size[id(n)] = 1  # a recursive alias counts once (and then bounds below)
+                if isinstance(n, yaml.SequenceNode):
+                    total = 1 + sum(expanded(c) for c in n.value)
+                elif isinstance(n, yaml.MappingNode):
+                    total = 1 + sum(expanded(k) + expanded(v) for k, v in n.value)
+                else:
+                    total = 1
+                size[id(n)] = total = min(total, MAX_YAML_NODES + 1)
+                return total
+
+            if expanded(node) > MAX_YAML_NODES:
+                raise yaml.YAMLError(f"its aliases expand to more than {MAX_YAML_NODES} values "
+                                     "(an alias bomb?)")
+        return node
+
+
 def recipe_names() -> list[str]:
     """Every shipped recipe (``gres/table2``, ...), sorted (table numbers numerically)."""
     root = resources.files("grdkit.reproduce") / "recipes"
@@ -293,9 +335,12 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     """
     p = Path(name_or_path)
     if str(name_or_path).endswith((".yaml", ".yml")):
-        if not p.is_file():
-            raise InputError(p, "recipe file not found")
-        text, where = p.read_text(encoding="utf-8"), str(p)
+        data, where = read_bytes(p, "recipe file", limit=LIMITS["recipe"]), str(p)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(p, f"is not UTF-8 text (byte {e.start})",
+                             hint="save the recipe as UTF-8") from None
     else:
         if name_or_path not in recipe_names():
             raise InputError(None, f"unknown recipe {name_or_path!r}",
@@ -304,7 +349,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         f = resources.files("grdkit.reproduce") / "recipes" / paper / f"{table}.yaml"
         text, where = f.read_text(encoding="utf-8"), f"recipes/{name_or_path}.yaml"
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=BoundedLoader)  # a SafeLoader, bounded
     except yaml.YAMLError as e:
         raise InputError(where, f"is not valid YAML: {str(e)[:200]}") from None
     rec = parse_recipe(raw, where)

@@ -16,6 +16,7 @@ import io
 import json
 from pathlib import Path
 
+from ..evaluators.report import check_report
 from ..io import atomic_write_bytes, read_json
 from ..plots import MISSING, png_bytes, pyplot
 from . import api
@@ -47,7 +48,9 @@ def collect(plan: Plan, out: str | Path) -> list[dict]:
                 status = "waits for " + "; ".join(dict.fromkeys(api.PENDING.get(w, w)
                                                                for w in wait))
             elif path.exists():
-                ours = read_json(path, "evaluation report")["metrics"].get(m.key)
+                rep = check_report(read_json(path, "evaluation report"), path,
+                                   "delete it: the evaluation step runs again")
+                ours = rep["metrics"].get(m.key)
                 status = "ok" if ours is not None else f"no {m.key} in the report"
             else:
                 status = "not run"

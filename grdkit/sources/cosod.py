@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.files import check_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"
@@ -38,13 +39,24 @@ class CosodGroup:
 
 
 def _entries(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if not p.name.startswith(".") and p.name not in _IGNORED)
+    out = sorted(p for p in folder.iterdir()
+                 if not p.name.startswith(".") and p.name not in _IGNORED)
+    for p in out:  # a name of bytes that are not UTF-8 cannot be written to JSON (file_name)
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = p.name.encode("utf-8", "surrogateescape")[:80]
+            raise InputError(folder, f"holds a name that is not UTF-8: {shown!r}",
+                             hint="rename it (grdkit writes file names to JSON, as UTF-8)"
+                             ) from None
+    return out
 
 
 def _files(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for p in _entries(folder):
+        if p.suffix.lower() in suffixes and not p.is_dir():  # a FIFO or device: named as such
+            check_regular(p, f"{what.split()[-1]} file", record=f"group {folder.name!r}")
         if not p.is_file() or p.suffix.lower() not in suffixes:
             raise InputError(p, f"is not {what} file ({' / '.join(suffixes)})",
                              f"group {folder.name!r}",
