@@ -64,7 +64,7 @@ RUN_OPTIONS: dict[str, click.ParamType] = {
     "rank": click.Choice(RANKS),
     "pool": click.Choice(["mean", "mask"]),
     "anchor": click.Choice(["prototype", "mean", "z"]),
-    "fusion": click.Choice(["paper", "text-every-level", "none", "pwam"]),
+    "fusion": click.Choice(["paper", "text-every-level", "visual", "none", "pwam"]),
     "margin": click.FloatRange(min=0),
     "mirror_weight": click.FloatRange(min=0),
     "max_words": click.IntRange(min=1),

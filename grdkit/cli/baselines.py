@@ -106,8 +106,10 @@ def _model_args(values: tuple[str, ...]) -> dict:
               show_default=True,
               help="GRSer triplet anchor: prototype (eq. 2 pooling of z_n's V-part, the space "
                    "eq. 4 ranks in), mean (plain mean of V_n) or z (grdkit's old pooled conv).")
-@click.option("--fusion", type=click.Choice(["paper", "text-every-level", "none", "pwam"]),
-              help="LTS: paper (eq. 5-7 literally; default) or text-every-level. GRSer: none "
+@click.option("--fusion", type=click.Choice(["paper", "text-every-level", "visual", "none",
+                                              "pwam"]),
+              help="LTS: paper (eq. 5-7 literally; default), text-every-level, or visual (eq. 5 "
+                   "without the text factor: LTS Table 2's rows without the fusion). GRSer: none "
                    "(default) or pwam (LAVT pixel-word attention on the encoder features).")
 @click.option("--margin", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="GRSer triplet margin m (§3.4).")

@@ -262,8 +262,8 @@ def resolve_refer_root(refer_root: str | Path, split_by: str, grefs: bool = Fals
         raise InputError(root, f"refer root folder not found (absolute: {root.absolute()})",
                          hint=f"{_REFER_HINT}; download: {_DOWNLOAD_HINT}")
 
-    def holds(d: Path) -> bool:
-        return any((d / n).is_file() for n in names)
+    def holds(d: Path) -> bool:  # exists, not is_file: a FIFO is named as such by the reader
+        return any((d / n).exists() for n in names)
 
     if holds(root):
         return root
@@ -294,7 +294,7 @@ def refs_file(refer_root: str | Path, split_by: str, grefs: bool = False,
     """
     root = resolve_refer_root(refer_root, split_by, grefs, folder)
     for name in _refs_names(split_by, grefs):
-        if (root / name).is_file():
+        if (root / name).exists():  # the checked opener refuses a FIFO or device by name
             return root / name
     raise InputError(root, "refs file not found")  # unreachable: resolve_refer_root checked
 
