@@ -235,8 +235,10 @@ def table(title: str, rows: list[dict], columns: list[str] | None = None) -> Tab
     t = Table(title=title, title_justify="left")
     for c in columns:
         numeric = bool(rows) and all(isinstance(r.get(c), (int, float)) for r in rows)
+        # fold, not ignore: rich drops the justification of an "ignore" column; outside a
+        # terminal the console is WIDE, so nothing is ever folded or cut there
         t.add_column(LABELS.get(c, c), justify="right" if numeric else "left", no_wrap=True,
-                     overflow="ignore")
+                     overflow="fold")
     for r in rows:
         t.add_row(*(cell(r.get(c)) for c in columns))
     return t
