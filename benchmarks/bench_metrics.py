@@ -10,6 +10,7 @@ dataset. Both compute the metrics at the end (timed). Prints pairs/s of each and
 the ``grdkit`` and ``rela`` profiles, and checks that the two agree to 1e-9.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/bench_metrics.py [--pairs 400] [--batch 8]
+       [--device cuda] [--targets rle|tensor]
 """
 
 from __future__ import annotations
@@ -56,28 +57,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=int, default=400, help="pairs (480 x 640), half negative")
     ap.add_argument("--batch", type=int, default=8, help="pairs per update() call")
+    ap.add_argument("--device", default="cpu", help="where GRESMetrics counts (cpu, cuda)")
+    ap.add_argument("--targets", choices=("rle", "tensor"), default="rle",
+                    help="ground truth as RLEs (decoded per pair, exact) or as bool tensors "
+                         "already on --device")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     ds, probs = make(a.pairs)
     preds = [{"expression_id": 1, "image_id": t.image_id,
               "segmentation": masks.encode((p > 0.5).astype(np.uint8))}
              for t, p in zip(ds.targets, probs)]
     rles = [t.segmentation for t in ds.targets]
-    print(f"{a.pairs} pairs at {H} x {W}, batch {a.batch}, CPU, 1 thread")
-    warm = GRESMetrics()  # first calls allocate; not timed
-    warm.update(torch.from_numpy(np.stack(probs[:a.batch])), rles[:a.batch],
-                expression_ids=[1] * a.batch, image_ids=list(range(a.batch)))
+    # inputs on the device before the clock starts (a model's outputs are already there)
+    p_dev = [torch.from_numpy(np.stack(probs[s:s + a.batch])).to(dev)
+             for s in range(0, a.pairs, a.batch)]
+    tg = [rles[s:s + a.batch] if a.targets == "rle" else
+          torch.from_numpy(np.stack([masks.decode(r).astype(bool)
+                                     for r in rles[s:s + a.batch]])).to(dev)
+          for s in range(0, a.pairs, a.batch)]
+    print(f"{a.pairs} pairs at {H} x {W}, batch {a.batch}, GRESMetrics on {dev} (targets as "
+          f"{a.targets}), grdkit.evaluate on the CPU, 1 thread")
+    warm = GRESMetrics().to(dev)  # first calls allocate; not timed
+    warm.update(p_dev[0], tg[0], expression_ids=[1] * len(p_dev[0]),
+                image_ids=list(range(len(p_dev[0]))))
     for profile in ("grdkit", "rela"):
         t0 = time.perf_counter()
         ref = grdkit.evaluate(preds, ds, protocol=profile).metrics
         t_eval = time.perf_counter() - t0
-        metric = GRESMetrics(profile=profile)
+        metric = GRESMetrics(profile=profile).to(dev)
+        sync()
         t0 = time.perf_counter()
-        for s in range(0, a.pairs, a.batch):
-            metric.update(torch.from_numpy(np.stack(probs[s:s + a.batch])), rles[s:s + a.batch],
-                          expression_ids=[1] * len(rles[s:s + a.batch]),
+        for b, s in enumerate(range(0, a.pairs, a.batch)):
+            metric.update(p_dev[b], tg[b], expression_ids=[1] * len(p_dev[b]),
                           image_ids=[t.image_id for t in ds.targets[s:s + a.batch]])
         got = metric.compute()
+        sync()
         t_metric = time.perf_counter() - t0
         worst = max(abs(got[k] - ref[k]) for k in ref if ref[k] is not None)
         print(f"{profile:7s} GRESMetrics {a.pairs / t_metric:8.0f} pairs/s | grdkit.evaluate "

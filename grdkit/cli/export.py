@@ -100,12 +100,17 @@ def export_refer_cmd(dataset, out_dir, split_by):
     """
     from ..export.refer import export_refer
 
+    _export_layout(dataset, out_dir, split_by, "umd", export_refer, "refer", "refs({}).p")
+
+
+def _export_layout(dataset, out_dir, split_by, default_split_by, write, name, refs_name):
+    """The body of ``export refer`` / ``export grefcoco``: check, read, write, summarise."""
     check_outputs([dataset], folders={"--out": out_dir})
     splits = _load_export_input(dataset)
-    split_by = split_by or _split_by_default(splits, "umd")
-    summary = export_refer(splits, out_dir, split_by)
-    out.print(table("export refer", _summary_rows(summary)))
-    out.print(f"Wrote {out_dir / f'refs({split_by}).p'} and {out_dir / 'instances.json'}")
+    split_by = split_by or _split_by_default(splits, default_split_by)
+    summary = write(splits, out_dir, split_by)
+    out.print(table(f"export {name}", _summary_rows(summary)))
+    out.print(f"Wrote {out_dir / refs_name.format(split_by)} and {out_dir / 'instances.json'}")
 
 
 @export_group.command("grefcoco")
@@ -125,9 +130,5 @@ def export_grefcoco_cmd(dataset, out_dir, split_by):
     """
     from ..export.refer import export_grefcoco
 
-    check_outputs([dataset], folders={"--out": out_dir})
-    splits = _load_export_input(dataset)
-    split_by = split_by or _split_by_default(splits, "unc")
-    summary = export_grefcoco(splits, out_dir, split_by)
-    out.print(table("export grefcoco", _summary_rows(summary)))
-    out.print(f"Wrote {out_dir / f'grefs({split_by}).json'} and {out_dir / 'instances.json'}")
+    _export_layout(dataset, out_dir, split_by, "unc", export_grefcoco, "grefcoco",
+                   "grefs({}).json")

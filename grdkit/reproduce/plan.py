@@ -12,7 +12,8 @@ GPU-hours (:data:`THROUGHPUT`): a rough estimate, not a measurement: images per 
 A100-class GPU in bf16 at the model's reference size, time scaled with the pixel count
 (size / reference)^2; a training processes ``epochs x`` the pairs of its training splits (the
 recipe's ``pairs`` counts, scaled by the run's group size N over the ``pairs_at_n`` they were
-counted at: GRES Table 6's N = 1 trains on 1/8 of the images of N = 8), a prediction the pairs
+counted at: GRES Table 6's N = 1 trains on 1/8 of the images of N = 8; with ``epoch_unit`` "ref",
+the recipe's ``refs`` count instead: MABP's epoch), a prediction the pairs
 of its test split at 4x the training rate.
 Builds, derivations and evaluations run on CPUs (0 GPU-hours).
 """
@@ -139,11 +140,14 @@ def build_plan(recipe: Recipe, rows: list[str] | None = None, smoke: bool = Fals
         data_ids[name] = sid
         return sid
 
-    def pairs(ref: str, group_size: int | None = None) -> float:
-        """Pairs of a split; with ``group_size``: as a training at that N processes them."""
+    def pairs(ref: str, group_size: int | None = None, epoch_unit: str = "sentence") -> float:
+        """Pairs of a split; with ``group_size``: as a training at that N processes them; with
+        ``epoch_unit`` "ref": one per ref (the recipe's ``refs`` count, when it gives one)."""
         name, split = ref.split("/")
         d = recipe.datasets[name]
         n = d.pairs.get(split, 0)
+        if epoch_unit == "ref" and split in d.refs:
+            n = d.refs[split]
         return n if group_size is None else n * group_size / d.pairs_at_n
 
     cells = {}
@@ -174,8 +178,9 @@ def _row_steps(recipe: Recipe, row: Row, b: Benchmark, steps, dataset, pairs, sm
     images = sorted({recipe.datasets[r.split("/")[0]].images for r in b.train})
     deps = sorted({d for d, _ in train_refs})
     rate = _scale(run.model, cfg["size"])
-    gpu = 0.0 if smoke else cfg["epochs"] * sum(pairs(r, cfg["group_size"])
-                                                for r in b.train) / rate / 3600
+    gpu = 0.0 if smoke else cfg["epochs"] * sum(
+        pairs(r, cfg["group_size"], cfg.get("epoch_unit", "sentence"))
+        for r in b.train) / rate / 3600
     tcfg = {"run": cfg, "data": [f"{d}/{s}" for d, s in train_refs], "images": images}
     train_id = _add(steps, "train", tcfg, deps, missing, gpu,
                     f"{run.model} {run.preset or ''} on {' + '.join(b.train)}",

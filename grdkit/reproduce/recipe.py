@@ -45,7 +45,7 @@ UNITS = ("%", "0-1", "words")
 _TOP = {"recipe": True, "title": True, "cite": True, "notes": False, "datasets": True,
         "benchmarks": True, "rows": True, "unavailable": False}
 _DATASET = {"builder": True, "source": True, "images": True, "options": False, "derive": False,
-            "pairs": False, "pairs_at_n": False}
+            "pairs": False, "pairs_at_n": False, "refs": False}
 _BENCH = {"id": True, "label": True, "train": False, "test": True, "profile": True,
           "train_options": False, "predict_options": False, "metrics": True}
 _METRIC = {"key": True, "label": True, "unit": True}
@@ -70,6 +70,9 @@ class DatasetRecipe:
     derive: str | None = None
     pairs: dict = field(default_factory=dict)
     pairs_at_n: int = 1
+    # refs per split (a run with epoch_unit "ref" processes one sentence per ref per epoch):
+    # only for the GPU-hours estimate
+    refs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,10 @@ def parse_recipe(raw: Any, path: str = "<recipe>") -> Recipe:
         pairs = _map(f"datasets.{name}.pairs", d.get("pairs"), path)
         if not all(isinstance(v, int) and v >= 0 for v in pairs.values()):
             raise InputError(path, f"datasets.{name}.pairs must map splits to counts")
+        refs = _map(f"datasets.{name}.refs", d.get("refs"), path)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in refs.values()):
+            raise InputError(path, f"datasets.{name}.refs must map splits to counts")
         at_n = d.get("pairs_at_n", 1)
         if isinstance(at_n, bool) or not isinstance(at_n, int) or at_n < 1:
             raise InputError(path, f"datasets.{name}.pairs_at_n must be an integer >= 1")
@@ -180,7 +187,7 @@ def parse_recipe(raw: Any, path: str = "<recipe>") -> Recipe:
                                        _str(f"datasets.{name}.source", d["source"], path),
                                        _str(f"datasets.{name}.images", d["images"], path),
                                        _map(f"datasets.{name}.options", d.get("options"), path),
-                                       derive, pairs, at_n)
+                                       derive, pairs, at_n, refs)
 
     def ref(where: str, v: Any) -> str:
         v = _str(where, v, path)
