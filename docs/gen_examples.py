@@ -73,7 +73,7 @@ EXAMPLES: tuple[Example, ...] = (
     Example("qs-eval", "grdkit eval demo/preds.json --gt demo/g-refcocog/val.json | head -n 18",
             volatile=True),
     # from your own images (docs/own-images.md)
-    Example("own-convert", "grdkit convert cosod --images demo/photos/image "
+    Example("own-convert", "grdkit convert cosod --img-root demo/photos/image "
             "--masks demo/photos/binary --out demo/mine --negatives 2 --no-progress"),
     Example("own-split", "grdkit derive split demo/mine/test.json --val 0.2 --seed 0 "
             "--out demo/mine-split"),

@@ -383,7 +383,12 @@ def test_resume_with_another_optimiser_or_schedule_is_refused(tmp_path, capsys, 
     for key in ("optimizer", "schedule", "milestones", "gamma"):
         del old[key]
     (run / "config.json").write_text(json.dumps(old))
-    code, _, err = run_cli([*base[:-6], "--resume"], capsys)  # adamw, poly: the old defaults
+    # such a run trained with the old defaults (adamw, poly); without flags LTS now takes its own
+    # recipe (adam + step), which the resume refuses, so the old defaults are given explicitly
+    code, _, err = run_cli([*base[:-6], "--resume"], capsys)
+    assert code == 2 and "optimizer differs" in err
+    code, _, err = run_cli([*base[:-6], "--resume", "--optimizer", "adamw", "--schedule", "poly"],
+                           capsys)
     assert code == 0, err
 
 

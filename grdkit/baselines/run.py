@@ -187,7 +187,14 @@ def apply_recipe(cfg: TrainConfig, explicit: set[str] = frozenset()) -> TrainCon
     if recipe is None:
         raise InputError(None, f"no training recipe for model {cfg.model!r}; choose from "
                          f"{sorted(RECIPES)}")
-    return replace(cfg, **{k: v for k, (v, _) in recipe.items() if k not in explicit})
+    own = {k: v for k, (v, _) in recipe.items() if k not in explicit}
+    schedule = own.get("schedule", cfg.schedule)
+    if "schedule" in recipe and schedule != recipe["schedule"][0]:
+        # another schedule was given: the recipe's settings of its own schedule do not apply
+        for k in {"step": ("milestones", "gamma"), "poly": ("poly_power",)}.get(
+                recipe["schedule"][0], ()):
+            own.pop(k, None)
+    return replace(cfg, **own)
 
 
 def describe_recipe(cfg: TrainConfig) -> str:

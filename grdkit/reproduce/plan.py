@@ -212,7 +212,7 @@ def describe(step: Step, plan: Plan) -> str:
         if c["builder"] == "grd":
             return f"grdkit convert d3 --anno-root $DATA/{c['source']} {o} --out data/{step.key}"
         if c["builder"] == "cosod":
-            return (f"grdkit convert cosod --images $DATA/{c['source']}/image --masks "
+            return (f"grdkit convert cosod --img-root $DATA/{c['source']}/image --masks "
                     f"$DATA/{c['source']}/binary {o} --out data/{step.key}")
         return f"grdkit build {c['builder']} --refer-root $DATA/{c['source']} {o} " \
                f"--out data/{step.key}"
