@@ -827,6 +827,8 @@ def _special_cases(c: dict, kind: str) -> list[tuple[str, list, Path]]:
                   d / "b.json"))
     cases.append(("state", ["eval", "merge", sp("s.npz"), "--gt", gt], d / "s.npz"))
     cases.append(("report", ["leaderboard", report, sp("r.json")], d / "r.json"))
+    cases.append(("per-pair file", ["report", "--per-pair", sp("pp.jsonl"), "--gt", gt,
+                                    "--out", d / "html"], d / "pp.jsonl"))
     cases.append(("derive input", ["derive", "res", sp("v.json"), "--out", d / "o.json"],
                   d / "v.json"))
     cases.append(("validate input", ["validate", sp("w.json")], d / "w.json"))

@@ -97,8 +97,7 @@ def evaluate(predictions: Any, dataset: Any, *, min_pixels: int = 1, strict: boo
         loc = localisation(preds, gt)
     if save_state is not None:  # the shard's localisation counts travel with it (eval merge)
         state.save_state(ev, save_state, commit, None if loc is None else {
-            "hits": round((loc["loc_acc"] or 0.0) * loc["loc_pairs"] / 100),
-            "pairs": loc["loc_pairs"]})
+            "hits": loc["loc_hits"], "pairs": loc["loc_pairs"]})
     cfg = {"predictions": str(predictions) if isinstance(predictions, (str, Path)) else "<api>"}
     if isinstance(dataset, (str, Path)):
         cfg["gt"] = str(dataset)
@@ -138,7 +137,8 @@ def localisation(preds: list, gt: dict[str, GresDataset]) -> dict | None:
         if loc and loc["loc_pairs"]:
             pairs += loc["loc_pairs"]
             hits += round(loc["loc_acc"] * loc["loc_pairs"] / 100)
-    return {"loc_acc": 100.0 * hits / pairs if pairs else None, "loc_pairs": pairs}
+    return {"loc_acc": 100.0 * hits / pairs if pairs else None, "loc_pairs": pairs,
+            "loc_hits": hits}
 
 
 __all__ = ["GresEvaluator", "Leaderboard", "Report", "add_localisation", "check_gate",

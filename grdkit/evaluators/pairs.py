@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..format import GresDataset
-from ..io import Commit, atomic_write_text, loads_json
+from ..io import Commit, atomic_write_text, loads_json, read_bytes
 from .functional import pair_iou
 from .gres import GresEvaluator
 from .state import check_state_arrays
@@ -128,11 +128,9 @@ def read_pairs(path: str | Path):
     import pandas as pd
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "per-pair file not found") from None
     fix = "pass the file written by grdkit eval --per-pair"
+    # the one checked opener: a regular file, size bounded before reading (a FIFO never blocks)
+    data = read_bytes(path, "per-pair file", fix)
     rows = []
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():

@@ -191,10 +191,15 @@ def merged_localisation(paths: Iterable[str | Path]) -> dict | None:
     Raises:
         InputError: see :func:`read_state`; a malformed ``loc`` record.
     """
+    return _sum_localisation((p, read_state(p)) for p in paths)
+
+
+def _sum_localisation(loaded) -> dict | None:
+    """:func:`merged_localisation` of already-read ``(path, state)`` pairs."""
     hits = pairs = 0
     seen = False
-    for p in paths:
-        loc = state_meta(read_state(p)).get("loc")
+    for p, st in loaded:
+        loc = state_meta(st).get("loc")
         if loc is None:
             continue
         h, n = loc.get("hits") if isinstance(loc, dict) else None, \
@@ -223,9 +228,10 @@ def merge_states(paths: Iterable[str | Path], gt: dict[str, GresDataset]) -> Gre
                        protocol=meta["protocol"], cosod_protocol=meta["cosod_protocol"])
     for p, st in loaded:
         load_state(ev, st, str(p))
-    ev.localisation = merged_localisation(paths)
+    ev.localisation = _sum_localisation(loaded)  # each shard read once
     return ev
 
 
-__all__ = ["COSOD_KEYS", "OPTIONS", "STATE_FORMAT", "check_state_arrays", "load_state", "merge_states", "merged_localisation", "read_state", "save_state",
-           "state_dict", "state_meta"]
+__all__ = ["COSOD_KEYS", "OPTIONS", "STATE_FORMAT", "check_state_arrays", "load_state",
+           "merge_states", "merged_localisation", "read_state", "save_state", "state_dict",
+           "state_meta"]
